@@ -1,0 +1,371 @@
+"""HTTP fetching shared by every source: conditional GET, timeouts, bounded retries, a size cap, politeness.
+
+One ``Fetcher`` (one ``httpx.Client``) serves a whole run. Requests to a host can be spaced
+(``min_interval``: the arXiv API asks for 3 s between calls); transient failures (timeouts, dropped
+connections, 408/429/5xx) are retried with exponential backoff, honouring ``Retry-After`` when sent.
+Everything else becomes a ``FetchError`` whose message says what happened in words a user understands.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import tenacity
+
+from newsletter import __version__
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 300.0
+DEFAULT_USER_AGENT = f"newsletter/{__version__} (self-hosted research-paper digest)"
+
+
+class FetchError(Exception):
+    """A request that could not produce a usable response, with a message meant for the user."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status: int | None = None,
+        body: bytes = b"",
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind  # dns | network | timeout | http | too_large | protocol | content
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.attempts = attempts
+
+    @property
+    def transient(self) -> bool:
+        if self.kind == "dns":
+            return False  # an unknown host, or no network at all: seconds of retrying change nothing
+        if self.kind in ("network", "timeout", "protocol"):
+            return True
+        return self.kind == "http" and self.status in TRANSIENT_STATUSES
+
+    @property
+    def unreachable(self) -> bool:
+        """The host could not be reached at all (no network, DNS failure, refused connection)."""
+        return self.kind in ("dns", "network", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    timeout: float = 30.0  # seconds for each connect / read / write
+    deadline: float = 120.0  # seconds for a whole request, however slowly the bytes trickle in
+    attempts: int = 3  # tries per request, the first included
+    backoff: float = 2.0  # seconds before the first retry, doubled for each further one
+    max_backoff: float = 120.0
+    max_bytes: int = 50_000_000
+    user_agent: str = DEFAULT_USER_AGENT
+
+
+@dataclass(slots=True)
+class Document:
+    """A fetched resource; ``not_modified`` means the server answered 304 and ``body`` is empty."""
+
+    url: str
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    not_modified: bool = False
+    attempts: int = 1
+
+    @property
+    def etag(self) -> str | None:
+        return self.headers.get("etag")
+
+    @property
+    def last_modified(self) -> str | None:
+        return self.headers.get("last-modified")
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class _HostThrottle:
+    """Keeps successive requests to one host at least ``interval`` seconds apart, across threads."""
+
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
+        self._last_done: dict[str, float] = {}
+
+    def lock_for(self, host: str) -> threading.Lock:
+        with self._lock:
+            return self._host_locks.setdefault(host, threading.Lock())
+
+    def wait_turn(self, host: str, interval: float) -> None:
+        last = self._last_done.get(host)
+        if last is not None and interval > 0:
+            remaining = last + interval - self._clock()
+            if remaining > 0:
+                self._sleep(remaining)
+
+    def done(self, host: str) -> None:
+        self._last_done[host] = self._clock()
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
+
+
+class Fetcher:
+    """GETs URLs with the project's policies; safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: FetchSettings | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or FetchSettings()
+        self._sleep = sleep
+        self._clock = clock
+        self._throttle = _HostThrottle(clock, sleep)
+        self._client = httpx.Client(
+            headers={"User-Agent": self.settings.user_agent},
+            timeout=httpx.Timeout(self.settings.timeout),
+            follow_redirects=True,
+            max_redirects=5,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        min_interval: float = 0.0,
+        accept: str | None = None,
+        backoff: float | None = None,
+    ) -> Document:
+        """Fetch ``url``; raises ``FetchError`` once retries are exhausted or on a permanent failure."""
+        scheme = urlsplit(url).scheme.lower()
+        if scheme == "file":
+            return self._read_file(url)
+        if scheme not in ("http", "https"):
+            raise FetchError(f"unsupported URL scheme {scheme!r} in {url}", kind="content")
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        if accept:
+            headers["Accept"] = accept
+        first_wait = max(backoff if backoff is not None else self.settings.backoff, min_interval)
+        attempt_counter = {"n": 0}
+
+        def attempt() -> Document:
+            attempt_counter["n"] += 1
+            return self._get_once(url, params, headers, min_interval)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max(1, self.settings.attempts)),
+            wait=_BackoffWait(first_wait, self.settings.max_backoff),
+            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, FetchError) and exc.transient),
+            sleep=self._sleep,
+            before_sleep=lambda state: log.info(
+                "retrying %s after attempt %d: %s", url, state.attempt_number, state.outcome.exception()
+            ),
+            reraise=True,
+        )
+        try:
+            document = retrying(attempt)
+        except FetchError as error:
+            error.attempts = attempt_counter["n"]
+            if error.transient and error.attempts > 1:
+                error.args = (f"{error.args[0]} (gave up after {error.attempts} attempts)",)
+            raise
+        document.attempts = attempt_counter["n"]
+        return document
+
+    def _get_once(
+        self, url: str, params: Mapping[str, str | int] | None, headers: dict[str, str], min_interval: float
+    ) -> Document:
+        host = urlsplit(url).netloc.lower()
+        with self._throttle.lock_for(host):
+            self._throttle.wait_turn(host, min_interval)
+            try:
+                return self._request(url, params, headers)
+            finally:
+                self._throttle.done(host)
+
+    def _request(self, url: str, params: Mapping[str, str | int] | None, headers: dict[str, str]) -> Document:
+        cap = self.settings.max_bytes
+        started = self._clock()
+        try:
+            with self._client.stream("GET", url, params=params, headers=headers) as response:
+                final_url = str(response.url)
+                response_headers = {k.lower(): v for k, v in response.headers.items()}
+                if response.status_code == 304:
+                    return Document(final_url, 304, b"", response_headers, not_modified=True)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise FetchError(
+                        f"response of {_size(int(declared))} exceeds the {_size(cap)} size cap",
+                        kind="too_large",
+                        status=response.status_code,
+                    )
+                chunks: list[bytes] = []
+                received = 0
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > cap:
+                        raise FetchError(
+                            f"response exceeds the {_size(cap)} size cap (stopped reading)",
+                            kind="too_large",
+                            status=response.status_code,
+                        )
+                    if self._clock() - started > self.settings.deadline:
+                        raise FetchError(
+                            f"response still arriving after {self.settings.deadline:g} s; gave up",
+                            kind="timeout",
+                        )
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+                status = response.status_code
+                if status >= 400:
+                    raise FetchError(
+                        f"HTTP {status} {response.reason_phrase or ''}".rstrip() + _body_hint(body),
+                        kind="http",
+                        status=status,
+                        body=body[:65536],
+                        retry_after=_retry_after_seconds(response.headers.get("retry-after")),
+                    )
+                return Document(final_url, status, body, response_headers)
+        except httpx.TimeoutException as exc:
+            raise FetchError(
+                f"timed out after {self.settings.timeout:g} s ({type(exc).__name__})", kind="timeout"
+            ) from exc
+        except httpx.RemoteProtocolError as exc:
+            raise FetchError(
+                f"connection closed before the whole response arrived ({exc})", kind="protocol"
+            ) from exc
+        except httpx.TooManyRedirects as exc:
+            raise FetchError("too many redirects", kind="http") from exc
+        except httpx.TransportError as exc:
+            reason, kind = _transport_reason(exc)
+            raise FetchError(f"could not connect: {reason}", kind=kind) from exc
+
+    def _read_file(self, url: str) -> Document:
+        path = Path(unquote(urlsplit(url).path))
+        try:
+            size = path.stat().st_size
+            if size > self.settings.max_bytes:
+                raise FetchError(
+                    f"file of {_size(size)} exceeds the {_size(self.settings.max_bytes)} size cap",
+                    kind="too_large",
+                )
+            body = path.read_bytes()
+        except OSError as exc:
+            raise FetchError(f"cannot read {path}: {exc.strerror or exc}", kind="network") from exc
+        return Document(url, 200, body, {})
+
+
+class _BackoffWait(tenacity.wait.wait_base):
+    """Exponential backoff with a little jitter; a server's Retry-After wins when it asks for longer."""
+
+    def __init__(self, first: float, ceiling: float) -> None:
+        self.first = first
+        self.ceiling = ceiling
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exponential = self.first * 2 ** (retry_state.attempt_number - 1)
+        wait = min(self.ceiling, exponential * random.uniform(1.0, 1.2))
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(error, FetchError) and error.retry_after is not None:
+            wait = max(wait, error.retry_after)
+        return wait
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    if n < 1_000_000:
+        return f"{n / 1000:.1f} KB"
+    return f"{n / 1_000_000:.1f} MB"
+
+
+_DNS_FAILURES = ("name or service not known", "temporary failure in name resolution", "nodename nor servname")
+
+
+def _transport_reason(exc: httpx.TransportError) -> tuple[str, str]:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if any(marker in lowered for marker in _DNS_FAILURES):
+        return f"host name could not be resolved ({text})", "dns"
+    if "connection refused" in lowered:
+        return f"connection refused ({text})", "network"
+    return text, "network"
+
+
+_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HTML_START = re.compile(
+    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL
+)
+
+
+def looks_like_html(body: bytes) -> bool:
+    return bool(_HTML_START.match(body.lstrip(b"\xef\xbb\xbf")[:2048]))
+
+
+def describe_body(body: bytes, limit: int = 160) -> str:
+    """A short, single-line description of a response body for error messages."""
+    if not body.strip():
+        return ""
+    if looks_like_html(body):
+        title = _HTML_TITLE.search(body[:65536])
+        if title:
+            text = " ".join(title.group(1).decode("utf-8", "replace").split())
+            return f"HTML page titled {html.unescape(text)[:limit]!r}"
+        return "an HTML page"
+    text = " ".join(body[:4096].decode("utf-8", "replace").split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _body_hint(body: bytes) -> str:
+    hint = describe_body(body)
+    return f": {hint}" if hint else ""

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from newsletter.db import open_database
+from newsletter.fetch import Fetcher, FetchSettings
+from tests.support.feedserver import FeedServer
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def corpus_root() -> Path:
+    return Path(os.environ.get("NEWSLETTER_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+@pytest.fixture(scope="session")
+def corpus_feeds() -> Path:
+    feeds = corpus_root() / "feeds"
+    if not feeds.is_dir():
+        pytest.skip(f"captured corpus not found at {feeds} (set NEWSLETTER_CORPUS to its location)")
+    return feeds
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    server = FeedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite_utils.Database]:
+    database = open_database(tmp_path / "newsletter.db")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def fast_settings() -> FetchSettings:
+    """Short timeouts and backoff so that failure tests take fractions of a second."""
+    return FetchSettings(timeout=1.0, deadline=5.0, attempts=3, backoff=0.05, max_backoff=0.5)
+
+
+@pytest.fixture
+def fetcher(fast_settings: FetchSettings) -> Iterator[Fetcher]:
+    with Fetcher(fast_settings) as client:
+        yield client
