@@ -1,0 +1,178 @@
+"""rss.arxiv.org announcement feeds, in their RSS 2.0 and Atom flavours.
+
+Every item is one announcement: ``new`` (first version, in its primary category), ``cross`` (cross-listed
+into a followed category), ``replace`` / ``replace-cross`` (a revision). The description starts with
+``arXiv:2411.17700v1 Announce Type: new Abstract: ...``, authors are one ``dc:creator`` byline and the
+categories list the primary category first. The format is fixed and generated, so it is read with a strict
+XML parser: much faster than a general feed parser and exact about what is wrong when a feed is broken.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from newsletter import ids
+from newsletter.fetch import Document, Fetcher
+from newsletter.models import AnnounceType, Paper, ParsedFeed
+from newsletter.sources.base import (
+    NO_PROGRESS,
+    Collected,
+    Progress,
+    SourceConfig,
+    SourceError,
+    SourceState,
+    collect_document,
+    parse_date,
+    parse_xml,
+    safe_url,
+    unique,
+)
+from newsletter.text import clean_authors, clean_text, split_authors
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+ARXIV = "{http://arxiv.org/schemas/atom}"
+DC = "{http://purl.org/dc/elements/1.1/}"
+
+_PREFIX = re.compile(
+    r"^\s*arXiv:(?P<id>\S+)\s+Announce\s+Type:\s*(?P<type>[\w-]+)\s*(?:Abstract:\s*)?",
+    re.IGNORECASE,
+)
+
+
+def feed_url(categories: tuple[str, ...], flavour: str = "rss") -> str:
+    """rss.arxiv.org joins several categories or archives with '+' into one feed."""
+    return f"https://rss.arxiv.org/{flavour}/" + "+".join(categories)
+
+
+def collect(
+    config: SourceConfig, fetcher: Fetcher, state: SourceState, progress: Progress = NO_PROGRESS
+) -> Collected:
+    return collect_document(
+        config.url,
+        fetcher,
+        state,
+        lambda body, _doc: parse(body),
+        expected="an arXiv RSS feed",
+        accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.1",
+        progress=progress,
+    )
+
+
+def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
+    root = parse_xml(body)
+    if root.tag == "rss":
+        channel = root.find("channel")
+        if channel is None:
+            raise SourceError("RSS document without a <channel>")
+        _raise_for_feed_error(channel.findtext("title"), channel.findtext("description"))
+        items = channel.findall("item")
+        read = _read_rss_item
+    elif root.tag == f"{ATOM}feed":
+        _raise_for_feed_error(root.findtext(f"{ATOM}title"), root.findtext(f"{ATOM}subtitle"))
+        items = root.findall(f"{ATOM}entry")
+        read = _read_atom_entry
+    else:
+        raise SourceError(f"not an arXiv RSS or Atom feed (document element <{_local(root.tag)}>)")
+
+    result = ParsedFeed(entries_seen=len(items))
+    for position, item in enumerate(items, start=1):
+        try:
+            result.papers.append(read(item))
+        except ValueError as exc:
+            result.problems.append(f"entry {position} skipped: {exc}")
+    return result
+
+
+def _raise_for_feed_error(title: str | None, description: str | None) -> None:
+    # arXiv answers a bad category with a valid feed titled "Feed error for query: ..." and no items.
+    if title and title.strip().lower().startswith("feed error"):
+        reason = " ".join((description or title).split())
+        raise SourceError(f"arXiv feed error: {reason}")
+
+
+def _read_rss_item(item: ET.Element) -> Paper:
+    return _build_paper(
+        title=item.findtext("title"),
+        description=item.findtext("description") or "",
+        identifier=item.findtext("guid"),
+        link=item.findtext("link"),
+        categories=[(c.text or "").strip() for c in item.findall("category")],
+        published=item.findtext("pubDate"),
+        announce_type=item.findtext(f"{ARXIV}announce_type"),
+        byline=item.findtext(f"{DC}creator"),
+    )
+
+
+def _read_atom_entry(entry: ET.Element) -> Paper:
+    link = None
+    for element in entry.findall(f"{ATOM}link"):
+        if element.get("rel", "alternate") == "alternate":
+            link = element.get("href")
+            break
+    return _build_paper(
+        title=entry.findtext(f"{ATOM}title"),
+        description=entry.findtext(f"{ATOM}summary") or "",
+        identifier=entry.findtext(f"{ATOM}id"),
+        link=link,
+        categories=[(c.get("term") or "").strip() for c in entry.findall(f"{ATOM}category")],
+        published=entry.findtext(f"{ATOM}published") or entry.findtext(f"{ATOM}updated"),
+        announce_type=entry.findtext(f"{ARXIV}announce_type"),
+        byline=entry.findtext(f"{DC}creator"),
+    )
+
+
+def _build_paper(
+    *,
+    title: str | None,
+    description: str,
+    identifier: str | None,
+    link: str | None,
+    categories: list[str],
+    published: str | None,
+    announce_type: str | None,
+    byline: str | None,
+) -> Paper:
+    prefix = _PREFIX.match(description)
+    abstract = description[prefix.end() :] if prefix else description
+    arxiv = (
+        ids.parse_arxiv_id(identifier)
+        or (ids.parse_arxiv_id(prefix.group("id")) if prefix else None)
+        or ids.parse_arxiv_id(link)
+    )
+    if arxiv is None:
+        raise ValueError(f"no arXiv identifier in guid {identifier!r} or link {link!r}")
+    clean_title = clean_text(title, html_input=False, latex=True)
+    if not clean_title:
+        raise ValueError(f"arXiv:{arxiv.id} has no title")
+    kind_text = (announce_type or (prefix.group("type") if prefix else "") or "").strip().lower()
+    try:
+        kind = AnnounceType(kind_text) if kind_text else AnnounceType.NEW
+    except ValueError:
+        raise ValueError(f"arXiv:{arxiv.id} has an unknown announce type {kind_text!r}") from None
+    categories = unique(categories)
+    url = safe_url(link) or f"https://arxiv.org/abs/{arxiv.id}"
+    return Paper(
+        title=clean_title,
+        abstract=clean_text(abstract, html_input=False, latex=True),
+        authors=clean_authors(split_authors(byline or ""), latex=True),
+        categories=categories,
+        primary_category=categories[0] if categories else None,
+        url=url,
+        pdf_url=_pdf_url(url, arxiv),
+        arxiv_id=arxiv.id,
+        version=arxiv.version,
+        published=parse_date(published),
+        announce_type=kind,
+    )
+
+
+def _pdf_url(url: str, arxiv: ids.ArxivId) -> str | None:
+    if "arxiv.org/" not in url:
+        return None
+    version = f"v{arxiv.version}" if arxiv.version else ""
+    return f"https://arxiv.org/pdf/{arxiv.id}{version}"
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]

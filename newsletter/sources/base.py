@@ -1,0 +1,180 @@
+"""What every source kind shares: its configuration, the result of collecting it, body checks, helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
+
+from newsletter.fetch import Document, Fetcher, describe_body, looks_like_html
+from newsletter.models import Paper, ParsedFeed
+
+
+class SourceError(Exception):
+    """The source as a whole produced nothing usable (an error feed, an HTML page, broken XML...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    name: str
+    kind: str
+    url: str
+    categories: tuple[str, ...] = ()
+    query: str | None = None
+    id_list: tuple[str, ...] = ()
+    page_size: int = 100
+    max_results: int = 1000
+    lookback_days: float | None = None
+    min_interval: float = 0.0
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class SourceState:
+    """What the last successful fetch left behind for a conditional GET next time."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_sha256: str | None = None
+    last_success_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Collected:
+    papers: list[Paper] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    not_modified: bool = False
+    documents_parsed: int = 0
+    requests: int = 0
+    state: SourceState = field(default_factory=SourceState)
+
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(_message: str) -> None:
+    return None
+
+
+NO_PROGRESS: Progress = _no_progress
+
+
+# --- body checks ----------------------------------------------------------------------------------------
+
+
+def check_body(document: Document, *, expected: str) -> None:
+    """Reject bodies that cannot be what a source expects, with a message that says what arrived instead."""
+    body = document.body
+    if not body.strip():
+        raise SourceError(f"empty response body (HTTP {document.status})")
+    if document.content_type == "text/html" or looks_like_html(body):
+        raise SourceError(f"expected {expected} but got {describe_body(body)} (HTTP {document.status})")
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def parse_xml(body: bytes) -> ET.Element:
+    """Parse XML strictly; entity declarations and external references are refused (defusedxml)."""
+    try:
+        return SafeET.fromstring(body)
+    except ET.ParseError as exc:
+        line, column = exc.position
+        raise SourceError(f"malformed XML at line {line}, column {column}: {_expat_reason(exc)}") from exc
+    except defusedxml.DefusedXmlException as exc:
+        raise SourceError(f"refused unsafe XML: {exc}") from exc
+
+
+def _expat_reason(exc: ET.ParseError) -> str:
+    return str(exc).split(":", 1)[0]
+
+
+# --- single-document sources ----------------------------------------------------------------------------
+
+
+def collect_document(
+    url: str,
+    fetcher: Fetcher,
+    state: SourceState,
+    parse: Callable[[bytes, Document], ParsedFeed],
+    *,
+    expected: str,
+    accept: str,
+    progress: Progress = NO_PROGRESS,
+) -> Collected:
+    """Conditional GET of one document, then parse it unless the server says or the bytes show it is unchanged."""
+    progress("requesting")
+    document = fetcher.get(url, etag=state.etag, last_modified=state.last_modified, accept=accept)
+    if document.not_modified:
+        return Collected(not_modified=True, requests=document.attempts, state=state)
+    digest = body_digest(document.body)
+    new_state = SourceState(
+        etag=document.etag,
+        last_modified=document.last_modified,
+        body_sha256=digest,
+    )
+    if state.body_sha256 == digest:
+        # Servers without ETag/Last-Modified support still send the same bytes for an unchanged feed.
+        return Collected(not_modified=True, requests=document.attempts, state=new_state)
+    check_body(document, expected=expected)
+    progress(f"parsing {len(document.body) / 1000:.0f} KB")
+    parsed = parse(document.body, document)
+    return Collected(
+        papers=parsed.papers,
+        problems=parsed.problems,
+        documents_parsed=1,
+        requests=document.attempts,
+        state=new_state,
+    )
+
+
+# --- helpers for parsers --------------------------------------------------------------------------------
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is an absolute http(s) URL; ``javascript:`` and friends never leave the parser."""
+    if not url:
+        return None
+    url = url.strip().replace(" ", "%20")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return url
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """RFC 822 (RSS) or ISO 8601 (Atom, JSON) dates as aware UTC datetimes; None when unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    parsed: datetime | None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def unique(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for value in values:
+        if value and value not in seen:
+            seen.add(value)
+            out.append(value)
+    return out
