@@ -1,0 +1,177 @@
+"""The SQLite database: opening it for shared use and migrating its schema.
+
+The scheduler, the web app and the command line open the same file at the same time, so every connection
+uses WAL (readers never block the writer) and waits for a lock instead of failing at once. The schema
+version lives in ``PRAGMA user_version``; each migration runs once, in order, in its own transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: no implicit transactions; every write goes through write_transaction().
+    # check_same_thread=False: one connection may be handed to a worker thread, never used by two at once.
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    journal_mode = _enable_wal(conn)
+    if journal_mode.lower() != "wal":
+        raise RuntimeError(
+            f"{path}: SQLite refused WAL mode (got {journal_mode!r}); is it on a network share?"
+        )
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    db = sqlite_utils.Database(conn)
+    if migrate:
+        migrate_database(db)
+    return db
+
+
+@contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """All-or-nothing writes. IMMEDIATE takes the write lock up front (waiting up to the busy timeout),
+    so a transaction never fails half-way because another process wrote after it started reading."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL (a setting stored in the file). Switching needs an exclusive lock and SQLite does not
+    wait for it through the busy handler, so two processes creating the database together retry here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            current = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if current.lower() == "wal":
+                return str(current)
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate_database(db: sqlite_utils.Database) -> int:
+    """Apply every migration newer than the database's version; returns the resulting version."""
+    version = schema_version(db)
+    for number, migration in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        # Re-checked under the write lock: two processes starting together must not both migrate.
+        with write_transaction(db):
+            if schema_version(db) < number:
+                migration(db)
+                db.conn.execute(f"PRAGMA user_version = {number}")
+    return schema_version(db)
+
+
+def _initial_schema(db: sqlite_utils.Database) -> None:
+    db["papers"].create(
+        {
+            "id": int,
+            "key": str,  # canonical key: arxiv:ID, doi:DOI or title:normalised title
+            "arxiv_id": str,
+            "version": int,
+            "doi": str,
+            "title": str,
+            "abstract": str,
+            "authors": str,  # JSON list of names
+            "categories": str,  # JSON list, primary category first
+            "primary_category": str,
+            "url": str,
+            "pdf_url": str,
+            "published": str,  # ISO 8601, UTC
+            "updated": str,
+            "announce_type": str,  # how it was first announced: new, cross, replace, replace-cross
+            "upvotes": int,
+            "ai_summary": str,
+            "keywords": str,  # JSON list
+            "github_repo": str,
+            "comment": str,
+            "journal_ref": str,
+            "venue": str,
+            "sources": str,  # JSON list of source names that listed it
+            "is_new": int,  # 1 when it counts as new in the edition covering first_seen_at
+            "first_seen_at": str,
+            "last_seen_at": str,
+            "changed_at": str,
+        },
+        pk="id",
+        not_null=["key", "title", "first_seen_at", "last_seen_at", "is_new"],
+        defaults={"abstract": "", "authors": "[]", "categories": "[]", "keywords": "[]", "sources": "[]"},
+    )
+    db["papers"].create_index(["key"], unique=True)
+    db["papers"].create_index(["first_seen_at"])
+    db["papers"].create_index(["arxiv_id"])
+
+    db["paper_keys"].create(
+        {"key": str, "paper_id": int},
+        pk="key",
+        foreign_keys=[("paper_id", "papers", "id")],
+        not_null=["paper_id"],
+    )
+    db["paper_keys"].create_index(["paper_id"])
+
+    db["sources"].create(
+        {
+            "name": str,
+            "kind": str,
+            "url": str,
+            "etag": str,
+            "last_modified": str,
+            "body_sha256": str,
+            "last_attempt_at": str,
+            "last_success_at": str,
+            "last_status": str,  # ok | not_modified | failed
+            "last_error": str,
+            "last_counts": str,  # JSON
+        },
+        pk="name",
+    )
+
+    db["fetch_runs"].create(
+        {
+            "id": int,
+            "source": str,
+            "started_at": str,
+            "finished_at": str,
+            "status": str,
+            "fetched": int,
+            "new": int,
+            "updated": int,
+            "duplicates": int,
+            "errors": int,
+            "error": str,
+            "problems": str,  # JSON list
+        },
+        pk="id",
+    )
+    db["fetch_runs"].create_index(["source", "started_at"])
+
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = [_initial_schema]

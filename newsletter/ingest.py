@@ -1,0 +1,250 @@
+"""Fetch every configured source and store what it yields: the first stage of the pipeline.
+
+Sources are collected in worker threads (network and parsing), and stored one at a time on the calling
+thread, each in its own transaction together with its conditional-GET state. So a failing source never
+stops the others, and a source whose papers could not be stored keeps its old ETag and is fetched again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import sqlite_utils
+
+from newsletter.db import write_transaction
+from newsletter.fetch import Fetcher, FetchError
+from newsletter.sources import KINDS, Collected, SourceConfig, SourceError, SourceState
+from newsletter.store import iso, store_papers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SourceReport:
+    name: str
+    kind: str
+    status: str = "ok"  # ok | not_modified | failed
+    fetched: int = 0
+    new: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    unreachable: bool = False  # the failure was the network itself (no connection, DNS, timeout)
+    requests: int = 0
+    documents_parsed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def errors(self) -> int:
+        return int(self.failed) + len(self.problems)
+
+
+class IngestProgress(Protocol):
+    def started(self, source: SourceConfig) -> None: ...
+    def step(self, source: SourceConfig, message: str) -> None: ...
+    def finished(self, source: SourceConfig, report: SourceReport) -> None: ...
+
+
+class SilentProgress:
+    def started(self, source: SourceConfig) -> None:
+        pass
+
+    def step(self, source: SourceConfig, message: str) -> None:
+        pass
+
+    def finished(self, source: SourceConfig, report: SourceReport) -> None:
+        pass
+
+
+def run_ingest(
+    db: sqlite_utils.Database,
+    sources: Sequence[SourceConfig],
+    fetcher: Fetcher,
+    *,
+    workers: int = 4,
+    progress: IngestProgress | None = None,
+    now: datetime | None = None,
+) -> list[SourceReport]:
+    """Fetch and store ``sources``; one report per source, in the order given."""
+    progress = progress or SilentProgress()
+    states = {source.name: load_state(db, source) for source in sources}
+    reports: dict[str, SourceReport] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources) or 1))) as pool:
+        futures: dict[Future[tuple[Collected, float]], SourceConfig] = {}
+        for source in sources:
+            progress.started(source)
+            futures[pool.submit(_collect, source, fetcher, states[source.name], progress)] = source
+        # Stored in configuration order, whatever finishes first, so counts do not depend on timing.
+        for future, source in futures.items():
+            report = _store(db, source, future, now or datetime.now(UTC), progress)
+            reports[source.name] = report
+            progress.finished(source, report)
+    return [reports[source.name] for source in sources]
+
+
+def _collect(
+    source: SourceConfig, fetcher: Fetcher, state: SourceState, progress: IngestProgress
+) -> tuple[Collected, float]:
+    started = time.perf_counter()
+    collected = KINDS[source.kind](source, fetcher, state, lambda message: progress.step(source, message))
+    return collected, time.perf_counter() - started
+
+
+def _store(
+    db: sqlite_utils.Database,
+    source: SourceConfig,
+    future: Future[tuple[Collected, float]],
+    now: datetime,
+    progress: IngestProgress,
+) -> SourceReport:
+    report = SourceReport(name=source.name, kind=source.kind)
+    started = time.perf_counter()
+    try:
+        collected, report.seconds = future.result()
+    except (FetchError, SourceError) as error:
+        report.status = "failed"
+        report.error = str(error)
+        report.unreachable = isinstance(error, FetchError) and error.unreachable
+        _record_failure(db, source, report, now)
+        return report
+    except Exception as error:  # a bug in a parser must not cost the other sources their run
+        log.exception("source %s failed unexpectedly", source.name)
+        report.status = "failed"
+        report.error = f"unexpected {type(error).__name__}: {error}"
+        _record_failure(db, source, report, now)
+        return report
+
+    report.requests = collected.requests
+    report.documents_parsed = collected.documents_parsed
+    report.problems = list(collected.problems)
+    if collected.not_modified:
+        report.status = "not_modified"
+    progress.step(source, f"storing {len(collected.papers)} papers")
+    try:
+        with write_transaction(db):
+            counts = store_papers(db, collected.papers, source=source.name, now=now)
+            report.fetched, report.new, report.updated, report.duplicates = (
+                counts.fetched,
+                counts.new,
+                counts.updated,
+                counts.duplicates,
+            )
+            _save_state(db, source, collected.state, report, now)
+            _record_run(db, source, report, now)
+    except Exception as error:
+        log.exception("storing source %s failed", source.name)
+        report.status = "failed"
+        report.error = f"could not store papers: {error}"
+        report.fetched = report.new = report.updated = report.duplicates = 0
+        _record_failure(db, source, report, now)
+    report.seconds += time.perf_counter() - started
+    return report
+
+
+def load_state(db: sqlite_utils.Database, source: SourceConfig) -> SourceState:
+    row = db.execute(
+        "SELECT url, etag, last_modified, body_sha256, last_success_at FROM sources WHERE name = ?",
+        [source.name],
+    ).fetchone()
+    if row is None or row[0] != source.url:
+        return SourceState()  # a changed URL is a different feed: no conditional GET against the old one
+    _url, etag, last_modified, body_sha256, last_success_at = row
+    return SourceState(
+        etag=etag,
+        last_modified=last_modified,
+        body_sha256=body_sha256,
+        last_success_at=datetime.fromisoformat(last_success_at) if last_success_at else None,
+    )
+
+
+def _counts_json(report: SourceReport) -> str:
+    return json.dumps(
+        {
+            "fetched": report.fetched,
+            "new": report.new,
+            "updated": report.updated,
+            "duplicates": report.duplicates,
+            "errors": report.errors,
+        }
+    )
+
+
+def _save_state(
+    db: sqlite_utils.Database, source: SourceConfig, state: SourceState, report: SourceReport, now: datetime
+) -> None:
+    db.conn.execute(
+        """
+        INSERT INTO sources (name, kind, url, etag, last_modified, body_sha256, last_attempt_at,
+                             last_success_at, last_status, last_error, last_counts)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+        ON CONFLICT (name) DO UPDATE SET
+            kind = excluded.kind, url = excluded.url, etag = excluded.etag,
+            last_modified = excluded.last_modified, body_sha256 = excluded.body_sha256,
+            last_attempt_at = excluded.last_attempt_at, last_success_at = excluded.last_success_at,
+            last_status = excluded.last_status, last_error = NULL, last_counts = excluded.last_counts
+        """,
+        [
+            source.name,
+            source.kind,
+            source.url,
+            state.etag,
+            state.last_modified,
+            state.body_sha256,
+            iso(now),
+            iso(now),
+            report.status,
+            _counts_json(report),
+        ],
+    )
+
+
+def _record_failure(
+    db: sqlite_utils.Database, source: SourceConfig, report: SourceReport, now: datetime
+) -> None:
+    with write_transaction(db):
+        db.conn.execute(
+            """
+            INSERT INTO sources (name, kind, url, last_attempt_at, last_status, last_error, last_counts)
+            VALUES (?, ?, ?, ?, 'failed', ?, ?)
+            ON CONFLICT (name) DO UPDATE SET
+                kind = excluded.kind, url = excluded.url, last_attempt_at = excluded.last_attempt_at,
+                last_status = 'failed', last_error = excluded.last_error, last_counts = excluded.last_counts
+            """,
+            [source.name, source.kind, source.url, iso(now), report.error, _counts_json(report)],
+        )
+        _record_run(db, source, report, now)
+
+
+def _record_run(db: sqlite_utils.Database, source: SourceConfig, report: SourceReport, now: datetime) -> None:
+    db.conn.execute(
+        """
+        INSERT INTO fetch_runs (source, started_at, finished_at, status, fetched, new, updated, duplicates,
+                                errors, error, problems)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        [
+            source.name,
+            iso(now),
+            iso(datetime.now(UTC)),
+            report.status,
+            report.fetched,
+            report.new,
+            report.updated,
+            report.duplicates,
+            report.errors,
+            report.error,
+            json.dumps(report.problems, ensure_ascii=False),
+        ],
+    )
