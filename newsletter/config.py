@@ -1,0 +1,314 @@
+"""Settings: ``newsletter.toml`` (written by ``newsletter init``), overridden by the environment.
+
+Secrets never need to live in the file: any scalar setting ``key`` of table ``[section]`` can be set with
+the environment variable ``NEWSLETTER_<SECTION>_<KEY>`` (``NEWSLETTER_SMTP_PASSWORD``...), and
+``NEWSLETTER_DB`` points at another database. Without a config file the defaults below apply, so every
+command works on a fresh checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsletter.fetch import DEFAULT_USER_AGENT, FetchSettings
+from newsletter.sources import KINDS, arxiv_api, arxiv_rss, hf_daily
+from newsletter.sources.base import SourceConfig
+
+DEFAULT_CONFIG_NAME = "newsletter.toml"
+ENV_PREFIX = "NEWSLETTER_"
+
+DEFAULT_CONFIG = """\
+# Configuration of the research-paper newsletter.
+# Any scalar setting can be overridden from the environment as NEWSLETTER_<SECTION>_<KEY>,
+# e.g. NEWSLETTER_SMTP_PASSWORD; keep secrets there rather than in this file.
+
+[newsletter]
+# Shown in the subject and header of every digest.
+name = "Research digest"
+# SQLite database, relative to this file. NEWSLETTER_DB or --db override it.
+database = "data/newsletter.db"
+
+[fetch]
+# Seconds allowed for each connect / read; a whole request gives up after `deadline` seconds.
+timeout = 30
+deadline = 120
+# Attempts per request (first one included) for timeouts, dropped connections, 429 and 5xx replies.
+attempts = 3
+# Seconds before the first retry, doubled for each further one (a Retry-After header wins if longer).
+backoff = 2
+# Responses larger than this many bytes are refused.
+max_bytes = 50_000_000
+# Sources fetched at the same time (requests to one host are never parallel).
+workers = 4
+# Sent with every request. arXiv asks API clients to name themselves and give a contact.
+user_agent = "{user_agent}"
+# contact = "you@example.org"
+
+# Each [[sources]] entry is one feed. kind is one of:
+#   arxiv_rss  rss.arxiv.org announcements; `categories` (joined into one feed) or an explicit `url`
+#   arxiv_api  export.arxiv.org search; `query` (arXiv search syntax) and/or `id_list`, paged with
+#              `page_size` up to `max_results`, `lookback_days` stops at older submissions,
+#              at least `min_interval` = 3 seconds between requests as arXiv asks
+#   hf_daily   huggingface.co/api/daily_papers (upvotes and short AI summaries)
+#   feed       any RSS 0.9x / 1.0 / 2.0 or Atom feed: `url`
+# Set enabled = false to keep a source without fetching it.
+
+[[sources]]
+name = "arxiv"
+kind = "arxiv_rss"
+categories = ["cs.LG", "cs.CL", "cs.CV"]
+
+[[sources]]
+name = "huggingface"
+kind = "hf_daily"
+url = "https://huggingface.co/api/daily_papers"
+
+# [[sources]]
+# name = "arxiv-search"
+# kind = "arxiv_api"
+# query = 'cat:cs.CL AND abs:"retrieval augmented"'
+# page_size = 100
+# max_results = 500
+# lookback_days = 8
+
+# [[sources]]
+# name = "nature-mi"
+# kind = "feed"
+# url = "https://www.nature.com/natmachintell.rss"
+""".replace("{user_agent}", DEFAULT_USER_AGENT)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SOURCE_KEYS = {
+    "name", "kind", "url", "categories", "query", "id_list", "page_size", "max_results",
+    "lookback_days", "min_interval", "enabled", "format",
+}  # fmt: skip
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config_path: Path | None
+    database: Path
+    name: str
+    fetch: FetchSettings
+    workers: int
+    sources: tuple[SourceConfig, ...]
+    raw: Mapping[str, Any]
+
+    def source_named(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r} (configured: {known})")
+
+
+def load_settings(
+    config_path: Path | None,
+    *,
+    database: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read ``config_path`` (defaults when it does not exist), apply the environment, validate."""
+    environ = os.environ if environ is None else environ
+    if config_path is not None and config_path.exists():
+        where = str(config_path)
+        try:
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
+        base_dir = config_path.resolve().parent
+    else:
+        where = "built-in defaults"
+        raw = tomllib.loads(DEFAULT_CONFIG)
+        base_dir = Path.cwd()
+        config_path = None
+    _apply_environment(raw, environ)
+    try:
+        return _build(raw, config_path, base_dir, database, environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        rest = variable[len(ENV_PREFIX) :].lower()
+        for section, table in raw.items():
+            if not isinstance(table, dict) or not rest.startswith(section + "_"):
+                continue
+            key = rest[len(section) + 1 :]
+            table[key] = _coerce(value, table.get(key), variable)
+
+
+def _coerce(value: str, current: Any, variable: str) -> Any:
+    """Environment values are strings; give them the type of the setting they replace."""
+    if isinstance(current, bool):
+        lowered = value.strip().lower()
+        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"environment variable {variable}={value!r} is not true or false")
+        return lowered in ("1", "true", "yes", "on")
+    if isinstance(current, int | float):
+        for number_type in (int, float):
+            try:
+                return number_type(value)
+            except ValueError:
+                continue
+        raise ConfigError(f"environment variable {variable}={value!r} is not a number")
+    return value
+
+
+def _build(
+    raw: dict[str, Any],
+    config_path: Path | None,
+    base_dir: Path,
+    database: Path | None,
+    environ: Mapping[str, str],
+) -> Settings:
+    general = _table(raw, "newsletter")
+    fetch = _table(raw, "fetch")
+    if database is None and environ.get("NEWSLETTER_DB"):
+        database = Path(environ["NEWSLETTER_DB"])
+    if database is None:
+        database = base_dir / str(general.get("database", "data/newsletter.db"))
+    user_agent = str(fetch.get("user_agent") or DEFAULT_USER_AGENT)
+    if fetch.get("contact"):
+        user_agent = f"{user_agent} mailto:{fetch['contact']}"
+    fetch_settings = FetchSettings(
+        timeout=_number(fetch, "timeout", 30.0, minimum=0.1),
+        deadline=_number(fetch, "deadline", 120.0, minimum=0.1),
+        attempts=int(_number(fetch, "attempts", 3, minimum=1)),
+        backoff=_number(fetch, "backoff", 2.0, minimum=0.0),
+        max_bytes=int(_number(fetch, "max_bytes", 50_000_000, minimum=1024)),
+        user_agent=user_agent,
+    )
+    sources_raw = raw.get("sources", [])
+    if not isinstance(sources_raw, list):
+        raise ConfigError("sources must be a list of [[sources]] tables")
+    sources = tuple(_source(entry, index) for index, entry in enumerate(sources_raw, start=1))
+    seen: set[str] = set()
+    for source in sources:
+        if source.name in seen:
+            raise ConfigError(f"two sources are named {source.name!r}; names must be unique")
+        seen.add(source.name)
+    return Settings(
+        config_path=config_path,
+        database=database,
+        name=str(general.get("name", "Research digest")),
+        fetch=fetch_settings,
+        workers=int(_number(fetch, "workers", 4, minimum=1)),
+        sources=sources,
+        raw=raw,
+    )
+
+
+def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return table
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, not {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum:g}, not {value!r}")
+    return float(value)
+
+
+def _source(entry: Any, index: int) -> SourceConfig:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"sources[{index}] must be a table")
+    name = entry.get("name")
+    label = f"sources[{index}]" + (f" ({name!r})" if name else "")
+    unknown = set(entry) - _SOURCE_KEYS
+    if unknown:
+        raise ConfigError(f"{label}: unknown setting(s) {', '.join(sorted(unknown))}")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{label}: name must be 1-64 letters, digits, '.', '_' or '-'")
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{label}: unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+    categories = _strings(entry, "categories", label)
+    id_list = _strings(entry, "id_list", label)
+    url = entry.get("url")
+    query = entry.get("query")
+    min_interval = 0.0
+    if kind == "arxiv_rss" and not url:
+        if not categories:
+            raise ConfigError(f"{label}: an arxiv_rss source needs categories or a url")
+        flavour = entry.get("format", "rss")
+        if flavour not in ("rss", "atom"):
+            raise ConfigError(f"{label}: format must be 'rss' or 'atom'")
+        url = arxiv_rss.feed_url(categories, flavour)
+    elif kind == "arxiv_api":
+        url = url or arxiv_api.DEFAULT_URL
+        if not query and not id_list:
+            raise ConfigError(f"{label}: an arxiv_api source needs a query or an id_list")
+        min_interval = arxiv_api.DEFAULT_INTERVAL
+    elif kind == "hf_daily":
+        url = url or hf_daily.DEFAULT_URL
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{label}: a {kind} source needs a url")
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https", "file"):
+        raise ConfigError(f"{label}: url must be http(s):// or file://, not {url!r}")
+    if "min_interval" in entry:
+        min_interval = _number(entry, "min_interval", min_interval, minimum=0.0)
+        host = urlsplit(url).hostname or ""
+        if host.endswith("arxiv.org") and min_interval < arxiv_api.DEFAULT_INTERVAL:
+            raise ConfigError(f"{label}: arXiv asks for at least 3 seconds between requests")
+    lookback = entry.get("lookback_days")
+    if lookback is not None:
+        lookback = _number(entry, "lookback_days", 0, minimum=0.0)
+    if query is not None and not isinstance(query, str):
+        raise ConfigError(f"{label}: query must be a string")
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{label}: enabled must be true or false")
+    return SourceConfig(
+        name=name,
+        kind=kind,
+        url=url,
+        categories=categories,
+        query=query,
+        id_list=id_list,
+        page_size=int(_number(entry, "page_size", 100, minimum=1)),
+        max_results=int(_number(entry, "max_results", 1000, minimum=1)),
+        lookback_days=lookback,
+        min_interval=min_interval,
+        enabled=enabled,
+    )
+
+
+def _strings(entry: Mapping[str, Any], key: str, label: str) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{label}: {key} must be a list of strings")
+    return tuple(v.strip() for v in value)
+
+
+def write_default_config(path: Path, *, overwrite: bool = False) -> bool:
+    """Write the commented default configuration; False when a file is already there."""
+    if path.exists() and not overwrite:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEFAULT_CONFIG, encoding="utf-8")
+    return True

@@ -1,0 +1,200 @@
+"""The command line, run as the installed ``newsletter`` program in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.feedserver import Reply, file_reply
+
+SAMPLE_ARXIV_PAPERS = 40
+
+
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    environment.update(env or {})
+    environment["COLUMNS"] = "160"
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def config_with_sources(tmp_path: Path, sources: list[tuple[str, str, str]], extra: str = "") -> Path:
+    lines = [
+        '[newsletter]\ndatabase = "news.db"\n[fetch]\ntimeout = 2\nattempts = 2\nbackoff = 0.05\n',
+        extra,
+    ]
+    for name, kind, url in sources:
+        lines.append(f'[[sources]]\nname = "{name}"\nkind = "{kind}"\nurl = "{url}"\n')
+    path = tmp_path / "newsletter.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_init_writes_commented_config_and_a_wal_database(tmp_path):
+    result = run("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = tmp_path / "newsletter.toml"
+    assert config.exists() and "# Each [[sources]] entry is one feed" in config.read_text()
+    database = tmp_path / "data" / "newsletter.db"
+    assert database.exists()
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"papers", "paper_keys", "sources", "fetch_runs"} <= tables
+
+    config.write_text(config.read_text() + "\n# my edit\n")
+    again = run("init", cwd=tmp_path)
+    assert again.returncode == 0 and "already exists" in again.stdout
+    assert "# my edit" in config.read_text()
+    forced = run("init", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and "# my edit" not in config.read_text()
+
+
+def test_fetch_prints_counts_per_source(tmp_path, feed_server, fixtures):
+    url_lg = feed_server.route("/lg", file_reply(fixtures / "arxiv_rss_small.xml"))
+    url_hf = feed_server.route("/hf", file_reply(fixtures / "hf_daily_small.json", "application/json"))
+    config = config_with_sources(tmp_path, [("arxiv", "arxiv_rss", url_lg), ("hf", "hf_daily", url_hf)])
+    result = run("--config", str(config), "fetch", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    header = next(line for line in result.stdout.splitlines() if "duplicates" in line)
+    assert header.split()[:8] == ["source", "┃", "status", "┃", "fetched", "┃", "new", "┃"]
+    arxiv_line = next(line for line in result.stdout.splitlines() if line.startswith("arxiv"))
+    assert [cell.strip() for cell in arxiv_line.split("│")][:7] == ["arxiv", "ok", "4", "2", "2", "0", "0"]
+    hf_line = next(line for line in result.stdout.splitlines() if line.startswith("hf "))
+    assert [cell.strip() for cell in hf_line.split("│")][:7] == ["hf", "ok", "2", "1", "1", "0", "1"]
+    assert "hf: entry 3 skipped: no arXiv id" in result.stdout
+
+    second = run("--config", str(config), "fetch", "--source", "arxiv", cwd=tmp_path)
+    assert second.returncode == 0
+    line = next(line for line in second.stdout.splitlines() if line.startswith("arxiv"))
+    assert "unchanged" in line
+    assert not any(line.startswith("hf ") for line in second.stdout.splitlines())
+
+
+def test_fetch_exits_non_zero_naming_the_failed_source_and_why(tmp_path, feed_server, fixtures):
+    good = feed_server.route("/good", file_reply(fixtures / "arxiv_rss_small.xml"))
+    broken = feed_server.route(
+        "/broken",
+        Reply(
+            body=b"<html><head><title>Bad Gateway</title></head></html>", status=502, content_type="text/html"
+        ),
+    )
+    config = config_with_sources(tmp_path, [("good", "arxiv_rss", good), ("broken", "feed", broken)])
+    result = run("--config", str(config), "fetch", cwd=tmp_path)
+    assert result.returncode == 1
+    assert (
+        "broken failed: HTTP 502 Bad Gateway: HTML page titled 'Bad Gateway' (gave up after 2 attempts)"
+        in result.stdout
+    )
+    assert "1 of 2 sources failed: broken" in result.stderr
+    with sqlite3.connect(tmp_path / "news.db") as conn:
+        assert conn.execute("SELECT count(*) FROM papers").fetchone()[0] == 4
+
+
+def test_unknown_source_and_broken_config_are_usage_errors(tmp_path, feed_server, fixtures):
+    config = config_with_sources(tmp_path, [("good", "arxiv_rss", feed_server.route("/g", Reply(body=b"x")))])
+    unknown = run("--config", str(config), "fetch", "--source", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no source named 'nope' (configured: good)" in unknown.stderr
+    config.write_text('[[sources]]\nname = "x"\nkind = "rss"\nurl = "https://e.org"\n')
+    broken = run("--config", str(config), "fetch", cwd=tmp_path)
+    assert broken.returncode == 2
+    assert "configuration error" in broken.stderr and "unknown kind 'rss'" in broken.stderr
+
+
+def test_demo_falls_back_to_the_bundled_sample_when_offline(tmp_path):
+    port = closed_port()
+    config = config_with_sources(
+        tmp_path,
+        [
+            ("arxiv", "arxiv_rss", f"http://127.0.0.1:{port}/rss/cs.LG"),
+            ("hf", "hf_daily", f"http://127.0.0.1:{port}/hf"),
+        ],
+    )
+    result = run("--config", str(config), "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "arxiv failed: could not connect: connection refused" in result.stdout
+    assert "no live source could be reached: using the sample feed bundled with the project" in result.stdout
+    assert f"{SAMPLE_ARXIV_PAPERS} papers stored" in result.stdout
+    with sqlite3.connect(tmp_path / "news.db") as conn:
+        sources = dict(conn.execute("SELECT name, last_status FROM sources").fetchall())
+        upvoted = conn.execute("SELECT count(*) FROM papers WHERE upvotes IS NOT NULL").fetchone()[0]
+        new = conn.execute("SELECT count(*) FROM papers WHERE is_new = 1").fetchone()[0]
+    assert sources == {"arxiv": "failed", "hf": "failed", "sample-arxiv": "ok", "sample-huggingface": "ok"}
+    assert upvoted == 8  # the Hugging Face sample merged into the arXiv sample's papers
+    assert new == SAMPLE_ARXIV_PAPERS - 2  # the sample's two replace announcements are not new
+
+
+def test_demo_on_a_fresh_directory_creates_everything(tmp_path):
+    result = run("demo", "--offline", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "newsletter.toml").exists()
+    assert "--offline: using the sample feed" in result.stdout
+    assert f"{SAMPLE_ARXIV_PAPERS} papers stored in {tmp_path / 'data' / 'newsletter.db'}" in result.stdout
+    again = run("demo", "--offline", cwd=tmp_path)
+    assert again.returncode == 0 and "0 new in this run" in again.stdout
+
+
+def test_demo_uses_live_sources_when_they_answer(tmp_path, feed_server, fixtures):
+    url = feed_server.route("/lg", file_reply(fixtures / "arxiv_rss_small.xml"))
+    config = config_with_sources(tmp_path, [("arxiv", "arxiv_rss", url)])
+    result = run("--config", str(config), "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sample" not in result.stdout
+    assert "4 papers stored" in result.stdout and "2 new in this run" in result.stdout
+
+
+@pytest.mark.slow
+def test_two_fetches_write_the_same_database_at_once(tmp_path, feed_server, corpus_feeds):
+    big = corpus_feeds / "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml"
+    first = config_with_sources(tmp_path, [("one", "arxiv_rss", feed_server.route("/one", file_reply(big)))])
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = config_with_sources(
+        second_dir,
+        [
+            (
+                "two",
+                "hf_daily",
+                feed_server.route(
+                    "/two", file_reply(corpus_feeds / "hf_api_daily_papers_2026-06-12__sotawhat.json")
+                ),
+            )
+        ],
+    )
+    database = tmp_path / "shared.db"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "--config", str(config), "--db", str(database), "fetch"],
+            cwd=tmp_path,
+            env=base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for config in (first, second)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM papers").fetchone()[0] == 1504 + 30
