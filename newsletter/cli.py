@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
+import sqlite_utils
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -43,6 +45,14 @@ class AppContext:
     def reload(self) -> Settings:
         self._settings = None
         return self.settings
+
+
+def open_db(settings: Settings) -> sqlite_utils.Database:
+    try:
+        return open_database(settings.database)
+    except (sqlite3.Error, OSError, RuntimeError) as exc:
+        fail(f"cannot open the database {settings.database}: {exc}", code=2)
+        raise  # unreachable: fail() exits
 
 
 def fail(message: str, *, code: int = 1) -> None:
@@ -93,7 +103,7 @@ def _init(app: AppContext, *, force: bool = False) -> Settings:
     else:
         console.print(f"configuration [bold]{app.config_path}[/] already exists (kept; --force replaces it)")
     settings = app.reload()
-    open_database(settings.database).close()
+    open_db(settings).close()
     console.print(f"database [bold]{settings.database}[/] is ready")
     return settings
 
@@ -152,7 +162,7 @@ def _enabled(settings: Settings) -> list[SourceConfig]:
 
 
 def _fetch(settings: Settings, sources: Sequence[SourceConfig]) -> list[SourceReport]:
-    db = open_database(settings.database)
+    db = open_db(settings)
     try:
         with Fetcher(settings.fetch) as fetcher, _RichProgress() as progress:
             return run_ingest(db, sources, fetcher, workers=settings.workers, progress=progress)
@@ -227,7 +237,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
 
 
 def _print_summary(settings: Settings, reports: Sequence[SourceReport]) -> None:
-    db = open_database(settings.database)
+    db = open_db(settings)
     try:
         total = db.execute("SELECT count(*) FROM papers").fetchone()[0]
         new_total = sum(r.new for r in reports)

@@ -249,6 +249,7 @@ def _source(entry: Any, index: int) -> SourceConfig:
     url = entry.get("url")
     query = entry.get("query")
     min_interval = 0.0
+    page_size = int(_number(entry, "page_size", 100, minimum=1))
     if kind == "arxiv_rss" and not url:
         if not categories:
             raise ConfigError(f"{label}: an arxiv_rss source needs categories or a url")
@@ -261,6 +262,10 @@ def _source(entry: Any, index: int) -> SourceConfig:
         if not query and not id_list:
             raise ConfigError(f"{label}: an arxiv_api source needs a query or an id_list")
         min_interval = arxiv_api.DEFAULT_INTERVAL
+        if page_size > arxiv_api.MAX_PAGE_SIZE:
+            raise ConfigError(
+                f"{label}: the arXiv API returns at most {arxiv_api.MAX_PAGE_SIZE} results a page"
+            )
     elif kind == "hf_daily":
         url = url or hf_daily.DEFAULT_URL
     if not isinstance(url, str) or not url:
@@ -288,7 +293,7 @@ def _source(entry: Any, index: int) -> SourceConfig:
         categories=categories,
         query=query,
         id_list=id_list,
-        page_size=int(_number(entry, "page_size", 100, minimum=1)),
+        page_size=page_size,
         max_results=int(_number(entry, "max_results", 1000, minimum=1)),
         lookback_days=lookback,
         min_interval=min_interval,

@@ -205,7 +205,7 @@ class Fetcher:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max(1, self.settings.attempts)),
             wait=_BackoffWait(first_wait, self.settings.max_backoff),
-            retry=tenacity.retry_if_exception(lambda exc: isinstance(exc, FetchError) and exc.transient),
+            retry=tenacity.retry_if_exception(self._worth_retrying),
             sleep=self._sleep,
             before_sleep=lambda state: log.info(
                 "retrying %s after attempt %d: %s", url, state.attempt_number, state.outcome.exception()
@@ -216,11 +216,21 @@ class Fetcher:
             document = retrying(attempt)
         except FetchError as error:
             error.attempts = attempt_counter["n"]
-            if error.transient and error.attempts > 1:
+            if error.transient and error.retry_after and error.retry_after > self.settings.max_backoff:
+                error.args = (
+                    f"{error.args[0]} (the server asks to wait {error.retry_after:g} s: try later)",
+                )
+            elif error.transient and error.attempts > 1:
                 error.args = (f"{error.args[0]} (gave up after {error.attempts} attempts)",)
             raise
         document.attempts = attempt_counter["n"]
         return document
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        if not isinstance(error, FetchError) or not error.transient:
+            return False
+        # A server asking for a long pause is better asked again on the next scheduled run.
+        return error.retry_after is None or error.retry_after <= self.settings.max_backoff
 
     def _get_once(
         self, url: str, params: Mapping[str, str | int] | None, headers: dict[str, str], min_interval: float

@@ -49,7 +49,7 @@ def db(tmp_path: Path) -> Iterator[sqlite_utils.Database]:
 @pytest.fixture
 def fast_settings() -> FetchSettings:
     """Short timeouts and backoff so that failure tests take fractions of a second."""
-    return FetchSettings(timeout=1.0, deadline=5.0, attempts=3, backoff=0.05, max_backoff=0.5)
+    return FetchSettings(timeout=1.0, deadline=5.0, attempts=3, backoff=0.05, max_backoff=5.0)
 
 
 @pytest.fixture

@@ -115,6 +115,10 @@ def test_unknown_source_and_broken_config_are_usage_errors(tmp_path, feed_server
     config = config_with_sources(tmp_path, [("good", "arxiv_rss", feed_server.route("/g", Reply(body=b"x")))])
     unknown = run("--config", str(config), "fetch", "--source", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "no source named 'nope' (configured: good)" in unknown.stderr
+    unusable = run("--config", str(config), "--db", "/proc/no-such-dir/news.db", "fetch", cwd=tmp_path)
+    assert (
+        unusable.returncode == 2 and "cannot open the database /proc/no-such-dir/news.db" in unusable.stderr
+    )
     config.write_text('[[sources]]\nname = "x"\nkind = "rss"\nurl = "https://e.org"\n')
     broken = run("--config", str(config), "fetch", cwd=tmp_path)
     assert broken.returncode == 2

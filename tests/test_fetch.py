@@ -133,3 +133,15 @@ def test_file_urls_and_unsupported_schemes(tmp_path, fetcher):
         fetcher.get("ftp://example.org/feed")
     with pytest.raises(FetchError, match="cannot read"):
         fetcher.get((tmp_path / "missing.xml").as_uri())
+
+
+def test_a_long_retry_after_is_not_waited_for(feed_server, fetcher):
+    url = feed_server.route(
+        "/later",
+        Reply(status=503, body=b"maintenance", content_type="text/plain", headers={"Retry-After": "3600"}),
+    )
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"asks to wait 300 s: try later"):
+        fetcher.get(url)
+    assert time.monotonic() - started < 2
+    assert len(feed_server.requests_to("/later")) == 1

@@ -427,3 +427,28 @@ def test_arxiv_api_lookback_sorts_by_date_and_stops_at_older_papers(db, feed_ser
     assert (report.status, report.fetched) == ("ok", 0)
     [request] = feed_server.requests_to("/api/query")
     assert request.query["sortBy"] == ["submittedDate"] and request.query["sortOrder"] == ["descending"]
+
+
+def test_generic_feed_that_is_not_well_formed_keeps_what_it_can_and_says_so(
+    db, feed_server, fetcher, fixtures
+):
+    body = (fixtures / "journal_small.xml").read_bytes().replace(b"</channel>", b"")
+    bare = b"<rss><channel><item><title>x</title></item></channel></rss>"
+    sources = [
+        source("broken", "feed", feed_server.route("/broken", Reply(body=body))),
+        source("bare", "feed", feed_server.route("/bare", Reply(body=bare))),
+        source(
+            "text",
+            "feed",
+            feed_server.route("/text", Reply(body=b"just some text", content_type="text/plain")),
+        ),
+    ]
+    broken, bare_report, text = run_ingest(db, sources, fetcher, now=MONDAY)
+    assert (broken.status, broken.new) == ("ok", 3)
+    assert broken.problems == [
+        "feed is not well-formed (line 31, column 2: mismatched tag); read 3 entries anyway"
+    ]
+    assert bare_report.new == 0
+    assert "entry 1 skipped: 'x' has no link, id, DOI or title specific enough" in bare_report.problems[0]
+    assert text.failed and text.error.startswith("not a readable feed: line ")
+    assert text.error.endswith("syntax error")

@@ -33,6 +33,7 @@ from newsletter.text import clean_authors, clean_text
 
 DEFAULT_URL = "https://export.arxiv.org/api/query"
 DEFAULT_INTERVAL = 3.0
+MAX_PAGE_SIZE = 2000
 ATOM = "{http://www.w3.org/2005/Atom}"
 ARXIV = "{http://arxiv.org/schemas/atom}"
 OPENSEARCH = "{http://a9.com/-/spec/opensearch/1.1/}"

@@ -93,7 +93,7 @@ def _read_entry(entry: Any, venue: str | None) -> Paper:
         names = [byline.group("names")] if byline else []
     authors = [name for raw in names for name in split_authors(raw)]
     extra_keys = [key for key in (ids.url_key(link), ids.url_key(guid) if guid != link else None) if key]
-    return Paper(
+    paper = Paper(
         title=title,
         abstract=clean_text(_abstract(lines), html_input=False),
         authors=clean_authors(authors),
@@ -107,6 +107,9 @@ def _read_entry(entry: Any, venue: str | None) -> Paper:
         venue=venue,
         extra_keys=extra_keys,
     )
+    if not paper.all_keys:
+        raise ValueError(f"{title!r} has no link, id, DOI or title specific enough to recognise it again")
+    return paper
 
 
 def _text_lines(entry: Any) -> str:
@@ -159,7 +162,11 @@ def _date(value: Any) -> datetime | None:
         return None
 
 
+_SAX_POSITION = re.compile(r"^<unknown>:(\d+):(\d+):\s*")
+
+
 def _bozo_reason(parsed: Any) -> str:
     error = parsed.get("bozo_exception")
     text = " ".join(str(error).split()) if error else "unknown problem"
+    text = _SAX_POSITION.sub(lambda m: f"line {m.group(1)}, column {m.group(2)}: ", text)
     return text[:200]
