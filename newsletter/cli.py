@@ -149,7 +149,12 @@ def demo(app: AppContext, offline: bool) -> None:
         reports = _fetch(settings, live) if live else []
         _print_reports(reports)
     if not any(not r.failed for r in reports):
-        why = "--offline" if offline else "no live source could be reached"
+        if offline:
+            why = "--offline"
+        elif all(r.unreachable for r in reports):
+            why = "no live source could be reached"
+        else:
+            why = "no live source could be fetched"
         console.print(f"[yellow]{why}: using the sample feed bundled with the project (fictional papers)[/]")
         sample_reports = _fetch(settings, samples.sample_sources())
         _print_reports(sample_reports)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from newsletter.fetch import Fetcher
 from newsletter.sources import arxiv_api, arxiv_rss, feed, hf_daily
-from newsletter.sources.base import Collected, Progress, SourceConfig, SourceError, SourceState
-
-Collector = Callable[[SourceConfig, Fetcher, SourceState, Progress], Collected]
+from newsletter.sources.base import Collected, Collector, SourceConfig, SourceError, SourceState
 
 KINDS: dict[str, Collector] = {
     "arxiv_rss": arxiv_rss.collect,

@@ -26,6 +26,7 @@ from newsletter.sources.base import (
     check_body,
     parse_date,
     parse_xml,
+    read_entries,
     safe_url,
     unique,
 )
@@ -124,12 +125,7 @@ def parse(body: bytes) -> ParsedFeed:
         start_index=_int(root.findtext(f"{OPENSEARCH}startIndex")),
         entries_seen=len(entries),
     )
-    for position, entry in enumerate(entries, start=1):
-        try:
-            result.papers.append(_read_entry(entry))
-        except ValueError as exc:
-            result.problems.append(f"entry {position} skipped: {exc}")
-    return result
+    return read_entries(result, entries, _read_entry)
 
 
 def _read_entry(entry: ET.Element) -> Paper:

@@ -13,18 +13,14 @@ import re
 import xml.etree.ElementTree as ET
 
 from newsletter import ids
-from newsletter.fetch import Document, Fetcher
+from newsletter.fetch import Document
 from newsletter.models import AnnounceType, Paper, ParsedFeed
 from newsletter.sources.base import (
-    NO_PROGRESS,
-    Collected,
-    Progress,
-    SourceConfig,
     SourceError,
-    SourceState,
-    collect_document,
+    document_collector,
     parse_date,
     parse_xml,
+    read_entries,
     safe_url,
     unique,
 )
@@ -45,20 +41,6 @@ def feed_url(categories: tuple[str, ...], flavour: str = "rss") -> str:
     return f"https://rss.arxiv.org/{flavour}/" + "+".join(categories)
 
 
-def collect(
-    config: SourceConfig, fetcher: Fetcher, state: SourceState, progress: Progress = NO_PROGRESS
-) -> Collected:
-    return collect_document(
-        config.url,
-        fetcher,
-        state,
-        lambda body, _doc: parse(body),
-        expected="an arXiv RSS feed",
-        accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.1",
-        progress=progress,
-    )
-
-
 def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
     root = parse_xml(body)
     if root.tag == "rss":
@@ -75,13 +57,7 @@ def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
     else:
         raise SourceError(f"not an arXiv RSS or Atom feed (document element <{_local(root.tag)}>)")
 
-    result = ParsedFeed(entries_seen=len(items))
-    for position, item in enumerate(items, start=1):
-        try:
-            result.papers.append(read(item))
-        except ValueError as exc:
-            result.problems.append(f"entry {position} skipped: {exc}")
-    return result
+    return read_entries(ParsedFeed(entries_seen=len(items)), items, read)
 
 
 def _raise_for_feed_error(title: str | None, description: str | None) -> None:
@@ -176,3 +152,10 @@ def _pdf_url(url: str, arxiv: ids.ArxivId) -> str | None:
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
+
+
+collect = document_collector(
+    parse,
+    expected="an arXiv RSS feed",
+    accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.1",
+)

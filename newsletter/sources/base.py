@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import defusedxml
@@ -15,6 +16,8 @@ import defusedxml.ElementTree as SafeET
 
 from newsletter.fetch import Document, Fetcher, describe_body, looks_like_html
 from newsletter.models import Paper, ParsedFeed
+
+Entry = TypeVar("Entry")
 
 
 class SourceError(Exception):
@@ -100,11 +103,28 @@ def _expat_reason(exc: ET.ParseError) -> str:
 # --- single-document sources ----------------------------------------------------------------------------
 
 
+Parser = Callable[[bytes, Document], ParsedFeed]
+Collector = Callable[[SourceConfig, Fetcher, SourceState, Progress], Collected]
+
+
+def document_collector(parse: Parser, *, expected: str, accept: str) -> Collector:
+    """The collector of a source that is one document (a feed, a JSON list) at its configured URL."""
+
+    def collect(
+        config: SourceConfig, fetcher: Fetcher, state: SourceState, progress: Progress = NO_PROGRESS
+    ) -> Collected:
+        return collect_document(
+            config.url, fetcher, state, parse, expected=expected, accept=accept, progress=progress
+        )
+
+    return collect
+
+
 def collect_document(
     url: str,
     fetcher: Fetcher,
     state: SourceState,
-    parse: Callable[[bytes, Document], ParsedFeed],
+    parse: Parser,
     *,
     expected: str,
     accept: str,
@@ -137,6 +157,16 @@ def collect_document(
 
 
 # --- helpers for parsers --------------------------------------------------------------------------------
+
+
+def read_entries(result: ParsedFeed, entries: Sequence[Entry], read: Callable[[Entry], Paper]) -> ParsedFeed:
+    """Read each entry into a paper; an entry that cannot be read is skipped and said, never fatal."""
+    for position, entry in enumerate(entries, start=1):
+        try:
+            result.papers.append(read(entry))
+        except (ValueError, TypeError, AttributeError) as exc:
+            result.problems.append(f"entry {position} skipped: {exc}")
+    return result
 
 
 def safe_url(url: str | None) -> str | None:

@@ -15,16 +15,12 @@ from typing import Any
 import feedparser
 
 from newsletter import ids
-from newsletter.fetch import Document, Fetcher
+from newsletter.fetch import Document
 from newsletter.models import Paper, ParsedFeed
 from newsletter.sources.base import (
-    NO_PROGRESS,
-    Collected,
-    Progress,
-    SourceConfig,
     SourceError,
-    SourceState,
-    collect_document,
+    document_collector,
+    read_entries,
     safe_url,
     unique,
 )
@@ -34,21 +30,6 @@ _ABSTRACT_HEADING = re.compile(r"^[ \t]*abstract\b[ \t]*[:.]?[ \t]*\n?", re.IGNO
 _BYLINE = re.compile(r"^[ \t]*authors?[ \t]*:[ \t]*(?P<names>.+)$", re.IGNORECASE | re.MULTILINE)
 # Lines after an abstract that are navigation or identifiers, not prose ("PDF", "PMID: 123 | DOI: ...").
 _TRAILER_LINE = re.compile(r"^\s*(?:(?:\S+\s*){1,3}|(?:pmid|doi)\s*:.*)$", re.IGNORECASE)
-
-
-def collect(
-    config: SourceConfig, fetcher: Fetcher, state: SourceState, progress: Progress = NO_PROGRESS
-) -> Collected:
-    return collect_document(
-        config.url,
-        fetcher,
-        state,
-        parse,
-        expected="an RSS or Atom feed",
-        accept="application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, "
-        "text/xml;q=0.9, */*;q=0.1",
-        progress=progress,
-    )
 
 
 def parse(body: bytes, document: Document | None = None) -> ParsedFeed:
@@ -68,12 +49,7 @@ def parse(body: bytes, document: Document | None = None) -> ParsedFeed:
             f"feed is not well-formed ({_bozo_reason(parsed)}); read {len(parsed.entries)} entries anyway"
         )
     venue = clean_text(parsed.feed.get("prism_publicationname") or parsed.feed.get("title"), html_input=True)
-    for position, entry in enumerate(parsed.entries, start=1):
-        try:
-            result.papers.append(_read_entry(entry, venue or None))
-        except ValueError as exc:
-            result.problems.append(f"entry {position} skipped: {exc}")
-    return result
+    return read_entries(result, parsed.entries, lambda entry: _read_entry(entry, venue or None))
 
 
 def _read_entry(entry: Any, venue: str | None) -> Paper:
@@ -170,3 +146,11 @@ def _bozo_reason(parsed: Any) -> str:
     text = " ".join(str(error).split()) if error else "unknown problem"
     text = _SAX_POSITION.sub(lambda m: f"line {m.group(1)}, column {m.group(2)}: ", text)
     return text[:200]
+
+
+collect = document_collector(
+    parse,
+    expected="an RSS or Atom feed",
+    accept="application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, "
+    "text/xml;q=0.9, */*;q=0.1",
+)

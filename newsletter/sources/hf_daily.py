@@ -10,36 +10,18 @@ import json
 from typing import Any
 
 from newsletter import ids
-from newsletter.fetch import Document, Fetcher
+from newsletter.fetch import Document
 from newsletter.models import Paper, ParsedFeed
 from newsletter.sources.base import (
-    NO_PROGRESS,
-    Collected,
-    Progress,
-    SourceConfig,
     SourceError,
-    SourceState,
-    collect_document,
+    document_collector,
     parse_date,
+    read_entries,
     safe_url,
 )
 from newsletter.text import clean_authors, clean_text
 
 DEFAULT_URL = "https://huggingface.co/api/daily_papers"
-
-
-def collect(
-    config: SourceConfig, fetcher: Fetcher, state: SourceState, progress: Progress = NO_PROGRESS
-) -> Collected:
-    return collect_document(
-        config.url,
-        fetcher,
-        state,
-        lambda body, _doc: parse(body),
-        expected="Hugging Face daily papers JSON",
-        accept="application/json",
-        progress=progress,
-    )
 
 
 def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
@@ -54,13 +36,7 @@ def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
         raise SourceError("expected a JSON list of daily papers, got an object")
     if not isinstance(data, list):
         raise SourceError(f"expected a JSON list of daily papers, got {type(data).__name__}")
-    result = ParsedFeed(entries_seen=len(data))
-    for position, item in enumerate(data, start=1):
-        try:
-            result.papers.append(_read_item(item))
-        except (ValueError, TypeError, AttributeError) as exc:
-            result.problems.append(f"entry {position} skipped: {exc}")
-    return result
+    return read_entries(ParsedFeed(entries_seen=len(data)), data, _read_item)
 
 
 def _read_item(item: Any) -> Paper:
@@ -92,3 +68,6 @@ def _read_item(item: Any) -> Paper:
         keywords=[clean_text(str(k), html_input=False) for k in keywords if isinstance(k, str)][:20],
         github_repo=safe_url(paper.get("githubRepo")),
     )
+
+
+collect = document_collector(parse, expected="Hugging Face daily papers JSON", accept="application/json")
