@@ -14,7 +14,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -104,9 +104,7 @@ class Document:
 class _HostThrottle:
     """Keeps successive requests to one host at least ``interval`` seconds apart, across threads."""
 
-    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self._clock = clock
-        self._sleep = sleep
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._host_locks: dict[str, threading.Lock] = {}
         self._last_done: dict[str, float] = {}
@@ -118,12 +116,12 @@ class _HostThrottle:
     def wait_turn(self, host: str, interval: float) -> None:
         last = self._last_done.get(host)
         if last is not None and interval > 0:
-            remaining = last + interval - self._clock()
+            remaining = last + interval - time.monotonic()
             if remaining > 0:
-                self._sleep(remaining)
+                time.sleep(remaining)
 
     def done(self, host: str) -> None:
-        self._last_done[host] = self._clock()
+        self._last_done[host] = time.monotonic()
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -142,24 +140,14 @@ def _retry_after_seconds(value: str | None) -> float | None:
 class Fetcher:
     """GETs URLs with the project's policies; safe to share between threads."""
 
-    def __init__(
-        self,
-        settings: FetchSettings | None = None,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, settings: FetchSettings | None = None) -> None:
         self.settings = settings or FetchSettings()
-        self._sleep = sleep
-        self._clock = clock
-        self._throttle = _HostThrottle(clock, sleep)
+        self._throttle = _HostThrottle()
         self._client = httpx.Client(
             headers={"User-Agent": self.settings.user_agent},
             timeout=httpx.Timeout(self.settings.timeout),
             follow_redirects=True,
             max_redirects=5,
-            transport=transport,
         )
 
     def __enter__(self) -> Fetcher:
@@ -180,7 +168,6 @@ class Fetcher:
         last_modified: str | None = None,
         min_interval: float = 0.0,
         accept: str | None = None,
-        backoff: float | None = None,
     ) -> Document:
         """Fetch ``url``; raises ``FetchError`` once retries are exhausted or on a permanent failure."""
         scheme = urlsplit(url).scheme.lower()
@@ -195,27 +182,21 @@ class Fetcher:
             headers["If-Modified-Since"] = last_modified
         if accept:
             headers["Accept"] = accept
-        first_wait = max(backoff if backoff is not None else self.settings.backoff, min_interval)
-        attempt_counter = {"n": 0}
-
-        def attempt() -> Document:
-            attempt_counter["n"] += 1
-            return self._get_once(url, params, headers, min_interval)
-
+        # A host that asks for spacing between requests gets at least that much before a retry, too.
+        first_wait = max(self.settings.backoff, min_interval)
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max(1, self.settings.attempts)),
             wait=_BackoffWait(first_wait, self.settings.max_backoff),
             retry=tenacity.retry_if_exception(self._worth_retrying),
-            sleep=self._sleep,
             before_sleep=lambda state: log.info(
                 "retrying %s after attempt %d: %s", url, state.attempt_number, state.outcome.exception()
             ),
             reraise=True,
         )
         try:
-            document = retrying(attempt)
+            document = retrying(self._get_once, url, params, headers, min_interval)
         except FetchError as error:
-            error.attempts = attempt_counter["n"]
+            error.attempts = retrying.statistics.get("attempt_number", 1)
             if error.transient and error.retry_after and error.retry_after > self.settings.max_backoff:
                 error.args = (
                     f"{error.args[0]} (the server asks to wait {error.retry_after:g} s: try later)",
@@ -223,7 +204,7 @@ class Fetcher:
             elif error.transient and error.attempts > 1:
                 error.args = (f"{error.args[0]} (gave up after {error.attempts} attempts)",)
             raise
-        document.attempts = attempt_counter["n"]
+        document.attempts = retrying.statistics.get("attempt_number", 1)
         return document
 
     def _worth_retrying(self, error: BaseException) -> bool:
@@ -245,7 +226,7 @@ class Fetcher:
 
     def _request(self, url: str, params: Mapping[str, str | int] | None, headers: dict[str, str]) -> Document:
         cap = self.settings.max_bytes
-        started = self._clock()
+        started = time.monotonic()
         try:
             with self._client.stream("GET", url, params=params, headers=headers) as response:
                 final_url = str(response.url)
@@ -269,7 +250,7 @@ class Fetcher:
                             kind="too_large",
                             status=response.status_code,
                         )
-                    if self._clock() - started > self.settings.deadline:
+                    if time.monotonic() - started > self.settings.deadline:
                         raise FetchError(
                             f"response still arriving after {self.settings.deadline:g} s; gave up",
                             kind="timeout",
