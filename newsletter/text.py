@@ -241,3 +241,38 @@ def split_authors(value: str) -> list[str]:
 def clean_authors(names: list[str], *, latex: bool = False) -> list[str]:
     cleaned = (clean_text(name, html_input=False, latex=latex) for name in names)
     return [name for name in cleaned if name]
+
+
+# --- summaries ------------------------------------------------------------------------------------------
+
+# A sentence ends at ., ! or ? followed by a space and a capital letter, digit or opening bracket, unless
+# the word before the full stop is an abbreviation ("et al.", "e.g.", "Fig.") or a single letter ("J.").
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[\"'])")
+_ABBREVIATION = re.compile(
+    r"(?:\b(?:al|e\.g|i\.e|etc|vs|cf|fig|figs|eq|eqs|ref|refs|sec|no|approx|resp|dr|prof|st|mr|ms)\.|\b[A-Za-z]\.)$",
+    re.IGNORECASE,
+)
+
+
+def sentences(text: str) -> list[str]:
+    parts: list[str] = []
+    for piece in _SENTENCE_END.split(text.strip()):
+        if parts and _ABBREVIATION.search(parts[-1]):
+            parts[-1] = f"{parts[-1]} {piece}"
+        else:
+            parts.append(piece)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def extract_summary(abstract: str, *, max_chars: int = 300) -> str:
+    """The first one or two sentences of an abstract, within ``max_chars`` (cut at a word, with an ellipsis)."""
+    found = sentences(abstract)
+    if not found:
+        return ""
+    summary = found[0]
+    if len(found) > 1 and len(summary) + 1 + len(found[1]) <= max_chars and len(summary) < max_chars // 2:
+        summary = f"{summary} {found[1]}"
+    if len(summary) > max_chars:
+        cut = summary[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:-–—")
+        summary = cut + "…"
+    return summary

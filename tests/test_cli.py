@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -154,8 +155,11 @@ def test_demo_on_a_fresh_directory_creates_everything(tmp_path):
     assert (tmp_path / "newsletter.toml").exists()
     assert "--offline: using the sample feed" in result.stdout
     assert f"{SAMPLE_ARXIV_PAPERS} papers stored in {tmp_path / 'data' / 'newsletter.db'}" in result.stdout
+    assert re.search(r"edition 1 \(.*\): 38 papers in 6 topics", result.stdout)
+    assert "Tree-Structured Speculative Decoding with a Shared Draft Head ▲112" in result.stdout
     again = run("demo", "--offline", cwd=tmp_path)
     assert again.returncode == 0 and "0 new in this run" in again.stdout
+    assert re.search(r"edition 2 \(.*\): nothing new in this window", again.stdout)
 
 
 def test_demo_uses_live_sources_when_they_answer(tmp_path, feed_server, fixtures):

@@ -13,6 +13,7 @@ from newsletter.fetch import Fetcher, FetchSettings
 from newsletter.ingest import run_ingest
 from newsletter.sources import SourceConfig
 from newsletter.sources import arxiv_rss as arxiv_rss_module
+from newsletter.store import iso
 from tests.support.feedserver import Reply, file_reply
 
 MONDAY = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
@@ -132,7 +133,7 @@ def test_dedupe_across_categories_sources_versions_and_journals(db, feed_server,
     }
     assert next(r for r in again if r.name == "api").duplicates == 2
     assert db.execute("SELECT count(*) FROM papers").fetchone()[0] == 8
-    assert paper_row(db, "2501.00001")["first_seen_at"] == MONDAY.isoformat()
+    assert paper_row(db, "2501.00001")["first_seen_at"] == iso(MONDAY)
 
 
 def test_two_papers_sharing_a_title_stay_two_papers(db, feed_server, fetcher):

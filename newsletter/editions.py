@@ -1,0 +1,279 @@
+"""Editions: the papers first seen in a window, clustered into ranked, labelled topic sections, stored.
+
+An edition's window is ``[start, end)`` over ``papers.first_seen_at``; by default it starts where the
+previous digest's window ended (or ``window_days`` ago) and ends now, so consecutive digests neither
+overlap nor leave gaps. Only papers that count as new are selected (a revision of an old paper is not).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from newsletter.cluster import Document, cluster_documents, score_paper
+from newsletter.db import write_transaction
+from newsletter.store import iso
+from newsletter.text import extract_summary
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSettings:
+    topics: int | None = None  # None: chosen from the data
+    min_topics: int = 4
+    max_topics: int = 15
+    min_topic_size: int = 3
+    engine: str = "tfidf"
+    window_days: float = 7.0
+    summary_chars: int = 300
+
+
+@dataclass(slots=True)
+class EditionPaper:
+    paper_id: int
+    key: str
+    title: str
+    score: float
+    summary: str
+    authors: list[str] = field(default_factory=list)
+    url: str | None = None
+    upvotes: int | None = None
+    primary_category: str | None = None
+    github_repo: str | None = None
+
+
+@dataclass(slots=True)
+class Section:
+    label: str
+    keywords: list[str]
+    papers: list[EditionPaper]
+    is_other: bool = False
+
+
+@dataclass(slots=True)
+class Edition:
+    id: int
+    kind: str
+    status: str
+    created_at: datetime
+    window_start: datetime
+    window_end: datetime
+    sections: list[Section]
+    engine: str
+    seconds: float = 0.0  # time to build, when just built
+
+    @property
+    def paper_count(self) -> int:
+        return sum(len(section.papers) for section in self.sections)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "edition": self.id,
+            "kind": self.kind,
+            "window": {"start": iso(self.window_start), "end": iso(self.window_end)},
+            "paper_count": self.paper_count,
+            "engine": self.engine,
+            "clusters": [
+                {
+                    "label": section.label,
+                    "keywords": section.keywords,
+                    "other": section.is_other,
+                    "papers": [
+                        {"id": p.key, "title": p.title, "score": p.score, "summary": p.summary}
+                        for p in section.papers
+                    ],
+                }
+                for section in self.sections
+            ],
+        }
+
+
+def default_window(
+    db: sqlite_utils.Database, *, now: datetime, window_days: float, kind: str = "digest"
+) -> tuple[datetime, datetime]:
+    row = db.execute(
+        "SELECT max(window_end) FROM editions WHERE kind = ? AND window_end <= ?", [kind, iso(now)]
+    ).fetchone()
+    start = datetime.fromisoformat(row[0]) if row and row[0] else now - timedelta(days=window_days)
+    return start, now
+
+
+def build_edition(
+    db: sqlite_utils.Database,
+    settings: DigestSettings,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> Edition:
+    """Select, cluster, rank and store a digest edition; returns it as stored."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    default_start, default_end = default_window(db, now=now, window_days=settings.window_days)
+    start = since or default_start
+    end = until or default_end
+    if end <= start:
+        raise ValueError(f"the window ends ({iso(end)}) before it starts ({iso(start)})")
+    papers = _select(db, start, end)
+    sections = _sections(papers, settings)
+    elapsed = time.perf_counter() - started
+    with write_transaction(db):
+        cursor = db.conn.execute(
+            """
+            INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
+                                  engine)
+            VALUES ('digest', 'built', ?, ?, ?, ?, ?, ?)
+            """,
+            [iso(now), iso(start), iso(end), len(papers), len(sections), settings.engine],
+        )
+        edition_id = int(cursor.lastrowid or 0)
+        _store_sections(db, edition_id, sections)
+    edition = load_edition(db, edition_id)
+    edition.seconds = elapsed
+    return edition
+
+
+def _select(db: sqlite_utils.Database, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    cursor = db.execute(
+        """
+        SELECT id, key, title, abstract, authors, url, upvotes, ai_summary, primary_category, github_repo,
+               coalesce(published, first_seen_at) AS dated
+        FROM papers
+        WHERE is_new = 1 AND first_seen_at >= ? AND first_seen_at < ?
+        ORDER BY key
+        """,
+        [iso(start), iso(end)],
+    )
+    columns = [c[0] for c in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
+def _sections(papers: list[dict[str, Any]], settings: DigestSettings) -> list[Section]:
+    if not papers:
+        return []
+    clustering = cluster_documents(
+        [Document(id=p["key"], title=p["title"], abstract=p["abstract"] or "") for p in papers],
+        topics=settings.topics,
+        min_topics=settings.min_topics,
+        max_topics=settings.max_topics,
+        min_topic_size=settings.min_topic_size,
+        engine=settings.engine,
+    )
+    dates = [p["dated"] or "" for p in papers]
+    oldest, newest = min(dates), max(dates)
+    sections = []
+    for topic in clustering.topics:
+        ranked = []
+        for index, centrality in zip(topic.members, topic.centrality, strict=True):
+            paper = papers[index]
+            recency = _position(paper["dated"] or "", oldest, newest)
+            ranked.append(
+                EditionPaper(
+                    paper_id=paper["id"],
+                    key=paper["key"],
+                    title=paper["title"],
+                    score=score_paper(upvotes=paper["upvotes"], centrality=centrality, recency=recency),
+                    summary=paper["ai_summary"]
+                    or extract_summary(paper["abstract"] or "", max_chars=settings.summary_chars),
+                    authors=json.loads(paper["authors"] or "[]"),
+                    url=paper["url"],
+                    upvotes=paper["upvotes"],
+                    primary_category=paper["primary_category"],
+                    github_repo=paper["github_repo"],
+                )
+            )
+        ranked.sort(key=lambda p: (-p.score, p.key))
+        sections.append(Section(topic.label, topic.keywords, ranked, topic.is_other))
+    return sections
+
+
+def _position(value: str, oldest: str, newest: str) -> float:
+    if newest == oldest:
+        return 1.0
+    try:
+        low, high, here = (datetime.fromisoformat(v).timestamp() for v in (oldest, newest, value))
+    except ValueError:
+        return 0.0
+    return (here - low) / (high - low)
+
+
+def _store_sections(db: sqlite_utils.Database, edition_id: int, sections: list[Section]) -> None:
+    db.conn.executemany(
+        "INSERT INTO edition_sections (edition_id, position, label, keywords, size, is_other) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                edition_id,
+                position,
+                s.label,
+                json.dumps(s.keywords, ensure_ascii=False),
+                len(s.papers),
+                int(s.is_other),
+            )
+            for position, s in enumerate(sections)
+        ],
+    )
+    db.conn.executemany(
+        "INSERT INTO edition_papers (edition_id, paper_id, section, rank, score, summary) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (edition_id, paper.paper_id, position, rank, paper.score, paper.summary)
+            for position, section in enumerate(sections)
+            for rank, paper in enumerate(section.papers)
+        ],
+    )
+
+
+class EditionNotFound(LookupError):
+    pass
+
+
+def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
+    row = db.execute(
+        "SELECT id, kind, status, created_at, window_start, window_end, engine FROM editions WHERE id = ?",
+        [edition_id],
+    ).fetchone()
+    if row is None:
+        raise EditionNotFound(f"there is no edition {edition_id}")
+    sections = [
+        Section(label=label, keywords=json.loads(keywords), papers=[], is_other=bool(is_other))
+        for label, keywords, is_other in db.execute(
+            "SELECT label, keywords, is_other FROM edition_sections WHERE edition_id = ? ORDER BY position",
+            [edition_id],
+        )
+    ]
+    for section, score, summary, paper_id, key, title, authors, url, upvotes, category, repo in db.execute(
+        """
+        SELECT ep.section, ep.score, ep.summary, p.id, p.key, p.title, p.authors, p.url, p.upvotes,
+               p.primary_category, p.github_repo
+        FROM edition_papers ep JOIN papers p ON p.id = ep.paper_id
+        WHERE ep.edition_id = ? ORDER BY ep.section, ep.rank
+        """,
+        [edition_id],
+    ):
+        sections[section].papers.append(
+            EditionPaper(
+                paper_id=paper_id,
+                key=key,
+                title=title,
+                score=score,
+                summary=summary,
+                authors=json.loads(authors or "[]"),
+                url=url,
+                upvotes=upvotes,
+                primary_category=category,
+                github_repo=repo,
+            )
+        )
+    return Edition(
+        id=row[0],
+        kind=row[1],
+        status=row[2],
+        created_at=datetime.fromisoformat(row[3]),
+        window_start=datetime.fromisoformat(row[4]),
+        window_end=datetime.fromisoformat(row[5]),
+        sections=sections,
+        engine=row[6],
+    )
