@@ -113,3 +113,17 @@ def test_arxiv_api_defaults_and_atom_flavour(tmp_path):
     api, atom = load_settings(path, environ={}).sources
     assert (api.url, api.min_interval, api.page_size) == ("https://export.arxiv.org/api/query", 3.0, 100)
     assert (atom.url, atom.enabled) == ("https://rss.arxiv.org/atom/cs.AI", False)
+
+
+def test_digest_settings(tmp_path):
+    settings = load_settings(write(tmp_path, "[digest]\ntopics = 8\nengine = 'embeddings'\n"), environ={})
+    assert (settings.digest.topics, settings.digest.engine, settings.digest.max_topics) == (
+        8,
+        "embeddings",
+        15,
+    )
+    assert load_settings(write(tmp_path, "[digest]\ntopics = 0\n"), environ={}).digest.topics is None
+    with pytest.raises(ConfigError, match="min_topics \\(9\\) is above max_topics \\(5\\)"):
+        load_settings(write(tmp_path, "[digest]\nmin_topics = 9\nmax_topics = 5\n"), environ={})
+    with pytest.raises(ConfigError, match="engine must be one of tfidf, embeddings, not 'bertopic'"):
+        load_settings(write(tmp_path, "[digest]\nengine = 'bertopic'\n"), environ={})

