@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import sqlite_utils
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -61,7 +62,7 @@ def open_db(settings: Settings) -> sqlite_utils.Database:
 
 
 def fail(message: str, *, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
 
@@ -104,12 +105,14 @@ def init(app: AppContext, force: bool) -> None:
 
 def _init(app: AppContext, *, force: bool = False) -> Settings:
     if write_default_config(app.config_path, overwrite=force):
-        console.print(f"wrote configuration [bold]{app.config_path}[/]")
+        console.print(f"wrote configuration [bold]{escape(str(app.config_path))}[/]")
     else:
-        console.print(f"configuration [bold]{app.config_path}[/] already exists (kept; --force replaces it)")
+        console.print(
+            f"configuration [bold]{escape(str(app.config_path))}[/] already exists (kept; --force replaces it)"
+        )
     settings = app.reload()
     open_db(settings).close()
-    console.print(f"database [bold]{settings.database}[/] is ready")
+    console.print(f"database [bold]{escape(str(settings.database))}[/] is ready")
     return settings
 
 
@@ -241,9 +244,9 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
     console.print(table)
     for report in reports:
         if report.failed:
-            console.print(f"[red]{report.name} failed:[/] {report.error}", soft_wrap=True)
+            console.print(f"[red]{report.name} failed:[/] {escape(report.error or '')}", soft_wrap=True)
         for problem in report.problems[:10]:
-            console.print(f"[yellow]{report.name}:[/] {problem}", soft_wrap=True)
+            console.print(f"[yellow]{report.name}:[/] {escape(problem)}", soft_wrap=True)
         if len(report.problems) > 10:
             console.print(f"[yellow]{report.name}:[/] ... and {len(report.problems) - 10} more problems")
 
@@ -254,7 +257,7 @@ def _print_summary(settings: Settings, reports: Sequence[SourceReport]) -> None:
         total = db.execute("SELECT count(*) FROM papers").fetchone()[0]
         new_total = sum(r.new for r in reports)
         console.print(
-            f"\n[bold]{total}[/] papers stored in [bold]{settings.database}[/]; {new_total} new in this run."
+            f"\n[bold]{total}[/] papers stored in [bold]{escape(str(settings.database))}[/]; {new_total} new in this run."
         )
         top = db.execute(
             """
@@ -263,7 +266,7 @@ def _print_summary(settings: Settings, reports: Sequence[SourceReport]) -> None:
             """
         ).fetchall()
         if top:
-            console.print("categories: " + ", ".join(f"{cat} {n}" for cat, n in top))
+            console.print("categories: " + escape(", ".join(f"{cat} {n}" for cat, n in top)))
     finally:
         db.close()
 
@@ -310,7 +313,7 @@ def digest_build(
         Path(json_path).write_text(text + "\n", encoding="utf-8")
     _print_edition(edition, papers_per_section=1)
     if json_path:
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {escape(json_path)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,13 +368,13 @@ def _print_edition(edition: Edition, *, papers_per_section: int) -> None:
     table.add_column("first papers" if papers_per_section > 1 else "first paper")
     for number, section in enumerate(edition.sections, start=1):
         firsts = "\n".join(_paper_line(p) for p in section.papers[:papers_per_section])
-        table.add_row(str(number), section.label, str(len(section.papers)), firsts)
+        table.add_row(str(number), escape(section.label), str(len(section.papers)), firsts)
     console.print(table)
 
 
 def _paper_line(paper: EditionPaper) -> str:
     votes = f" ▲{paper.upvotes}" if paper.upvotes else ""
-    return f"{paper.title}{votes}"
+    return escape(f"{paper.title}{votes}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -206,3 +206,21 @@ def test_two_fetches_write_the_same_database_at_once(tmp_path, feed_server, corp
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM papers").fetchone()[0] == 1504 + 30
+
+
+def test_text_with_square_brackets_is_printed_as_is(tmp_path, feed_server):
+    item = """<item><title>[Re] Reproducing [bold]Sparse[/bold] Experts {n}</title><link>https://arxiv.org/abs/2501.0010{n}</link>
+      <description>arXiv:2501.0010{n}v1 Announce Type: new
+Abstract: We reproduce [red]sparse experts[/red] results, number {n}.</description>
+      <guid>oai:arXiv.org:2501.0010{n}v1</guid><category>cs.LG</category>
+      <arxiv:announce_type>new</arxiv:announce_type><dc:creator>A. Author</dc:creator></item>"""
+    body = (
+        '<rss version="2.0" xmlns:arxiv="http://arxiv.org/schemas/atom" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        "<channel><title>t</title>" + item.format(n=1) + item.format(n=2) + "</channel></rss>"
+    ).encode()
+    config = config_with_sources(
+        tmp_path, [("arxiv", "arxiv_rss", feed_server.route("/rss", Reply(body=body)))]
+    )
+    result = run("--config", str(config), "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "[Re] Reproducing [bold]Sparse[/bold] Experts" in result.stdout
