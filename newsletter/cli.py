@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import smtplib
 import sqlite3
 import sys
+import webbrowser
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -15,17 +18,28 @@ import click
 import sqlite_utils
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from newsletter import __version__, samples
+from newsletter import __version__, outbox, samples
 from newsletter.cluster import EngineUnavailable
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
 from newsletter.db import open_database
+from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
+from newsletter.devsmtp import EmbeddedSMTPServer
 from newsletter.editions import Edition, EditionPaper, build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
 from newsletter.sources import SourceConfig
+from newsletter.subscribers import STATUSES, SubscriberError, add_subscriber, import_csv, list_subscribers
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -145,10 +159,11 @@ def fetch(app: AppContext, names: tuple[str, ...]) -> None:
 @click.option("--offline", is_flag=True, help="Do not try the live sources; use the bundled sample feed.")
 @click.pass_obj
 def demo(app: AppContext, offline: bool) -> None:
-    """Run the pipeline once on embedded defaults: init, fetch, build the digest edition.
+    """Run the pipeline once on embedded defaults: init, fetch, build the digest, send it.
 
     When no live source can be reached, says so and uses the sample feed shipped with the project, so the
-    rest of the pipeline still has papers to work on.
+    rest of the pipeline still has papers to work on. Without subscribers, three sample readers are added;
+    with the default `[smtp] host = "embedded"` the emails land in a local Maildir.
     """
     settings = _init(app) if not app.config_path.exists() else app.settings
     reports: list[SourceReport] = []
@@ -170,6 +185,43 @@ def demo(app: AppContext, offline: bool) -> None:
     _print_summary(settings, reports)
     edition = _build(settings, DigestRequest())
     _print_edition(edition, papers_per_section=2)
+    if not edition.sections:
+        console.print("nothing new to send.")
+        return
+    _demo_subscribers(settings)
+    report = _send(settings, edition.id)
+    preview = settings.database.parent / f"preview-edition-{edition.id}.html"
+    preview.write_text(outbox.preview_html(settings, edition.id), encoding="utf-8")
+    console.print(f"preview of the email: [bold]{escape(str(preview))}[/]")
+    if settings.smtp.embedded:
+        console.print(
+            f"the embedded SMTP server stored the messages in [bold]{escape(str(settings.smtp.maildir))}[/] "
+            "(a Maildir: one file per message under new/)"
+        )
+    console.print(
+        f"links in the emails work while [bold]newsletter serve[/] runs ({escape(settings.web.base_url)})"
+    )
+    if not report.complete:
+        raise SystemExit(1)
+
+
+DEMO_READERS = [
+    ("ada.reader@example.org", "Ada Reader"),
+    ("grace.reader@example.org", "Grace Reader"),
+    ("alan.reader@example.org", "Alan Reader"),
+]
+
+
+def _demo_subscribers(settings: Settings) -> None:
+    db = open_db(settings)
+    try:
+        if db.execute("SELECT count(*) FROM subscribers").fetchone()[0]:
+            return
+        for email, name in DEMO_READERS:
+            add_subscriber(db, email, name, source="demo")
+        console.print(f"added {len(DEMO_READERS)} sample subscribers (example.org addresses)")
+    finally:
+        db.close()
 
 
 def _enabled(settings: Settings) -> list[SourceConfig]:
@@ -375,6 +427,271 @@ def _print_edition(edition: Edition, *, papers_per_section: int) -> None:
 def _paper_line(paper: EditionPaper) -> str:
     votes = f" ▲{paper.upvotes}" if paper.upvotes else ""
     return escape(f"{paper.title}{votes}")
+
+
+# --- sending ------------------------------------------------------------------------------------------------
+
+
+@digest.command("preview")
+@click.argument("edition_id", metavar="EDITION", type=int)
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML here."
+)
+@click.option(
+    "--as", "address", metavar="EMAIL", help="Personalise for this subscriber (default: the first one)."
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the preview in a browser.")
+@click.pass_obj
+def digest_preview(
+    app: AppContext, edition_id: int, out_path: Path | None, address: str | None, open_browser: bool
+) -> None:
+    """Write the HTML of EDITION exactly as a subscriber receives it."""
+    try:
+        html = outbox.preview_html(app.settings, edition_id, address)
+    except outbox.SendError as exc:
+        fail(str(exc), code=2)
+    out = out_path or app.settings.database.parent / f"preview-edition-{edition_id}.html"
+    out.write_text(html, encoding="utf-8")
+    size = len(html.encode())
+    console.print(f"wrote {escape(str(out))} ({size / 1000:.1f} KB of HTML; Gmail clips above 102 KB)")
+    if open_browser:
+        webbrowser.open(out.resolve().as_uri())
+
+
+@digest.command("send")
+@click.argument("edition_id", metavar="EDITION", type=int)
+@click.option(
+    "--to", "address", metavar="EMAIL", help="Send one test copy to this address, outside the ledger."
+)
+@click.pass_obj
+def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
+    """Send EDITION to every active subscriber (a re-run sends only what is not done yet)."""
+    if address:
+        try:
+            reply = outbox.send_test_copy(app.settings, edition_id, address)
+        except (outbox.SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+            fail(f"the test copy was not sent: {exc}")
+        console.print(f"test copy of edition {edition_id} sent to {escape(address)}: {escape(reply)}")
+        return
+    report = _send(app.settings, edition_id)
+    if not report.complete:
+        raise SystemExit(1)
+
+
+@cli.command("resume")
+@click.argument("edition_id", metavar="EDITION", type=int)
+@click.pass_obj
+def resume(app: AppContext, edition_id: int) -> None:
+    """Finish an interrupted send of EDITION: only what was not delivered goes out."""
+    report = _send(app.settings, edition_id)
+    if not report.complete:
+        raise SystemExit(1)
+
+
+@cli.command("send")
+@click.option("--subject", required=True, help="Subject of the message.")
+@click.option(
+    "--body",
+    "body_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Markdown file with the message.",
+)
+@click.option(
+    "--to",
+    "segment",
+    default="all",
+    show_default=True,
+    metavar="SEGMENT",
+    help="'all' active subscribers, or one subscriber's address.",
+)
+@click.pass_obj
+def send_one_off(app: AppContext, subject: str, body_path: Path, segment: str) -> None:
+    """Send a one-off message (Markdown body) to subscribers, through the same ledger as digests."""
+    try:
+        edition_id = outbox.create_one_off(
+            app.settings, subject, body_path.read_text(encoding="utf-8"), segment
+        )
+    except (outbox.SendError, UnicodeDecodeError) as exc:
+        fail(str(exc), code=2)
+    console.print(f"message stored as edition {edition_id}")
+    report = _send(app.settings, edition_id)
+    if not report.complete:
+        raise SystemExit(1)
+
+
+def _send(settings: Settings, edition_id: int) -> DeliveryReport:
+    with Progress(
+        TextColumn("sending edition {task.fields[edition]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("send", edition=edition_id, total=None)
+        try:
+            report = outbox.send_edition(settings, edition_id, progress=lambda _outcome: bar.advance(task))
+        except outbox.SendError as exc:
+            fail(str(exc), code=2)
+        except SendInProgress as exc:
+            fail(f"{exc}; wait for it to finish", code=1)
+    _print_delivery(report, settings)
+    return report
+
+
+def _print_delivery(report: DeliveryReport, settings: Settings) -> None:
+    counts = report.counts
+    total = sum(counts.values())
+    parts = [
+        f"{counts.get(state, 0)} {state}"
+        for state in ("sent", "failed", "suppressed", "unknown")
+        if counts.get(state)
+    ]
+    console.print(
+        f"edition {report.edition_id}: {total} recipients; "
+        + (", ".join(parts) or "nothing sent")
+        + f" [dim]({report.sent_now} sent in this run, {report.seconds:.1f}s"
+        + (f", {report.rate:.0f} msg/s" if report.sent_now > 20 else "")
+        + ")[/]"
+    )
+    for address, reply in report.failures[:10]:
+        console.print(f"[red]failed[/] {escape(address)}: {escape(reply)}", soft_wrap=True)
+    if len(report.failures) > 10:
+        console.print(f"[red]... and {len(report.failures) - 10} more failures[/]")
+    if report.unknown:
+        console.print(
+            f"[yellow]{len(report.unknown)} message(s) were in flight when a previous send stopped; the server "
+            "may or may not have accepted them, so they were not sent again:[/] "
+            + escape(", ".join(report.unknown)),
+            soft_wrap=True,
+        )
+    if report.pending:
+        when = f" (next retry due {report.next_retry_at:%Y-%m-%d %H:%M} UTC)" if report.next_retry_at else ""
+        reason = f"{report.stopped}; " if report.stopped else ""
+        console.print(
+            f"[red]{escape(reason)}{report.pending} message(s) not sent yet{when}: run "
+            f"`newsletter resume {report.edition_id}` to send them[/]",
+            soft_wrap=True,
+        )
+
+
+# --- subscribers ----------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@click.pass_obj
+def subscribers_add(app: AppContext, email: str, name: str) -> None:
+    """Add a confirmed (active) subscriber."""
+    db = open_db(app.settings)
+    try:
+        result = add_subscriber(db, email, name, source="cli")
+    except SubscriberError as exc:
+        fail(str(exc), code=2)
+    finally:
+        db.close()
+    if result.created:
+        console.print(f"added {escape(result.subscriber.email)} (id {result.subscriber.id}, active)")
+    else:
+        console.print(f"{escape(result.subscriber.email)}: {escape(result.note)}")
+
+
+@subscribers.command("import")
+@click.argument("csv_path", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+def subscribers_import(app: AppContext, csv_path: Path) -> None:
+    """Import active subscribers from a CSV file with the columns email,name."""
+    db = open_db(app.settings)
+    try:
+        report = import_csv(db, csv_path)
+    except SubscriberError as exc:
+        fail(str(exc), code=2)
+    finally:
+        db.close()
+    console.print(
+        f"imported {report.added} new subscribers; {report.existing} already known; {len(report.errors)} rows rejected"
+    )
+    for line, reason in report.errors[:50]:
+        console.print(f"[yellow]line {line}:[/] {escape(reason)}", soft_wrap=True)
+    if report.errors:
+        raise SystemExit(1)
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+@click.option("--search", metavar="TEXT", help="Only addresses or names containing TEXT.")
+@click.pass_obj
+def subscribers_list(app: AppContext, status: str | None, search: str | None) -> None:
+    """List subscribers."""
+    db = open_db(app.settings)
+    try:
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("id", "email", "name", "status", "since"):
+            table.add_column(column)
+        count = 0
+        for subscriber in list_subscribers(db, status=status, search=search):
+            count += 1
+            table.add_row(
+                str(subscriber.id),
+                escape(subscriber.email),
+                escape(subscriber.name),
+                subscriber.status,
+                subscriber.created_at[:10],
+            )
+    finally:
+        db.close()
+    console.print(table)
+    console.print(f"{count} subscriber{'s' if count != 1 else ''}")
+
+
+# --- servers --------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Interface to listen on (default: [web] host).")
+@click.option("--port", type=int, help="Port (default: [web] port).")
+@click.pass_obj
+def serve(app: AppContext, host: str | None, port: int | None) -> None:
+    """Run the web app: unsubscribe pages and the archive of editions."""
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    settings = app.settings
+    uvicorn.run(
+        create_app(settings), host=host or settings.web.host, port=port or settings.web.port, log_level="info"
+    )
+
+
+@cli.command("dev-smtp")
+@click.option("--port", type=int, default=2525, show_default=True)
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to store messages (default: [smtp] maildir).",
+)
+@click.pass_obj
+def dev_smtp(app: AppContext, port: int, maildir: Path | None) -> None:
+    """Run the embedded SMTP server on 127.0.0.1, storing what it receives in a Maildir."""
+    target = maildir or app.settings.smtp.maildir
+    server = EmbeddedSMTPServer(target, port=port).start()
+    console.print(
+        f"SMTP on 127.0.0.1:{server.port}, storing messages in {escape(str(target))}; Ctrl-C stops it"
+    )
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,13 +13,16 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.cluster import ENGINES
+from newsletter.deliver import SmtpSettings
 from newsletter.editions import DigestSettings
 from newsletter.fetch import DEFAULT_USER_AGENT, FetchSettings
+from newsletter.message import Sender
 from newsletter.sources import KINDS, arxiv_api, arxiv_rss, hf_daily
 from newsletter.sources.base import SourceConfig
 
@@ -67,6 +70,44 @@ engine = "tfidf"
 window_days = 7
 # Longest summary shown for a paper without a Hugging Face AI summary (first sentences of the abstract).
 summary_chars = 300
+
+[web]
+# Public address of the web app (archive, preferences, unsubscribe): every link in the emails starts here.
+base_url = "http://127.0.0.1:8000"
+# Where `newsletter serve` listens.
+host = "127.0.0.1"
+port = 8000
+# Signs the links in emails. Set NEWSLETTER_WEB_SECRET_KEY; without one, a random key is generated and
+# kept in the database.
+# secret_key = ""
+
+[smtp]
+# "embedded" runs the built-in SMTP server, which stores every message in `maildir` (demo and testing).
+# For real delivery: your server or relay, e.g. host = "smtp.example.org", port = 587, starttls = true.
+host = "embedded"
+port = 0
+starttls = false
+# Implicit TLS (usually port 465).
+tls = false
+username = ""
+# Set NEWSLETTER_SMTP_PASSWORD rather than writing it here.
+password = ""
+from = "Research digest <digest@localhost.localdomain>"
+# reply_to = "editor@example.org"
+# Identifies the list to mail programs (RFC 2919).
+list_id = "Research digest <research-digest.localhost.localdomain>"
+# Also offer unsubscribing by mail in List-Unsubscribe (the HTTPS one-click link is always there).
+# unsubscribe_mailto = "unsubscribe@example.org"
+# Connections used at once, and a ceiling on messages per second for the whole send (0: none).
+concurrency = 4
+rate = 0
+# 4xx replies and dropped connections are retried this many times, first after `retry_backoff` seconds,
+# doubling; a send waits for retries due within `max_inline_wait` seconds, later ones wait for a resume.
+max_attempts = 5
+retry_backoff = 60
+max_inline_wait = 120
+timeout = 30
+maildir = "data/maildir"
 
 # Each [[sources]] entry is one feed. kind is one of:
 #   arxiv_rss  rss.arxiv.org announcements; `categories` (joined into one feed) or an explicit `url`
@@ -121,6 +162,9 @@ class Settings:
     workers: int
     sources: tuple[SourceConfig, ...]
     digest: DigestSettings
+    web: WebSettings
+    smtp: SmtpSettings
+    sender: Sender
     raw: Mapping[str, Any]
 
     def source_named(self, name: str) -> SourceConfig:
@@ -160,7 +204,13 @@ def load_settings(
         raise ConfigError(f"{where}: {exc}") from None
 
 
+SECTIONS = ("newsletter", "fetch", "digest", "web", "smtp")
+
+
 def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for section in SECTIONS:  # so that NEWSLETTER_SMTP_PASSWORD works without an [smtp] table
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise ConfigError(f"[{section}] must be a table")
     for variable, value in environ.items():
         if not variable.startswith(ENV_PREFIX):
             continue
@@ -230,8 +280,84 @@ def _build(
         workers=int(_number(fetch, "workers", 4, minimum=1)),
         sources=sources,
         digest=_digest(_table(raw, "digest")),
+        web=_web(_table(raw, "web")),
+        smtp=_smtp(_table(raw, "smtp"), base_dir),
+        sender=_sender(_table(raw, "smtp")),
         raw=raw,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str | None = None
+
+
+def _web(table: Mapping[str, Any]) -> WebSettings:
+    base_url = str(table.get("base_url", WebSettings.base_url)).rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"[web] base_url must be an http(s) URL, not {base_url!r}")
+    secret = table.get("secret_key") or None
+    if secret is not None and len(str(secret)) < 16:
+        raise ConfigError("[web] secret_key must be at least 16 characters")
+    return WebSettings(
+        base_url=base_url,
+        host=str(table.get("host", "127.0.0.1")),
+        port=int(_number(table, "port", 8000, minimum=1)),
+        secret_key=str(secret) if secret else None,
+    )
+
+
+def _smtp(table: Mapping[str, Any], base_dir: Path) -> SmtpSettings:
+    host = str(table.get("host", "embedded")).strip()
+    if not host:
+        raise ConfigError('[smtp] host is empty (use "embedded" for the built-in server)')
+    starttls, tls = _flag(table, "starttls"), _flag(table, "tls")
+    if starttls and tls:
+        raise ConfigError("[smtp] choose starttls or tls, not both")
+    port = int(_number(table, "port", 0, minimum=0))
+    if port == 0 and host != "embedded":
+        port = 465 if tls else 587 if starttls else 25
+    return SmtpSettings(
+        host=host,
+        port=port,
+        starttls=starttls,
+        tls=tls,
+        username=str(table.get("username", "")),
+        password=str(table.get("password", "")),
+        timeout=_number(table, "timeout", 30, minimum=1),
+        concurrency=int(_number(table, "concurrency", 4, minimum=1)),
+        rate=_number(table, "rate", 0, minimum=0),
+        max_attempts=int(_number(table, "max_attempts", 5, minimum=1)),
+        retry_backoff=_number(table, "retry_backoff", 60, minimum=0),
+        max_inline_wait=_number(table, "max_inline_wait", 120, minimum=0),
+        maildir=base_dir / str(table.get("maildir", "data/maildir")),
+    )
+
+
+def _sender(table: Mapping[str, Any]) -> Sender:
+    from_address = str(table.get("from", "Research digest <digest@localhost.localdomain>"))
+    if "@" not in parseaddr(from_address)[1] or "\n" in from_address or "\r" in from_address:
+        raise ConfigError(
+            f'[smtp] from must be an address such as "Digest <digest@example.org>", not {from_address!r}'
+        )
+    list_id = str(table.get("list_id", "") or f"<{parseaddr(from_address)[1].replace('@', '.')}>")
+    mailto = str(table.get("unsubscribe_mailto", "") or "") or None
+    reply_to = str(table.get("reply_to", "") or "") or None
+    for name, value in (("list_id", list_id), ("unsubscribe_mailto", mailto), ("reply_to", reply_to)):
+        if value and ("\n" in value or "\r" in value):
+            raise ConfigError(f"[smtp] {name} cannot contain line breaks")
+    return Sender(from_address=from_address, list_id=list_id, unsubscribe_mailto=mailto, reply_to=reply_to)
+
+
+def _flag(table: Mapping[str, Any], key: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
 
 
 def _digest(table: Mapping[str, Any]) -> DigestSettings:

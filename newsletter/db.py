@@ -218,5 +218,68 @@ def _editions(db: sqlite_utils.Database) -> None:
     db["edition_papers"].create_index(["edition_id", "section", "rank"])
 
 
+def _subscribers_and_deliveries(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE subscribers (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: signed links carry it
+            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            name TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,                   -- pending | active | unsubscribed | bounced
+            source TEXT NOT NULL DEFAULT '',        -- cli | import | web | demo
+            attributes TEXT NOT NULL DEFAULT '{}',  -- JSON
+            created_at TEXT NOT NULL,
+            confirmed_at TEXT,
+            unsubscribed_at TEXT,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX subscribers_status ON subscribers (status)")
+    db.execute(
+        """
+        CREATE TABLE suppressions (
+            email TEXT PRIMARY KEY COLLATE NOCASE,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            edition_id INTEGER NOT NULL REFERENCES editions (id),
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+            email TEXT NOT NULL,
+            state TEXT NOT NULL,            -- queued | sending | committing | sent | failed | suppressed | unknown
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            last_reply TEXT,
+            message_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (edition_id, subscriber_id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX deliveries_edition_state ON deliveries (edition_id, state)")
+    db.execute("CREATE TABLE app_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # One sending process per edition at a time; a dead owner (same host, process gone) is taken over.
+    db.execute(
+        """
+        CREATE TABLE send_locks (
+            edition_id INTEGER PRIMARY KEY REFERENCES editions (id),
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            acquired_at TEXT NOT NULL
+        )
+        """
+    )
+    db["editions"].add_column("body", str)  # one-off messages: the Markdown source
+    db["editions"].add_column("segment", str)
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = [_initial_schema, _editions]
+MIGRATIONS: list[Migration] = [_initial_schema, _editions, _subscribers_and_deliveries]

@@ -65,6 +65,8 @@ class Edition:
     sections: list[Section]
     engine: str
     seconds: float = 0.0  # time to build, when just built
+    subject: str | None = None  # one-off messages
+    body: str | None = None  # one-off messages: Markdown
 
     @property
     def paper_count(self) -> int:
@@ -232,7 +234,7 @@ class EditionNotFound(LookupError):
 
 def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
     row = db.execute(
-        "SELECT id, kind, status, created_at, window_start, window_end, engine FROM editions WHERE id = ?",
+        "SELECT id, kind, status, created_at, window_start, window_end, engine, subject, body FROM editions WHERE id = ?",
         [edition_id],
     ).fetchone()
     if row is None:
@@ -276,4 +278,6 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
         window_end=datetime.fromisoformat(row[5]),
         sections=sections,
         engine=row[6],
+        subject=row[7],
+        body=row[8],
     )

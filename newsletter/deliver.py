@@ -1,0 +1,646 @@
+"""Deliver an edition to every recipient exactly once, over SMTP, with a crash-safe ledger.
+
+Before anything is sent, the ledger gets one row per (edition, subscriber): ``queued``, or ``suppressed``
+for an address on the suppression list. A worker then moves each row through
+
+    queued -> sending      claimed by a worker (nothing has reached the server yet)
+           -> committing   the whole message is at the server, only the final "." is not (written first)
+           -> sent         the server answered 250 to the final "."
+           -> queued       a 4xx reply or a dropped connection before the final ".": retried with backoff
+           -> failed       a 5xx reply, or too many attempts; a 5.1.x hard bounce also suppresses the address
+           -> suppressed   the reader unsubscribed (or bounced) while the edition was going out
+
+so after a crash (``kill -9``) the state of every row says what happened: ``sending`` rows never reached
+the server and are sent again; a ``committing`` row is the one message each worker had in flight when the
+process died: the server may or may not have accepted it, so it becomes ``unknown`` and is listed rather
+than risk sending it twice. There are never more of them than workers.
+
+Each worker has its own SMTP connection (reused for every message) and its own database connection;
+a shared token bucket keeps the whole run under ``rate`` messages per second. If the server cannot be
+reached the run stops, says so, and leaves the rest queued for ``newsletter resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlite_utils
+
+from newsletter.db import open_database, write_transaction
+from newsletter.message import MessageTemplate, Recipient
+from newsletter.store import iso
+from newsletter.subscribers import suppress
+from newsletter.tokens import Links
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("sent", "failed", "suppressed", "unknown")
+CLAIM_BATCH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str = "embedded"  # "embedded": the built-in server, storing into ``maildir``
+    port: int = 0
+    starttls: bool = False
+    tls: bool = False  # implicit TLS (port 465)
+    username: str = ""
+    password: str = ""
+    timeout: float = 30.0
+    concurrency: int = 4
+    rate: float = 0.0  # messages per second for the whole run; 0 = as fast as the server takes them
+    max_attempts: int = 5
+    retry_backoff: float = 60.0  # seconds before the first retry of a 4xx, doubled for each further one
+    max_inline_wait: float = 120.0  # wait in-run for retries due within this; later ones stay deferred
+    connect_attempts: int = 3
+    maildir: Path = Path("data/maildir")
+
+    @property
+    def embedded(self) -> bool:
+        return self.host == "embedded"
+
+
+class ServerUnavailable(RuntimeError):
+    """The SMTP server could not be reached (or refused the login): nothing more can be sent now."""
+
+
+class SendInProgress(RuntimeError):
+    """Another live process is sending this edition."""
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    edition_id: int
+    counts: dict[str, int] = field(default_factory=dict)
+    sent_now: int = 0
+    seconds: float = 0.0
+    stopped: str | None = None  # why the run stopped before the end
+    unknown: list[str] = field(default_factory=list)  # addresses whose message's fate is unknowable
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (address, last reply)
+    next_retry_at: datetime | None = None
+
+    @property
+    def pending(self) -> int:
+        return sum(self.counts.get(state, 0) for state in ("queued", "sending", "committing"))
+
+    @property
+    def complete(self) -> bool:
+        return self.pending == 0
+
+    @property
+    def rate(self) -> float:
+        return self.sent_now / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- the ledger ---------------------------------------------------------------------------------------------
+
+
+def create_ledger(
+    db: sqlite_utils.Database,
+    edition_id: int,
+    *,
+    message_domain: str,
+    only: list[int] | None = None,
+    now: datetime | None = None,
+) -> int:
+    """One row per active subscriber (or per id in ``only``); suppressed addresses as ``suppressed``.
+
+    Idempotent; returns the number of rows created. The recipients are fixed when the edition first goes
+    out: a re-run or resume sends to those, not to whoever subscribed since.
+    """
+    stamp = iso(now or datetime.now(UTC))
+    with write_transaction(db):
+        if db.execute("SELECT 1 FROM deliveries WHERE edition_id = ? LIMIT 1", [edition_id]).fetchone():
+            return 0
+        cursor = db.conn.execute(
+            """
+            INSERT INTO deliveries (edition_id, subscriber_id, email, state, message_id, created_at, updated_at,
+                                    last_reply)
+            SELECT ?, s.id, s.email,
+                   CASE WHEN x.email IS NULL THEN 'queued' ELSE 'suppressed' END,
+                   '<' || ? || '.' || s.id || '.' || lower(hex(randomblob(6))) || '@' || ? || '>',
+                   ?, ?,
+                   CASE WHEN x.email IS NULL THEN NULL ELSE 'suppressed: ' || x.reason END
+            FROM subscribers s LEFT JOIN suppressions x ON x.email = s.email
+            WHERE s.status = 'active' AND (? IS NULL OR s.id IN (SELECT value FROM json_each(?)))
+            ORDER BY s.id
+            """,
+            [
+                edition_id,
+                f"e{edition_id}",
+                message_domain,
+                stamp,
+                stamp,
+                None if only is None else 1,
+                json.dumps(only or []),
+            ],
+        )
+        db.conn.execute(
+            "UPDATE editions SET status = 'sending' WHERE id = ? AND status = 'built'", [edition_id]
+        )
+        return cursor.rowcount
+
+
+def recover(db: sqlite_utils.Database, edition_id: int, *, now: datetime | None = None) -> list[str]:
+    """After a crash: ``sending`` rows go back to the queue; ``committing`` rows become ``unknown``.
+
+    Returns the addresses whose message may or may not have been accepted by the server.
+    """
+    stamp = iso(now or datetime.now(UTC))
+    with write_transaction(db):
+        unknown = [
+            row[0]
+            for row in db.execute(
+                "SELECT email FROM deliveries WHERE edition_id = ? AND state = 'committing' ORDER BY id",
+                [edition_id],
+            )
+        ]
+        db.conn.execute(
+            """
+            UPDATE deliveries SET state = 'unknown', updated_at = ?,
+                last_reply = 'interrupted after the whole message was sent: the server may or may not have '
+                             || 'accepted it, so it is not sent again'
+            WHERE edition_id = ? AND state = 'committing'
+            """,
+            [stamp, edition_id],
+        )
+        db.conn.execute(
+            "UPDATE deliveries SET state = 'queued', updated_at = ? WHERE edition_id = ? AND state = 'sending'",
+            [stamp, edition_id],
+        )
+    return unknown
+
+
+def ledger_counts(db: sqlite_utils.Database, edition_id: int) -> dict[str, int]:
+    return dict(
+        db.execute(
+            "SELECT state, count(*) FROM deliveries WHERE edition_id = ? GROUP BY state", [edition_id]
+        ).fetchall()
+    )
+
+
+# --- one sender per edition -----------------------------------------------------------------------------------
+
+
+def acquire_send_lock(db: sqlite_utils.Database, edition_id: int) -> None:
+    host, pid = socket.gethostname(), os.getpid()
+    with write_transaction(db):
+        row = db.execute("SELECT host, pid FROM send_locks WHERE edition_id = ?", [edition_id]).fetchone()
+        if row and not (row[0] == host and row[1] == pid) and _alive(row[0], row[1]):
+            raise SendInProgress(f"edition {edition_id} is being sent by process {row[1]} on {row[0]}")
+        db.conn.execute(
+            """
+            INSERT INTO send_locks (edition_id, host, pid, acquired_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (edition_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                acquired_at = excluded.acquired_at
+            """,
+            [edition_id, host, pid, iso(datetime.now(UTC))],
+        )
+
+
+def release_send_lock(db: sqlite_utils.Database, edition_id: int) -> None:
+    with write_transaction(db):
+        db.conn.execute(
+            "DELETE FROM send_locks WHERE edition_id = ? AND host = ? AND pid = ?",
+            [edition_id, socket.gethostname(), os.getpid()],
+        )
+
+
+def _alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True  # cannot tell for another machine: assume it is still working
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- sending --------------------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket shared by all workers; ``rate`` 0 means no limit."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + 1.0 / self.rate
+        delay = start - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class _Reply(Exception):
+    """An SMTP reply other than the expected one, at a stage of the transaction."""
+
+    def __init__(self, code: int, text: str, stage: str) -> None:
+        super().__init__(f"{code} {text} (at {stage})")
+        self.code = code
+        self.text = text
+        self.stage = stage
+
+
+class _Aborted(Exception):
+    """The reader left between claim and send: the message was not completed."""
+
+
+Progress = Callable[[str], None]
+
+
+def deliver(
+    database: Path,
+    edition_id: int,
+    template: MessageTemplate,
+    links: Links,
+    settings: SmtpSettings,
+    *,
+    progress: Progress | None = None,
+) -> DeliveryReport:
+    """Send every queued message of ``edition_id``; returns what happened. Create the ledger first."""
+    started = time.perf_counter()
+    db = open_database(database, migrate=False)
+    report = DeliveryReport(edition_id)
+    try:
+        acquire_send_lock(db, edition_id)
+        report.unknown = recover(db, edition_id)
+        stop = threading.Event()
+        limiter = RateLimiter(settings.rate)
+        workers = [
+            _Worker(
+                database, edition_id, template, links, settings, limiter, stop, progress or (lambda _s: None)
+            )
+            for _ in range(max(1, settings.concurrency))
+        ]
+        threads = [
+            threading.Thread(target=worker.run, name=f"smtp-{n}", daemon=True)
+            for n, worker in enumerate(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except KeyboardInterrupt:
+            stop.set()
+            report.stopped = "interrupted"
+            for thread in threads:
+                thread.join()
+        report.sent_now = sum(worker.sent for worker in workers)
+        stops = [worker.stopped for worker in workers if worker.stopped]
+        if stops and not report.stopped:
+            report.stopped = stops[0]
+        recover_own = [w.leftover for w in workers]
+        _requeue(db, [row for rows in recover_own for row in rows])
+        report.counts = ledger_counts(db, edition_id)
+        report.unknown += [
+            row[0]
+            for row in db.execute(
+                "SELECT email FROM deliveries WHERE edition_id = ? AND state = 'unknown' ORDER BY id",
+                [edition_id],
+            )
+            if row[0] not in report.unknown
+        ]
+        report.failures = [
+            (row[0], row[1] or "")
+            for row in db.execute(
+                "SELECT email, last_reply FROM deliveries WHERE edition_id = ? AND state = 'failed' ORDER BY id",
+                [edition_id],
+            )
+        ]
+        next_retry = db.execute(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE edition_id = ? AND state = 'queued'",
+            [edition_id],
+        ).fetchone()[0]
+        report.next_retry_at = datetime.fromisoformat(next_retry) if next_retry else None
+        with write_transaction(db):
+            if report.complete:
+                db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
+        release_send_lock(db, edition_id)
+    finally:
+        db.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _requeue(db: sqlite_utils.Database, delivery_ids: list[int]) -> None:
+    if not delivery_ids:
+        return
+    with write_transaction(db):
+        db.conn.executemany(
+            "UPDATE deliveries SET state = 'queued' WHERE id = ? AND state = 'sending'",
+            [(delivery_id,) for delivery_id in delivery_ids],
+        )
+
+
+class _Worker:
+    def __init__(
+        self,
+        database: Path,
+        edition_id: int,
+        template: MessageTemplate,
+        links: Links,
+        settings: SmtpSettings,
+        limiter: RateLimiter,
+        stop: threading.Event,
+        progress: Progress,
+    ) -> None:
+        self.database = database
+        self.edition_id = edition_id
+        self.template = template
+        self.links = links
+        self.settings = settings
+        self.limiter = limiter
+        self.stop_event = stop
+        self.progress = progress
+        self.sent = 0
+        self.stopped: str | None = None
+        self.leftover: list[int] = []  # rows this worker claimed but did not get to
+        self._smtp: smtplib.SMTP | None = None
+
+    # The loop: claim a handful of due rows, send them one by one, until nothing is left to do.
+    def run(self) -> None:
+        db = open_database(self.database, migrate=False)
+        try:
+            while not self.stop_event.is_set():
+                batch = self._claim(db)
+                if not batch:
+                    if not self._wait_for_retries(db):
+                        break
+                    continue
+                for position, row in enumerate(batch):
+                    if self.stop_event.is_set():
+                        self.leftover += [r[0] for r in batch[position:]]
+                        break
+                    try:
+                        self._deliver_one(db, row)
+                    except ServerUnavailable as exc:
+                        self.stopped = str(exc)
+                        self.stop_event.set()
+                        self.leftover += [r[0] for r in batch[position:]]
+                        break
+        finally:
+            self._disconnect()
+            db.close()
+
+    def _claim(self, db: sqlite_utils.Database) -> list[tuple[int, int, str, str, str, int]]:
+        now = iso(datetime.now(UTC))
+        with write_transaction(db):
+            rows = db.execute(
+                """
+                SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts
+                FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                WHERE d.edition_id = ? AND d.state = 'queued' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
+                ORDER BY d.id LIMIT ?
+                """,
+                [self.edition_id, now, CLAIM_BATCH],
+            ).fetchall()
+            db.conn.executemany(
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                [(now, row[0]) for row in rows],
+            )
+        return [(r[0], r[1], r[2], r[3], r[4], r[5] + 1) for r in rows]
+
+    def _wait_for_retries(self, db: sqlite_utils.Database) -> bool:
+        """Nothing due now: wait for retries due soon or rows other workers still hold; False to finish."""
+        row = db.execute(
+            """
+            SELECT sum(state IN ('sending', 'committing')), min(CASE WHEN state = 'queued' THEN next_attempt_at END)
+            FROM deliveries WHERE edition_id = ?
+            """,
+            [self.edition_id],
+        ).fetchone()
+        in_flight, next_due = row[0] or 0, row[1]
+        if next_due:
+            wait = (datetime.fromisoformat(next_due) - datetime.now(UTC)).total_seconds()
+            if wait <= self.settings.max_inline_wait:
+                self.stop_event.wait(min(max(wait, 0.01), 1.0))
+                return True
+            return bool(in_flight) and not self.stop_event.wait(0.1)
+        if in_flight:
+            # Another worker's message may come back to the queue (a 4xx): stay until it settles.
+            return not self.stop_event.wait(0.05)
+        return False
+
+    def _deliver_one(self, db: sqlite_utils.Database, row: tuple[int, int, str, str, str, int]) -> None:
+        delivery_id, subscriber_id, address, name, message_id, attempts = row
+        recipient = Recipient(
+            email=address,
+            name=name,
+            preferences_url=self.links.preferences(subscriber_id, address),
+            unsubscribe_url=self.links.unsubscribe(subscriber_id, address),
+            message_id=message_id,
+        )
+        payload = self.template.wire(recipient)
+        self.limiter.acquire()
+        smtp = self._connection()
+        stage = "MAIL"
+        try:
+            code, text = smtp.mail(self.template.sender.envelope_from)
+            if code != 250:
+                raise _Reply(code, _text(text), "MAIL FROM")
+            stage = "RCPT"
+            code, text = smtp.rcpt(address)
+            if code not in (250, 251):
+                raise _Reply(code, _text(text), "RCPT TO")
+            stage = "DATA"
+            code, text = smtp.docmd("DATA")
+            if code != 354:
+                raise _Reply(code, _text(text), "DATA")
+            smtp.send(payload)
+            if not self._mark_committing(db, delivery_id):
+                raise _Aborted()
+            stage = "end of DATA"
+            smtp.send(b".\r\n")
+            code, text = smtp.getreply()
+        except _Reply as reply:
+            self._rset(smtp)
+            self._settle_reply(db, delivery_id, address, attempts, reply)
+            return
+        except _Aborted:
+            self._disconnect()  # mid-DATA the only way to abandon a message is to hang up
+            self._finish(db, delivery_id, "suppressed", "unsubscribed before this edition reached them")
+            return
+        except (smtplib.SMTPException, OSError) as exc:
+            self._disconnect()
+            if stage == "end of DATA":
+                self._finish(
+                    db,
+                    delivery_id,
+                    "unknown",
+                    f"connection lost after the whole message was sent ({_describe(exc)}): "
+                    "the server may or may not have accepted it, so it is not sent again",
+                )
+            else:
+                self._retry_later(db, delivery_id, attempts, f"connection lost at {stage}: {_describe(exc)}")
+            return
+        if code == 250:
+            self._finish(db, delivery_id, "sent", f"{code} {_text(text)}", sent=True)
+            self.sent += 1
+            self.progress("sent")
+        else:
+            self._settle_reply(db, delivery_id, address, attempts, _Reply(code, _text(text), "end of DATA"))
+
+    def _settle_reply(
+        self, db: sqlite_utils.Database, delivery_id: int, address: str, attempts: int, reply: _Reply
+    ) -> None:
+        if 400 <= reply.code < 500:
+            self._retry_later(db, delivery_id, attempts, str(reply))
+            return
+        hard_bounce = reply.code >= 500 and reply.text.startswith("5.1.")
+        with write_transaction(db):
+            if hard_bounce:
+                suppress(db, address, f"hard bounce: {reply}")
+            self._update(db, delivery_id, "failed", str(reply))
+        self.progress("failed")
+
+    def _retry_later(self, db: sqlite_utils.Database, delivery_id: int, attempts: int, why: str) -> None:
+        if attempts >= self.settings.max_attempts:
+            self._finish(db, delivery_id, "failed", f"gave up after {attempts} attempts: {why}")
+            self.progress("failed")
+            return
+        delay = self.settings.retry_backoff * 2 ** (attempts - 1)
+        due = iso(datetime.now(UTC) + timedelta(seconds=delay))
+        with write_transaction(db):
+            db.conn.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_reply = ?, updated_at = ? WHERE id = ?",
+                [due, why, iso(datetime.now(UTC)), delivery_id],
+            )
+        self.progress("deferred")
+
+    def _mark_committing(self, db: sqlite_utils.Database, delivery_id: int) -> bool:
+        """Written before the final dot, and only if the reader still wants the edition."""
+        with write_transaction(db):
+            cursor = db.conn.execute(
+                """
+                UPDATE deliveries SET state = 'committing', updated_at = ?
+                WHERE id = ? AND state = 'sending'
+                  AND EXISTS (SELECT 1 FROM subscribers s WHERE s.id = deliveries.subscriber_id AND s.status = 'active')
+                  AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = deliveries.email)
+                """,
+                [iso(datetime.now(UTC)), delivery_id],
+            )
+        return cursor.rowcount == 1
+
+    def _finish(
+        self, db: sqlite_utils.Database, delivery_id: int, state: str, reply: str, *, sent: bool = False
+    ) -> None:
+        with write_transaction(db):
+            self._update(db, delivery_id, state, reply, sent=sent)
+
+    @staticmethod
+    def _update(
+        db: sqlite_utils.Database, delivery_id: int, state: str, reply: str, *, sent: bool = False
+    ) -> None:
+        now = iso(datetime.now(UTC))
+        db.conn.execute(
+            "UPDATE deliveries SET state = ?, last_reply = ?, updated_at = ?, sent_at = ? WHERE id = ?",
+            [state, reply, now, now if sent else None, delivery_id],
+        )
+
+    # --- the SMTP connection ----------------------------------------------------------------------------------
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._smtp is not None:
+            return self._smtp
+        last_error: Exception | None = None
+        for attempt in range(1, self.settings.connect_attempts + 1):
+            if self.stop_event.is_set():
+                break
+            try:
+                self._smtp = open_smtp(self.settings)
+                return self._smtp
+            except smtplib.SMTPAuthenticationError as exc:
+                raise ServerUnavailable(f"the SMTP server refused the login: {_describe(exc)}") from exc
+            except (smtplib.SMTPException, OSError) as exc:
+                last_error = exc
+                self.stop_event.wait(min(2.0 ** (attempt - 1) * 0.5, 10.0))
+        where = f"{self.settings.host}:{self.settings.port}"
+        reason = _describe(last_error) if last_error else "stopped"
+        raise ServerUnavailable(f"cannot reach the SMTP server {where}: {reason}")
+
+    def _disconnect(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            self._smtp.close()
+        finally:
+            self._smtp = None
+
+    def _rset(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._disconnect()
+
+
+def open_smtp(settings: SmtpSettings) -> smtplib.SMTP:
+    """Connect, EHLO, STARTTLS and log in as configured."""
+    context = ssl.create_default_context()
+    smtp: smtplib.SMTP
+    if settings.tls:
+        smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+    try:
+        smtp.ehlo()
+        if settings.starttls:
+            smtp.starttls(context=context)
+            smtp.ehlo()
+        if settings.username:
+            smtp.login(settings.username, settings.password)
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def send_single(settings: SmtpSettings, envelope_from: str, address: str, message: bytes) -> str:
+    """One message outside any ledger (a test copy, a confirmation email); returns the server's reply."""
+    smtp = open_smtp(settings)
+    try:
+        refused = smtp.sendmail(envelope_from, [address], message)
+        if refused:
+            code, text = refused[address]
+            raise ServerUnavailable(f"{code} {_text(text)}")
+        return "250 accepted"
+    finally:
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+
+def _text(value: bytes | str) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return " ".join(text.split())
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    if isinstance(error, smtplib.SMTPResponseException):
+        return f"{error.smtp_code} {_text(error.smtp_error)}"
+    return str(error) or type(error).__name__

@@ -1,0 +1,175 @@
+"""Sending as the operator sees it: an edition (digest or one-off) to its recipients, test copies,
+previews. Glues rendering, the message template, the ledger and the SMTP workers together; the CLI, the
+web app and the scheduler call these functions and nothing below them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+from newsletter.config import Settings
+from newsletter.db import open_database, write_transaction
+from newsletter.deliver import DeliveryReport, Progress, SmtpSettings, create_ledger, deliver, send_single
+from newsletter.devsmtp import EmbeddedSMTPServer
+from newsletter.editions import Edition, load_edition
+from newsletter.message import MessageTemplate, Recipient, new_message_id, personalise_html
+from newsletter.render import RenderedEmail, Renderer, RenderSettings
+from newsletter.store import iso
+from newsletter.subscribers import SubscriberError, find_subscriber, normalise_email
+from newsletter.tokens import Links, Tokens, site_secret
+
+
+class SendError(RuntimeError):
+    """The send cannot start (unknown edition, bad segment...); the message says why."""
+
+
+def renderer(settings: Settings) -> Renderer:
+    return Renderer(RenderSettings(newsletter_name=settings.name, base_url=settings.web.base_url))
+
+
+def links(settings: Settings, db: sqlite_utils.Database) -> Links:
+    return Links(settings.web.base_url, Tokens(site_secret(db, settings.web.secret_key)))
+
+
+def render_edition(settings: Settings, edition: Edition) -> RenderedEmail:
+    if edition.kind == "one-off":
+        return renderer(settings).one_off(edition.subject or "", edition.body or "")
+    return renderer(settings).digest(edition)
+
+
+@contextmanager
+def smtp_target(settings: Settings) -> Iterator[SmtpSettings]:
+    """The SMTP settings to send with; for ``host = "embedded"`` the built-in server runs meanwhile."""
+    if not settings.smtp.embedded:
+        yield settings.smtp
+        return
+    server = EmbeddedSMTPServer(settings.smtp.maildir, port=settings.smtp.port).start()
+    try:
+        yield replace(
+            settings.smtp, host=server.host, port=server.port, starttls=False, tls=False, username=""
+        )
+    finally:
+        server.stop()
+
+
+def send_edition(settings: Settings, edition_id: int, *, progress: Progress | None = None) -> DeliveryReport:
+    """Send an edition to its recipients; a re-run (or ``resume``) sends only what is not final."""
+    db = open_database(settings.database)
+    try:
+        edition = _edition(db, edition_id)
+        template = MessageTemplate(render_edition(settings, edition), settings.sender)
+        create_ledger(db, edition_id, message_domain=settings.sender.domain)
+        link_maker = links(settings, db)
+    finally:
+        db.close()
+    with smtp_target(settings) as smtp:
+        return deliver(settings.database, edition_id, template, link_maker, smtp, progress=progress)
+
+
+def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
+    """One copy to ``address``, outside the ledger: what the edition will look like in a real inbox."""
+    try:
+        email = normalise_email(address)
+    except SubscriberError as exc:
+        raise SendError(str(exc)) from None
+    db = open_database(settings.database)
+    try:
+        edition = _edition(db, edition_id)
+        subscriber = find_subscriber(db, email)
+        recipient = _recipient(
+            settings, db, email, subscriber.id if subscriber else 0, subscriber.name if subscriber else ""
+        )
+        message = MessageTemplate(render_edition(settings, edition), settings.sender).render(recipient)
+    finally:
+        db.close()
+    with smtp_target(settings) as smtp:
+        return send_single(smtp, settings.sender.envelope_from, email, message)
+
+
+def preview_html(settings: Settings, edition_id: int, address: str | None = None) -> str:
+    """The HTML a subscriber gets: ``address``'s if given, else the first active subscriber's."""
+    db = open_database(settings.database)
+    try:
+        edition = _edition(db, edition_id)
+        subscriber = None
+        if address:
+            subscriber = find_subscriber(db, address)
+            if subscriber is None:
+                raise SendError(f"{address} is not a subscriber")
+        else:
+            row = db.execute(
+                "SELECT email FROM subscribers WHERE status = 'active' ORDER BY id LIMIT 1"
+            ).fetchone()
+            subscriber = find_subscriber(db, row[0]) if row else None
+        email = subscriber.email if subscriber else "reader@example.org"
+        recipient = _recipient(
+            settings, db, email, subscriber.id if subscriber else 0, subscriber.name if subscriber else ""
+        )
+        return personalise_html(render_edition(settings, edition), recipient)
+    finally:
+        db.close()
+
+
+def create_one_off(settings: Settings, subject: str, body: str, segment: str = "all") -> int:
+    """Store a one-off message as an edition whose ledger holds the segment's active subscribers."""
+    subject = " ".join(subject.split())
+    if not subject:
+        raise SendError("the subject is empty")
+    if not body.strip():
+        raise SendError("the message body is empty")
+    renderer(settings).one_off(subject, body)  # fails now, not halfway through a send
+    db = open_database(settings.database)
+    try:
+        target = _segment(db, segment)
+        now = datetime.now(UTC)
+        with write_transaction(db):
+            cursor = db.conn.execute(
+                """
+                INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
+                                      engine, subject, body, segment)
+                VALUES ('one-off', 'built', ?, ?, ?, 0, 0, '', ?, ?, ?)
+                """,
+                [iso(now), iso(now), iso(now), subject, body, segment],
+            )
+            edition_id = int(cursor.lastrowid or 0)
+        create_ledger(db, edition_id, message_domain=settings.sender.domain, only=target)
+        return edition_id
+    finally:
+        db.close()
+
+
+def _segment(db: sqlite_utils.Database, segment: str) -> list[int] | None:
+    if segment == "all":
+        return None
+    try:
+        subscriber = find_subscriber(db, segment)
+    except SubscriberError:
+        raise SendError(f"unknown segment {segment!r}: use 'all' or a subscriber's address") from None
+    if subscriber is None or subscriber.status != "active":
+        raise SendError(f"{segment} is not an active subscriber")
+    return [subscriber.id]
+
+
+def _edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
+    try:
+        return load_edition(db, edition_id)
+    except LookupError as exc:
+        raise SendError(str(exc)) from None
+
+
+def _recipient(
+    settings: Settings, db: sqlite_utils.Database, email: str, subscriber_id: int, name: str
+) -> Recipient:
+    link_maker = links(settings, db)
+    return Recipient(
+        email=email,
+        name=name,
+        preferences_url=link_maker.preferences(subscriber_id, email),
+        unsubscribe_url=link_maker.unsubscribe(subscriber_id, email),
+        message_id=new_message_id(settings.sender.domain, "test", subscriber_id),
+    )

@@ -1,0 +1,108 @@
+"""Signed tokens for the links in every email (unsubscribe, preferences, confirmation).
+
+A token names a subscriber and carries a short digest of their address, signed with the site's secret
+(itsdangerous): a forged or altered token fails verification, and a token minted for an address no longer
+matches once the address changes. Unsubscribe links never expire (old emails must keep working);
+confirmation links do. The secret comes from ``[web] secret_key`` / ``NEWSLETTER_WEB_SECRET_KEY``, or is
+generated once and kept in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import sqlite_utils
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+from newsletter.db import write_transaction
+
+PURPOSES = ("unsubscribe", "preferences", "confirm")
+
+
+class InvalidToken(ValueError):
+    """A token that was forged, altered, made for something else, or has expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSubject:
+    subscriber_id: int
+    email_digest: str
+
+    def matches(self, email: str) -> bool:
+        return secrets.compare_digest(self.email_digest, email_digest(email))
+
+
+def email_digest(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:16]
+
+
+class Tokens:
+    def __init__(self, secret_key: str) -> None:
+        if len(secret_key) < 16:
+            raise ValueError("the secret key must be at least 16 characters")
+        self._secret = secret_key
+
+    def make(self, purpose: str, subscriber_id: int, email: str) -> str:
+        payload = [subscriber_id, email_digest(email)]
+        if purpose == "confirm":
+            return URLSafeTimedSerializer(self._secret, salt=purpose).dumps(payload)
+        return URLSafeSerializer(self._secret, salt=self._salt(purpose)).dumps(payload)
+
+    def read(self, purpose: str, token: str, *, max_age: float | None = None) -> TokenSubject:
+        try:
+            if purpose == "confirm":
+                payload = URLSafeTimedSerializer(self._secret, salt=purpose).loads(token, max_age=max_age)
+            else:
+                payload = URLSafeSerializer(self._secret, salt=self._salt(purpose)).loads(token)
+        except SignatureExpired:
+            raise InvalidToken("this link has expired") from None
+        except BadSignature:
+            raise InvalidToken("this link is not valid") from None
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 2
+            or not isinstance(payload[0], int)
+            or not isinstance(payload[1], str)
+        ):
+            raise InvalidToken("this link is not valid")
+        return TokenSubject(payload[0], payload[1])
+
+    @staticmethod
+    def _salt(purpose: str) -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        return purpose
+
+
+def site_secret(db: sqlite_utils.Database, configured: str | None) -> str:
+    """The configured secret, else the one generated for this database on first use."""
+    if configured:
+        return configured
+    row = db.execute("SELECT value FROM app_secrets WHERE name = 'secret_key'").fetchone()
+    if row:
+        return str(row[0])
+    with write_transaction(db):
+        db.conn.execute(
+            "INSERT INTO app_secrets (name, value) VALUES ('secret_key', ?) ON CONFLICT (name) DO NOTHING",
+            [secrets.token_urlsafe(32)],
+        )
+    return str(db.execute("SELECT value FROM app_secrets WHERE name = 'secret_key'").fetchone()[0])
+
+
+class Links:
+    """The signed links of one subscriber's email: preferences, unsubscribe, confirmation."""
+
+    def __init__(self, base_url: str, tokens: Tokens) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.tokens = tokens
+
+    def unsubscribe(self, subscriber_id: int, email: str) -> str:
+        return f"{self.base_url}/unsubscribe/{self.tokens.make('unsubscribe', subscriber_id, email)}"
+
+    def preferences(self, subscriber_id: int, email: str) -> str:
+        return f"{self.base_url}/preferences/{self.tokens.make('preferences', subscriber_id, email)}"
+
+    def confirm(self, subscriber_id: int, email: str) -> str:
+        return f"{self.base_url}/confirm/{self.tokens.make('confirm', subscriber_id, email)}"
