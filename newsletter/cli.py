@@ -480,10 +480,15 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
 
 @cli.command("resume")
 @click.argument("edition_id", metavar="EDITION", type=int)
+@click.option(
+    "--resend-unknown",
+    is_flag=True,
+    help="Also send the messages that were in flight at a crash (some readers may get two copies).",
+)
 @click.pass_obj
-def resume(app: AppContext, edition_id: int) -> None:
+def resume(app: AppContext, edition_id: int, resend_unknown: bool) -> None:
     """Finish an interrupted send of EDITION: only what was not delivered goes out."""
-    report = _send(app.settings, edition_id)
+    report = _send(app.settings, edition_id, resend_unknown=resend_unknown)
     if not report.complete:
         raise SystemExit(1)
 
@@ -520,7 +525,7 @@ def send_one_off(app: AppContext, subject: str, body_path: Path, segment: str) -
         raise SystemExit(1)
 
 
-def _send(settings: Settings, edition_id: int) -> DeliveryReport:
+def _send(settings: Settings, edition_id: int, *, resend_unknown: bool = False) -> DeliveryReport:
     with Progress(
         TextColumn("sending edition {task.fields[edition]}"),
         BarColumn(),
@@ -532,7 +537,12 @@ def _send(settings: Settings, edition_id: int) -> DeliveryReport:
     ) as bar:
         task = bar.add_task("send", edition=edition_id, total=None)
         try:
-            report = outbox.send_edition(settings, edition_id, progress=lambda _outcome: bar.advance(task))
+            report = outbox.send_edition(
+                settings,
+                edition_id,
+                progress=lambda _outcome: bar.advance(task),
+                resend_unknown=resend_unknown,
+            )
         except outbox.SendError as exc:
             fail(str(exc), code=2)
         except SendInProgress as exc:

@@ -296,7 +296,7 @@ class WebSettings:
 
 
 def _web(table: Mapping[str, Any]) -> WebSettings:
-    base_url = str(table.get("base_url", WebSettings.base_url)).rstrip("/")
+    base_url = str(table.get("base_url", "http://127.0.0.1:8000")).rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"[web] base_url must be an http(s) URL, not {base_url!r}")
@@ -334,6 +334,7 @@ def _smtp(table: Mapping[str, Any], base_dir: Path) -> SmtpSettings:
         max_attempts=int(_number(table, "max_attempts", 5, minimum=1)),
         retry_backoff=_number(table, "retry_backoff", 60, minimum=0),
         max_inline_wait=_number(table, "max_inline_wait", 120, minimum=0),
+        connect_attempts=int(_number(table, "connect_attempts", 3, minimum=1)),
         maildir=base_dir / str(table.get("maildir", "data/maildir")),
     )
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import sqlite_utils
 
 from newsletter.db import open_database, write_transaction
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.message import MessageError, MessageTemplate, Recipient
 from newsletter.store import iso
 from newsletter.subscribers import suppress
 from newsletter.tokens import Links
@@ -277,14 +277,26 @@ def deliver(
     settings: SmtpSettings,
     *,
     progress: Progress | None = None,
+    resend_unknown: bool = False,
 ) -> DeliveryReport:
-    """Send every queued message of ``edition_id``; returns what happened. Create the ledger first."""
+    """Send every queued message of ``edition_id``; returns what happened. Create the ledger first.
+
+    ``resend_unknown``: also send the messages whose fate is unknown, accepting that some readers may get
+    a second copy (with the same Message-ID, which lets many mail programs hide it).
+    """
     started = time.perf_counter()
     db = open_database(database, migrate=False)
     report = DeliveryReport(edition_id)
     try:
         acquire_send_lock(db, edition_id)
         report.unknown = recover(db, edition_id)
+        if resend_unknown:
+            with write_transaction(db):
+                db.conn.execute(
+                    "UPDATE deliveries SET state = 'queued', next_attempt_at = NULL WHERE edition_id = ? AND state = 'unknown'",
+                    [edition_id],
+                )
+            report.unknown = []
         stop = threading.Event()
         limiter = RateLimiter(settings.rate)
         workers = [
@@ -453,7 +465,12 @@ class _Worker:
             unsubscribe_url=self.links.unsubscribe(subscriber_id, address),
             message_id=message_id,
         )
-        payload = self.template.wire(recipient)
+        try:
+            payload = self.template.wire(recipient)
+        except MessageError as exc:
+            self._finish(db, delivery_id, "failed", f"cannot build the message: {exc}")
+            self.progress("failed")
+            return
         self.limiter.acquire()
         smtp = self._connection()
         stage = "MAIL"

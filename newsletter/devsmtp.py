@@ -26,6 +26,7 @@ class MaildirHandler:
 
     def __init__(self, maildir: Path) -> None:
         self.maildir_path = Path(maildir)
+        self.maildir_path.parent.mkdir(parents=True, exist_ok=True)
         self.maildir = mailbox.Maildir(self.maildir_path, create=True)
         self._lock = threading.Lock()
         self.received = 0

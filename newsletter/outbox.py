@@ -57,7 +57,9 @@ def smtp_target(settings: Settings) -> Iterator[SmtpSettings]:
         server.stop()
 
 
-def send_edition(settings: Settings, edition_id: int, *, progress: Progress | None = None) -> DeliveryReport:
+def send_edition(
+    settings: Settings, edition_id: int, *, progress: Progress | None = None, resend_unknown: bool = False
+) -> DeliveryReport:
     """Send an edition to its recipients; a re-run (or ``resume``) sends only what is not final."""
     db = open_database(settings.database)
     try:
@@ -68,7 +70,15 @@ def send_edition(settings: Settings, edition_id: int, *, progress: Progress | No
     finally:
         db.close()
     with smtp_target(settings) as smtp:
-        return deliver(settings.database, edition_id, template, link_maker, smtp, progress=progress)
+        return deliver(
+            settings.database,
+            edition_id,
+            template,
+            link_maker,
+            smtp,
+            progress=progress,
+            resend_unknown=resend_unknown,
+        )
 
 
 def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:

@@ -167,7 +167,7 @@ def test_demo_uses_live_sources_when_they_answer(tmp_path, feed_server, fixtures
     config = config_with_sources(tmp_path, [("arxiv", "arxiv_rss", url)])
     result = run("--config", str(config), "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "sample" not in result.stdout
+    assert "sample feed" not in result.stdout
     assert "4 papers stored" in result.stdout and "2 new in this run" in result.stdout
 
 
@@ -224,3 +224,51 @@ Abstract: We reproduce [red]sparse experts[/red] results, number {n}.</descripti
     result = run("--config", str(config), "demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "[Re] Reproducing [bold]Sparse[/bold] Experts" in result.stdout
+
+
+def test_subscribers_preview_send_and_one_off_from_the_command_line(tmp_path):
+    import email as email_lib
+    import email.policy
+
+    from newsletter.devsmtp import messages_by_recipient
+
+    assert run("demo", "--offline", cwd=tmp_path).returncode == 0  # 3 sample readers got edition 1
+    maildir = tmp_path / "data" / "maildir"
+    assert sorted(messages_by_recipient(maildir)) == [
+        "ada.reader@example.org",
+        "alan.reader@example.org",
+        "grace.reader@example.org",
+    ]
+
+    added = run("subscribers", "add", "Zoe@Example.org", "--name", "Zoë", cwd=tmp_path)
+    assert added.returncode == 0 and "added Zoe@example.org" in added.stdout
+    rejected = run("subscribers", "add", "not-an-address", cwd=tmp_path)
+    assert rejected.returncode == 2 and "not a valid email address" in rejected.stderr
+    (tmp_path / "more.csv").write_text("email,name\nyan@example.org,Yan\nbroken,Nobody\n")
+    imported = run("subscribers", "import", "more.csv", cwd=tmp_path)
+    assert imported.returncode == 1  # a row was rejected: said, and the rest imported
+    assert "imported 1 new subscribers" in imported.stdout and "line 3:" in imported.stdout
+    listed = run("subscribers", "list", "--search", "example.org", cwd=tmp_path)
+    assert "5 subscribers" in listed.stdout and "Zoë" in listed.stdout
+
+    preview = run("digest", "preview", "1", "--out", "preview.html", "--as", "zoe@example.org", cwd=tmp_path)
+    assert preview.returncode == 0 and "KB of HTML" in preview.stdout
+    assert "Hello Zo&#235;," in (tmp_path / "preview.html").read_text()
+
+    copy = run("digest", "send", "1", "--to", "editor@example.org", cwd=tmp_path)
+    assert copy.returncode == 0 and "test copy of edition 1 sent to editor@example.org" in copy.stdout
+    resumed = run("resume", "1", cwd=tmp_path)  # everyone who was a recipient has it: nothing to do
+    assert resumed.returncode == 0 and "0 sent in this run" in resumed.stdout
+
+    (tmp_path / "note.md").write_text("# Note\n\nThe digest is **late** this week.\n")
+    one_off = run("send", "--subject", "A note", "--body", "note.md", cwd=tmp_path)
+    assert one_off.returncode == 0, one_off.stderr
+    assert "edition 2: 5 recipients; 5 sent" in one_off.stdout
+    received = messages_by_recipient(maildir)
+    assert len(received["zoe@example.org"]) == 1 and len(received["ada.reader@example.org"]) == 2
+    note = email_lib.message_from_bytes(
+        received["zoe@example.org"][0].as_bytes(), policy=email.policy.default
+    )
+    assert note["Subject"] == "A note" and "<strong>late</strong>" in note.get_body(("html",)).get_content()
+    missing = run("digest", "send", "99", cwd=tmp_path)
+    assert missing.returncode == 2 and "there is no edition 99" in missing.stderr
