@@ -30,12 +30,11 @@ from rich.progress import (
 from rich.table import Table
 
 from newsletter import __version__, outbox, samples
-from newsletter.cluster import EngineUnavailable
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
 from newsletter.db import open_database
 from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
 from newsletter.devsmtp import EmbeddedSMTPServer
-from newsletter.editions import Edition, EditionPaper, build_edition
+from newsletter.editions import Edition, EditionPaper, EngineUnavailable, build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
 from newsletter.sources import SourceConfig

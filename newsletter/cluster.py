@@ -30,12 +30,14 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer,
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
+from newsletter.editions import EngineUnavailable
+
 SEED = 0
 MIN_AVERAGE_SECTION = 6  # papers per section on average, at the most topics allowed
 SILHOUETTE_SAMPLE = 3000  # silhouette is quadratic: judged on a fixed sample of large editions
 SELECTION_SAMPLE = 6000  # and k itself is chosen on a sample, then fitted on everything
 OTHER_LABEL = "Other papers"
-ENGINES = ("tfidf", "embeddings")
+ENGINES = ("tfidf", "embeddings")  # the configuration checks these names without importing this module
 
 # Words that say "this is a paper", not what it is about.
 GENERIC_RESEARCH_WORDS = frozenset(
@@ -102,10 +104,6 @@ class Clustering:
     engine: str = "tfidf"
     dimensions: int = 0
     candidates: dict[int, float] = field(default_factory=dict)  # k -> silhouette, when k was chosen
-
-
-class EngineUnavailable(RuntimeError):
-    """The configured engine cannot run here (an optional dependency is missing)."""
 
 
 def cluster_documents(

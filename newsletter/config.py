@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from newsletter.cluster import ENGINES
 from newsletter.deliver import SmtpSettings
 from newsletter.editions import DigestSettings
 from newsletter.fetch import DEFAULT_USER_AGENT, FetchSettings
@@ -27,6 +26,7 @@ from newsletter.sources import KINDS, arxiv_api, arxiv_rss, hf_daily
 from newsletter.sources.base import SourceConfig
 
 DEFAULT_CONFIG_NAME = "newsletter.toml"
+ENGINES = ("tfidf", "embeddings")  # clustering engines, see newsletter.cluster
 ENV_PREFIX = "NEWSLETTER_"
 
 DEFAULT_CONFIG = """\
@@ -87,8 +87,9 @@ port = 8000
 host = "embedded"
 port = 0
 starttls = false
-# Implicit TLS (usually port 465).
+# Implicit TLS (usually port 465). Certificates are verified; ca_file trusts a private CA.
 tls = false
+# ca_file = "/etc/ssl/private-relay-ca.pem"
 username = ""
 # Set NEWSLETTER_SMTP_PASSWORD rather than writing it here.
 password = ""
@@ -335,6 +336,7 @@ def _smtp(table: Mapping[str, Any], base_dir: Path) -> SmtpSettings:
         retry_backoff=_number(table, "retry_backoff", 60, minimum=0),
         max_inline_wait=_number(table, "max_inline_wait", 120, minimum=0),
         connect_attempts=int(_number(table, "connect_attempts", 3, minimum=1)),
+        ca_file=str(table.get("ca_file", "") or ""),
         maildir=base_dir / str(table.get("maildir", "data/maildir")),
     )
 

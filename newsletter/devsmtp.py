@@ -50,7 +50,13 @@ class EmbeddedSMTPServer:
     """aiosmtpd in a background thread on 127.0.0.1; ``port`` 0 picks a free one."""
 
     def __init__(
-        self, maildir: Path, *, port: int = 0, handler: Any | None = None, host: str = "127.0.0.1"
+        self,
+        maildir: Path,
+        *,
+        port: int = 0,
+        handler: Any | None = None,
+        host: str = "127.0.0.1",
+        **smtp_options: Any,  # passed to aiosmtpd's SMTP: tls_context, authenticator, auth_required...
     ) -> None:
         self.handler = handler or MaildirHandler(maildir)
         self.host = host
@@ -61,6 +67,7 @@ class EmbeddedSMTPServer:
             port=self.port,
             server_hostname="newsletter.embedded",
             ready_timeout=10,
+            **smtp_options,
         )
 
     def start(self) -> EmbeddedSMTPServer:

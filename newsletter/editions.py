@@ -15,10 +15,13 @@ from typing import Any
 
 import sqlite_utils
 
-from newsletter.cluster import Document, cluster_documents, score_paper
 from newsletter.db import write_transaction
 from newsletter.store import iso
 from newsletter.text import extract_summary
+
+
+class EngineUnavailable(RuntimeError):
+    """The configured clustering engine cannot run here (an optional dependency is missing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,9 @@ def _select(db: sqlite_utils.Database, start: datetime, end: datetime) -> list[d
 def _sections(papers: list[dict[str, Any]], settings: DigestSettings) -> list[Section]:
     if not papers:
         return []
+    # Imported here: scikit-learn and NumPy cost ~110 MB, which sending, serving and fetching never need.
+    from newsletter.cluster import Document, cluster_documents, score_paper
+
     clustering = cluster_documents(
         [Document(id=p["key"], title=p["title"], abstract=p["abstract"] or "") for p in papers],
         topics=settings.topics,

@@ -42,20 +42,25 @@ class Tokens:
     def __init__(self, secret_key: str) -> None:
         if len(secret_key) < 16:
             raise ValueError("the secret key must be at least 16 characters")
-        self._secret = secret_key
+        self._serializers = {
+            purpose: URLSafeSerializer(secret_key, salt=purpose)
+            for purpose in PURPOSES
+            if purpose != "confirm"
+        }
+        self._timed = URLSafeTimedSerializer(secret_key, salt="confirm")
 
     def make(self, purpose: str, subscriber_id: int, email: str) -> str:
         payload = [subscriber_id, email_digest(email)]
         if purpose == "confirm":
-            return URLSafeTimedSerializer(self._secret, salt=purpose).dumps(payload)
-        return URLSafeSerializer(self._secret, salt=self._salt(purpose)).dumps(payload)
+            return self._timed.dumps(payload)
+        return self._serializer(purpose).dumps(payload)
 
     def read(self, purpose: str, token: str, *, max_age: float | None = None) -> TokenSubject:
         try:
             if purpose == "confirm":
-                payload = URLSafeTimedSerializer(self._secret, salt=purpose).loads(token, max_age=max_age)
+                payload = self._timed.loads(token, max_age=max_age)
             else:
-                payload = URLSafeSerializer(self._secret, salt=self._salt(purpose)).loads(token)
+                payload = self._serializer(purpose).loads(token)
         except SignatureExpired:
             raise InvalidToken("this link has expired") from None
         except BadSignature:
@@ -69,11 +74,10 @@ class Tokens:
             raise InvalidToken("this link is not valid")
         return TokenSubject(payload[0], payload[1])
 
-    @staticmethod
-    def _salt(purpose: str) -> str:
-        if purpose not in PURPOSES:
+    def _serializer(self, purpose: str) -> URLSafeSerializer:
+        if purpose not in self._serializers:
             raise ValueError(f"unknown token purpose {purpose!r}")
-        return purpose
+        return self._serializers[purpose]
 
 
 def site_secret(db: sqlite_utils.Database, configured: str | None) -> str:

@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,30 @@ def test_subscribers_preview_send_and_one_off_from_the_command_line(tmp_path):
     assert note["Subject"] == "A note" and "<strong>late</strong>" in note.get_body(("html",)).get_content()
     missing = run("digest", "send", "99", cwd=tmp_path)
     assert missing.returncode == 2 and "there is no edition 99" in missing.stderr
+
+
+def test_serve_runs_the_web_app(tmp_path):
+    import httpx
+
+    from newsletter.devsmtp import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("newsletter serve did not answer")
+        assert response.status_code == 200 and "Research digest" in response.text
+        assert httpx.get(f"http://127.0.0.1:{port}/unsubscribe/forged", timeout=5).status_code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

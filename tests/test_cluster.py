@@ -12,10 +12,10 @@ from newsletter.cluster import (
     OTHER_LABEL,
     STOP_WORDS,
     Document,
-    EngineUnavailable,
     cluster_documents,
     score_paper,
 )
+from newsletter.editions import EngineUnavailable
 from newsletter.samples import ARXIV_SAMPLE
 from newsletter.sources import arxiv_rss
 

@@ -30,9 +30,9 @@ from tests.support.smtpserver import ScriptedSMTPServer
 MONDAY = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def smtp_server(tmp_path):
-    server = ScriptedSMTPServer(tmp_path / "maildir")
+@pytest.fixture(params=[False, True], ids=["one-command-at-a-time", "pipelining"])
+def smtp_server(tmp_path, request):
+    server = ScriptedSMTPServer(tmp_path / "maildir", pipelining=request.param)
     yield server
     server.stop()
 
@@ -453,3 +453,66 @@ def test_large_edition_stays_under_the_clipping_limit(tmp_path, smtp_server):
     assert len(html.encode()) < 102_000
     assert "more in this topic" in html and "https://news.example.org/editions/" in html
     assert html.count('class="nl-paper"') >= len(edition.sections)
+
+
+def test_starttls_and_login(tmp_path):
+    """A relay that requires STARTTLS and AUTH: aiosmtpd with a certificate made for the test."""
+    import ssl
+
+    from newsletter.devsmtp import EmbeddedSMTPServer, messages_by_recipient
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        from aiosmtpd.smtp import AuthResult
+
+        logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        ok = auth_data.login == b"digest" and auth_data.password == b"s3cret pass"
+        return AuthResult(success=ok, handled=False)
+
+    server = EmbeddedSMTPServer(
+        tmp_path / "maildir",
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=True,
+    ).start()
+    try:
+        settings = make_settings(
+            tmp_path, server.port, starttls=True, username="digest", password="s3cret pass", ca_file=str(cert)
+        )
+        edition_id = edition_with_sample_papers(settings)
+        addresses = subscribe(settings, 3)
+        report = send_edition(settings, edition_id)
+        assert report.counts == {"sent": 3}
+        assert sorted(messages_by_recipient(tmp_path / "maildir")) == sorted(addresses)
+        assert set(logins) == {("digest", "s3cret pass")}
+
+        wrong = make_settings(
+            tmp_path, server.port, starttls=True, username="digest", password="nope", ca_file=str(cert)
+        )
+        db = open_database(wrong.database)
+        second = build_edition(
+            db, DigestSettings(), since=MONDAY - timedelta(hours=1), until=MONDAY + timedelta(hours=1)
+        )
+        db.close()
+        refused = send_edition(wrong, second.id)
+        assert "the SMTP server refused the login" in refused.stopped
+        assert refused.counts == {"queued": 3}
+
+        untrusted = make_settings(
+            tmp_path, server.port, starttls=True, username="digest", password="s3cret pass"
+        )
+        failed = send_edition(untrusted, second.id)
+        assert "CERTIFICATE_VERIFY_FAILED" in failed.stopped  # never sends over an unverified connection
+    finally:
+        server.stop()

@@ -36,7 +36,16 @@ class ScriptedHandler(MaildirHandler):
         self.arrivals: list[tuple[float, str]] = []  # (monotonic time, recipient) of stored messages
         self.delay = 0.0  # seconds to wait before answering the end of DATA
         self.on_message: Callable[[str], None] | None = None
+        self.pipelining = False  # announce PIPELINING (RFC 2920), as Postfix does
         self._script_lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: SMTPProtocol, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     def script(self, address: str, *actions: str) -> None:
         self.scripts[address.lower()] = Script(list(actions))
@@ -88,9 +97,10 @@ class ScriptedHandler(MaildirHandler):
 
 
 class ScriptedSMTPServer:
-    def __init__(self, maildir: Path) -> None:
+    def __init__(self, maildir: Path, *, pipelining: bool = False) -> None:
         self.maildir = maildir
         self.handler = ScriptedHandler(maildir)
+        self.handler.pipelining = pipelining
         self.server = EmbeddedSMTPServer(maildir, handler=self.handler).start()
         self.port = self.server.port
 

@@ -1,0 +1,206 @@
+"""Sending benchmark: a real week's edition to 10,000 subscribers through Postfix's smtp-sink.
+
+Prints messages/s of ``newsletter``'s send (ledger on, per-subscriber links and tokens, one SMTP
+connection per worker) and the ratio to Postfix's ``smtp-source`` sending messages of the same size over
+one reused connection to the same sink, measured in the same run. Target: ratio >= 0.4. Then the peak
+memory of a send to 10,000 and to 100,000 subscribers (target: under 200 MB and flat), and the time to
+render one edition.
+
+Needs Postfix's tools (``apt-get install postfix``; the daemon is not needed) and the shared corpus.
+
+    python bench/send.py [--subscribers 10000] [--concurrency 1] [--memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from newsletter.config import load_settings  # noqa: E402
+from newsletter.db import open_database, write_transaction  # noqa: E402
+from newsletter.devsmtp import free_port  # noqa: E402
+from newsletter.editions import DigestSettings, build_edition, load_edition  # noqa: E402
+from newsletter.fetch import Fetcher  # noqa: E402
+from newsletter.ingest import run_ingest  # noqa: E402
+from newsletter.message import MessageTemplate  # noqa: E402
+from newsletter.outbox import render_edition, send_edition  # noqa: E402
+from newsletter.sources import SourceConfig  # noqa: E402
+
+FEED = "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml"
+
+
+def corpus_dir() -> Path:
+    return Path(os.environ.get("NEWSLETTER_CORPUS", ROOT.parent / "shared" / "corpus"))
+
+
+def write_config(workdir: Path, port: int, concurrency: int) -> Path:
+    config = workdir / "newsletter.toml"
+    config.write_text(
+        f"""
+[newsletter]
+name = "Research Digest"
+database = "news.db"
+[web]
+base_url = "https://news.example.org"
+secret_key = "benchmark-secret-key-0123456789"
+[smtp]
+host = "127.0.0.1"
+port = {port}
+concurrency = {concurrency}
+from = "Research Digest <digest@example.org>"
+list_id = "Research Digest <digest.example.org>"
+unsubscribe_mailto = "unsubscribe@example.org"
+"""
+    )
+    return config
+
+
+def prepare(workdir: Path, port: int, concurrency: int, subscribers: int) -> tuple[Path, int]:
+    """A database with the real week ingested, its edition built, and ``subscribers`` active readers."""
+    config = write_config(workdir, port, concurrency)
+    settings = load_settings(config, environ={})
+    db = open_database(settings.database)
+    now = datetime.now(UTC)
+    with Fetcher() as fetcher:
+        source = SourceConfig(name="week", kind="arxiv_rss", url=(corpus_dir() / "feeds" / FEED).as_uri())
+        run_ingest(db, [source], fetcher, now=now - timedelta(hours=1))
+    edition = build_edition(db, DigestSettings(), now=now)
+    stamp = now.isoformat(timespec="microseconds")
+    with write_transaction(db):
+        db.conn.executemany(
+            "INSERT INTO subscribers (email, name, status, source, created_at, confirmed_at, updated_at) "
+            "VALUES (?, ?, 'active', 'bench', ?, ?, ?)",
+            ((f"reader{n:06d}@example.org", f"Reader {n}", stamp, stamp, stamp) for n in range(subscribers)),
+        )
+    db.close()
+    return config, edition.id
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(["smtp-sink", *user, f"127.0.0.1:{port}", "1024"], stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return sink
+
+
+def smtp_source(port: int, count: int, size: int) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["smtp-source", "-d", "-s", "1", "-m", str(count), "-l", str(size), "-f", "digest@example.org",
+         "-t", "reader@example.org", f"127.0.0.1:{port}"],
+        check=True,
+    )  # fmt: skip
+    return count / (time.perf_counter() - started)
+
+
+def memory_probe(subscribers: int, concurrency: int) -> int:
+    """Peak RSS (KB) of a fresh process that prepares the data and sends to ``subscribers`` readers."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--probe", str(subscribers), "--concurrency", str(concurrency)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def probe(subscribers: int, concurrency: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-send-probe-"))
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        config, edition_id = prepare(workdir, port, concurrency, subscribers)
+        # The send as an operator runs it: the `newsletter` program in a process of its own. Its peak is
+        # read from /proc (VmHWM) at exit: ru_maxrss would also count the memory of the forking parent.
+        code = (
+            "import sys\n"
+            "from newsletter.cli import main\n"
+            f"sys.argv = ['newsletter', '--config', {str(config)!r}, 'digest', 'send', '{edition_id}']\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"the send did not complete: {result.stderr[-500:]}")
+        print(result.stdout.strip().splitlines()[-1])
+    finally:
+        sink.terminate()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory at 10k and 100k")
+    parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        probe(args.probe, args.concurrency)
+        return 0
+    if not shutil.which("smtp-sink") or not shutil.which("smtp-source"):
+        print("needs Postfix's smtp-sink and smtp-source: apt-get install postfix", file=sys.stderr)
+        return 2
+    if not (corpus_dir() / "feeds" / FEED).exists():
+        print(f"corpus not found under {corpus_dir()} (set NEWSLETTER_CORPUS)", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        config, edition_id = prepare(workdir, port, args.concurrency, args.subscribers)
+        settings = load_settings(config, environ={})
+        db = open_database(settings.database)
+        edition = load_edition(db, edition_id)
+        db.close()
+        started = time.perf_counter()
+        rendered = render_edition(settings, edition)
+        template = MessageTemplate(rendered, settings.sender)
+        render_seconds = time.perf_counter() - started
+        message_size = template.size
+
+        reference = smtp_source(port, args.subscribers, message_size)
+        report = send_edition(settings, edition_id)
+        assert report.complete and report.counts == {"sent": args.subscribers}, report.counts
+        ours = report.sent_now / report.seconds
+
+        print(
+            f"edition {edition_id}: {edition.paper_count} papers, {len(edition.sections)} topics, "
+            f"{rendered.papers_shown} shown in the email ({rendered.per_section} per topic at most)"
+        )
+        print(
+            f"render + compile once: {render_seconds * 1000:.0f} ms; HTML {len(rendered.html) / 1000:.1f} KB "
+            f"(Gmail clips above 102 KB); whole message {message_size / 1000:.1f} KB"
+        )
+        print(f"smtp-source, same size, 1 reused connection:  {reference:7.0f} msg/s")
+        print(
+            f"newsletter send, ledger on, {args.concurrency} connection(s): {ours:7.0f} msg/s "
+            f"({args.subscribers} messages in {report.seconds:.1f} s)"
+        )
+        print(
+            f"ratio: {ours / reference:.2f}  (target >= 0.4: {'met' if ours / reference >= 0.4 else 'NOT met'})"
+        )
+    finally:
+        sink.terminate()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    if args.memory:
+        for count in (10_000, 100_000):
+            peak = memory_probe(count, args.concurrency)
+            print(f"peak memory of the send to {count:,} subscribers: {peak / 1024:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
