@@ -37,8 +37,20 @@ from newsletter.devsmtp import EmbeddedSMTPServer
 from newsletter.editions import Edition, EditionPaper, EngineUnavailable, build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
+from newsletter.preferences import FREQUENCIES, PreferenceError, Preferences, parse_list
 from newsletter.sources import SourceConfig
-from newsletter.subscribers import STATUSES, SubscriberError, add_subscriber, import_csv, list_subscribers
+from newsletter.subscribers import (
+    STATUSES,
+    SubscriberError,
+    add_subscriber,
+    confirm,
+    export_csv,
+    find_subscriber,
+    import_csv,
+    list_subscribers,
+    remove_subscriber,
+    set_status,
+)
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -338,6 +350,13 @@ def digest() -> None:
     help="Number of topic sections (default: chosen from the papers).",
 )
 @click.option(
+    "--frequency",
+    type=click.Choice(FREQUENCIES),
+    default="weekly",
+    show_default=True,
+    help="Whose edition: weekly or daily readers.",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, allow_dash=True),
@@ -345,15 +364,24 @@ def digest() -> None:
 )
 @click.pass_obj
 def digest_build(
-    app: AppContext, since: str | None, until: str | None, topics: int | None, json_path: str | None
+    app: AppContext,
+    since: str | None,
+    until: str | None,
+    topics: int | None,
+    frequency: str,
+    json_path: str | None,
 ) -> None:
     """Create an edition from the papers first seen in the window and show its sections.
 
     DATE is YYYY-MM-DD (midnight UTC) or an ISO 8601 date and time. Every paper lands in exactly one
     section; small sections are gathered in a final "Other papers" section.
     """
+    _check_frequency(app.settings, frequency)
     request = DigestRequest(
-        since=_parse_when(since, "--since"), until=_parse_when(until, "--until"), topics=topics
+        since=_parse_when(since, "--since"),
+        until=_parse_when(until, "--until"),
+        topics=topics,
+        frequency=frequency,
     )
     edition = _build(app.settings, request)
     if json_path:
@@ -372,6 +400,7 @@ class DigestRequest:
     since: datetime | None = None
     until: datetime | None = None
     topics: int | None = None
+    frequency: str = "weekly"
 
 
 def _parse_when(value: str | None, option: str) -> datetime | None:
@@ -392,7 +421,9 @@ def _build(settings: Settings, request: DigestRequest) -> Edition:
     db = open_db(settings)
     try:
         with err_console.status("clustering papers into topics", spinner="dots"):
-            return build_edition(db, digest_settings, since=request.since, until=request.until)
+            return build_edition(
+                db, digest_settings, since=request.since, until=request.until, frequency=request.frequency
+            )
     except EngineUnavailable as exc:
         fail(str(exc), code=2)
         raise
@@ -597,13 +628,22 @@ def subscribers() -> None:
 @subscribers.command("add")
 @click.argument("email")
 @click.option("--name", default="", help="Display name.")
+@click.option(
+    "--categories", default="", metavar="LIST", help="arXiv categories to follow, e.g. cs.LG,cs.CL."
+)
+@click.option("--keywords", default="", metavar="LIST", help="Keywords to follow, comma-separated.")
+@click.option("--frequency", type=click.Choice(FREQUENCIES), default="weekly", show_default=True)
 @click.pass_obj
-def subscribers_add(app: AppContext, email: str, name: str) -> None:
-    """Add a confirmed (active) subscriber."""
+def subscribers_add(
+    app: AppContext, email: str, name: str, categories: str, keywords: str, frequency: str
+) -> None:
+    """Add a confirmed (active) subscriber; following nothing means receiving everything."""
+    _check_frequency(app.settings, frequency)
     db = open_db(app.settings)
     try:
-        result = add_subscriber(db, email, name, source="cli")
-    except SubscriberError as exc:
+        preferences = Preferences.create(parse_list(categories), parse_list(keywords), frequency)
+        result = add_subscriber(db, email, name, source="cli", preferences=preferences)
+    except (SubscriberError, PreferenceError) as exc:
         fail(str(exc), code=2)
     finally:
         db.close()
@@ -617,7 +657,9 @@ def subscribers_add(app: AppContext, email: str, name: str) -> None:
 @click.argument("csv_path", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_obj
 def subscribers_import(app: AppContext, csv_path: Path) -> None:
-    """Import active subscribers from a CSV file with the columns email,name."""
+    """Import active subscribers from CSV: listmonk's email,name,attributes (attributes as JSON, header
+    line required) or plain email[,name]. Bad rows are listed with their line numbers; good rows are
+    imported; importing the same file again adds nothing."""
     db = open_db(app.settings)
     try:
         report = import_csv(db, csv_path)
@@ -632,6 +674,77 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
         console.print(f"[yellow]line {line}:[/] {escape(reason)}", soft_wrap=True)
     if report.errors:
         raise SystemExit(1)
+
+
+@subscribers.command("export")
+@click.argument("out_path", metavar="FILE.csv", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+@click.pass_obj
+def subscribers_export(app: AppContext, out_path: str, status: str | None) -> None:
+    """Write subscribers as CSV (status, preferences and timestamps included); '-' is standard output."""
+    db = open_db(app.settings)
+    try:
+        if out_path == "-":
+            count = export_csv(db, sys.stdout, status=status)
+        else:
+            with open(out_path, "w", encoding="utf-8", newline="") as out:
+                count = export_csv(db, out, status=status)
+    finally:
+        db.close()
+    err_console.print(f"exported {count} subscribers")
+
+
+@subscribers.command("confirm")
+@click.argument("email")
+@click.pass_obj
+def subscribers_confirm(app: AppContext, email: str) -> None:
+    """Confirm a pending subscriber by hand (they will receive editions)."""
+    _change_status(app, email, lambda db, subscriber: confirm(db, subscriber.id))
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@click.pass_obj
+def subscribers_unsubscribe(app: AppContext, email: str) -> None:
+    """Unsubscribe an address (it stays on the list as unsubscribed)."""
+    _change_status(app, email, lambda db, subscriber: set_status(db, subscriber.id, "unsubscribed"))
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(app: AppContext, email: str) -> None:
+    """Delete a subscriber and their delivery records (a deletion request)."""
+    db = open_db(app.settings)
+    try:
+        subscriber = find_subscriber(db, email)
+        if subscriber is None:
+            fail(f"{email} is not on the list", code=2)
+        remove_subscriber(db, subscriber.id)
+    except SubscriberError as exc:
+        fail(str(exc), code=2)
+    finally:
+        db.close()
+    console.print(f"removed {escape(subscriber.email)}")
+
+
+def _change_status(app: AppContext, email: str, change) -> None:  # type: ignore[no-untyped-def]
+    db = open_db(app.settings)
+    try:
+        subscriber = find_subscriber(db, email)
+        if subscriber is None:
+            fail(f"{email} is not on the list", code=2)
+        updated = change(db, subscriber)
+    except SubscriberError as exc:
+        fail(str(exc), code=2)
+    finally:
+        db.close()
+    console.print(f"{escape(updated.email)}: {updated.status}")
+
+
+def _check_frequency(settings: Settings, frequency: str) -> None:
+    if frequency == "daily" and not settings.digest.daily:
+        fail("daily digests are not enabled ([digest] daily = true)", code=2)
 
 
 @subscribers.command("list")
@@ -676,8 +789,27 @@ def serve(app: AppContext, host: str | None, port: int | None) -> None:
 
     settings = app.settings
     uvicorn.run(
-        create_app(settings), host=host or settings.web.host, port=port or settings.web.port, log_level="info"
+        create_app(settings),
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        log_level="info",
+        proxy_headers=True,
+        forwarded_allow_ips=settings.web.trusted_proxies,
     )
+
+
+@cli.command("admin-password")
+def admin_password() -> None:
+    """Ask for an admin password and print its hash for [web] admin_password_hash."""
+    from newsletter.web.security import hash_password
+
+    password = click.prompt("admin password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        fail("use at least 10 characters", code=2)
+    hashed = hash_password(password)
+    err_console.print("put this in newsletter.toml under [web], or in the environment:")
+    click.echo(f'admin_password_hash = "{hashed}"')
+    click.echo(f"NEWSLETTER_WEB_ADMIN_PASSWORD_HASH='{hashed}'")
 
 
 @cli.command("dev-smtp")

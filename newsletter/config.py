@@ -70,6 +70,8 @@ engine = "tfidf"
 window_days = 7
 # Longest summary shown for a paper without a Hugging Face AI summary (first sentences of the abstract).
 summary_chars = 300
+# Let readers choose a daily digest too (the scheduler then builds one every day).
+daily = false
 
 [web]
 # Public address of the web app (archive, preferences, unsubscribe): every link in the emails starts here.
@@ -80,6 +82,11 @@ port = 8000
 # Signs the links in emails. Set NEWSLETTER_WEB_SECRET_KEY; without one, a random key is generated and
 # kept in the database.
 # secret_key = ""
+# The admin pages (/admin) need this scrypt hash: `newsletter admin-password` prints one; set it here or
+# as NEWSLETTER_WEB_ADMIN_PASSWORD_HASH.
+# admin_password_hash = ""
+# Behind a reverse proxy, the proxies whose X-Forwarded-For is believed (comma-separated addresses).
+trusted_proxies = "127.0.0.1"
 
 [smtp]
 # "embedded" runs the built-in SMTP server, which stores every message in `maildir` (demo and testing).
@@ -294,6 +301,8 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     secret_key: str | None = None
+    admin_password_hash: str | None = None
+    trusted_proxies: str = "127.0.0.1"
 
 
 def _web(table: Mapping[str, Any]) -> WebSettings:
@@ -304,11 +313,16 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
     secret = table.get("secret_key") or None
     if secret is not None and len(str(secret)) < 16:
         raise ConfigError("[web] secret_key must be at least 16 characters")
+    admin_hash = str(table.get("admin_password_hash", "") or "") or None
+    if admin_hash and not admin_hash.startswith("scrypt$"):
+        raise ConfigError("[web] admin_password_hash must come from `newsletter admin-password`")
     return WebSettings(
         base_url=base_url,
         host=str(table.get("host", "127.0.0.1")),
         port=int(_number(table, "port", 8000, minimum=1)),
         secret_key=str(secret) if secret else None,
+        admin_password_hash=admin_hash,
+        trusted_proxies=str(table.get("trusted_proxies", "127.0.0.1")),
     )
 
 
@@ -380,6 +394,7 @@ def _digest(table: Mapping[str, Any]) -> DigestSettings:
         engine=engine,
         window_days=_number(table, "window_days", 7, minimum=0.01),
         summary_chars=int(_number(table, "summary_chars", 300, minimum=40)),
+        daily=_flag(table, "daily"),
     )
 
 

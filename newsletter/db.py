@@ -281,5 +281,34 @@ def _subscribers_and_deliveries(db: sqlite_utils.Database) -> None:
     db["editions"].add_column("segment", str)
 
 
+def _preferences(db: sqlite_utils.Database) -> None:
+    # Preferences are stored canonically (sorted, compact JSON) so that equal choices compare equal in SQL
+    # and an edition is rendered once per distinct set, not once per subscriber.
+    for statement in (
+        "ALTER TABLE subscribers ADD COLUMN categories TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE subscribers ADD COLUMN keywords TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE subscribers ADD COLUMN frequency TEXT NOT NULL DEFAULT 'weekly'",
+        "ALTER TABLE subscribers ADD COLUMN empty_digest TEXT NOT NULL DEFAULT 'notice'",
+        "ALTER TABLE subscribers ADD COLUMN confirmation_sent_at TEXT",
+        "ALTER TABLE editions ADD COLUMN frequency TEXT NOT NULL DEFAULT 'weekly'",
+        "ALTER TABLE deliveries ADD COLUMN variant TEXT NOT NULL DEFAULT ''",
+    ):
+        db.execute(statement)
+    db.execute(
+        """
+        CREATE TABLE delivery_variants (
+            edition_id INTEGER NOT NULL REFERENCES editions (id),
+            variant TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            keywords TEXT NOT NULL,
+            empty_digest TEXT NOT NULL,
+            papers INTEGER NOT NULL,          -- papers this preference set gets from the edition
+            PRIMARY KEY (edition_id, variant)
+        )
+        """
+    )
+    db.execute("CREATE INDEX deliveries_claim ON deliveries (edition_id, state, variant, id)")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = [_initial_schema, _editions, _subscribers_and_deliveries]
+MIGRATIONS: list[Migration] = [_initial_schema, _editions, _subscribers_and_deliveries, _preferences]

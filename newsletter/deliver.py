@@ -45,7 +45,7 @@ from newsletter.tokens import Links
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = ("sent", "failed", "suppressed", "unknown")
+FINAL_STATES = ("sent", "failed", "suppressed", "skipped", "unknown")
 CLAIM_BATCH = 16
 
 
@@ -107,35 +107,78 @@ class DeliveryReport:
 # --- the ledger ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """A distinct set of readers' choices for one edition: its readers share one rendered email."""
+
+    categories_json: str
+    keywords_json: str
+    empty_digest: str
+    papers: int  # papers of the edition this variant gets
+
+    @property
+    def skipped(self) -> bool:
+        return self.papers == 0 and self.empty_digest == "skip"
+
+
 def create_ledger(
     db: sqlite_utils.Database,
     edition_id: int,
     *,
     message_domain: str,
+    variants: dict[str, Variant] | None = None,
+    frequency: str | None = None,
     only: list[int] | None = None,
     now: datetime | None = None,
 ) -> int:
-    """One row per active subscriber (or per id in ``only``); suppressed addresses as ``suppressed``.
+    """One row per recipient; suppressed addresses as ``suppressed``; idempotent.
 
-    Idempotent; returns the number of rows created. The recipients are fixed when the edition first goes
-    out: a re-run or resume sends to those, not to whoever subscribed since.
+    Recipients are the active subscribers (with ``frequency``, or the ids in ``only``). With ``variants``
+    (digests) each row names its reader's preference set; a set that gets no paper and asked for no
+    empty digests is ``skipped``. Returns the number of rows created. The recipients are fixed when the
+    edition first goes out: a re-run or resume sends to those, not to whoever subscribed since.
     """
     stamp = iso(now or datetime.now(UTC))
     with write_transaction(db):
         if db.execute("SELECT 1 FROM deliveries WHERE edition_id = ? LIMIT 1", [edition_id]).fetchone():
             return 0
+        if variants is None:
+            variants = {"": Variant("", "", "", 1)}
+            join = "JOIN delivery_variants v ON v.edition_id = ? AND v.variant = ''"
+        else:
+            join = (
+                "JOIN delivery_variants v ON v.edition_id = ? AND v.categories = s.categories "
+                "AND v.keywords = s.keywords AND v.empty_digest = s.empty_digest"
+            )
+        db.conn.executemany(
+            "INSERT INTO delivery_variants (edition_id, variant, categories, keywords, empty_digest, papers) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (edition_id, key, v.categories_json, v.keywords_json, v.empty_digest, v.papers)
+                for key, v in variants.items()
+            ],
+        )
         cursor = db.conn.execute(
-            """
+            f"""
             INSERT INTO deliveries (edition_id, subscriber_id, email, state, message_id, created_at, updated_at,
-                                    last_reply)
+                                    last_reply, variant)
             SELECT ?, s.id, s.email,
-                   CASE WHEN x.email IS NULL THEN 'queued' ELSE 'suppressed' END,
+                   CASE WHEN x.email IS NOT NULL THEN 'suppressed'
+                        WHEN v.papers = 0 AND v.empty_digest = 'skip' THEN 'skipped'
+                        ELSE 'queued' END,
                    '<' || ? || '.' || s.id || '.' || lower(hex(randomblob(6))) || '@' || ? || '>',
                    ?, ?,
-                   CASE WHEN x.email IS NULL THEN NULL ELSE 'suppressed: ' || x.reason END
-            FROM subscribers s LEFT JOIN suppressions x ON x.email = s.email
-            WHERE s.status = 'active' AND (? IS NULL OR s.id IN (SELECT value FROM json_each(?)))
-            ORDER BY s.id
+                   CASE WHEN x.email IS NOT NULL THEN 'suppressed: ' || x.reason
+                        WHEN v.papers = 0 AND v.empty_digest = 'skip' THEN 'nothing in their topics this time'
+                        END,
+                   v.variant
+            FROM subscribers s
+            {join}
+            LEFT JOIN suppressions x ON x.email = s.email
+            WHERE s.status = 'active'
+              AND (? IS NULL OR s.frequency = ?)
+              AND (? IS NULL OR s.id IN (SELECT value FROM json_each(?)))
+            ORDER BY v.variant, s.id
             """,
             [
                 edition_id,
@@ -143,6 +186,9 @@ def create_ledger(
                 message_domain,
                 stamp,
                 stamp,
+                edition_id,
+                frequency,
+                frequency,
                 None if only is None else 1,
                 json.dumps(only or []),
             ],
@@ -270,10 +316,13 @@ class _Aborted(Exception):
 Progress = Callable[[str], None]
 
 
+Templates = Callable[[str], MessageTemplate]  # the message of a variant, rendered on first use
+
+
 def deliver(
     database: Path,
     edition_id: int,
-    template: MessageTemplate,
+    templates: Templates,
     links: Links,
     settings: SmtpSettings,
     *,
@@ -302,7 +351,7 @@ def deliver(
         limiter = RateLimiter(settings.rate)
         workers = [
             _Worker(
-                database, edition_id, template, links, settings, limiter, stop, progress or (lambda _s: None)
+                database, edition_id, templates, links, settings, limiter, stop, progress or (lambda _s: None)
             )
             for _ in range(max(1, settings.concurrency))
         ]
@@ -373,7 +422,7 @@ class _Worker:
         self,
         database: Path,
         edition_id: int,
-        template: MessageTemplate,
+        templates: Templates,
         links: Links,
         settings: SmtpSettings,
         limiter: RateLimiter,
@@ -382,7 +431,7 @@ class _Worker:
     ) -> None:
         self.database = database
         self.edition_id = edition_id
-        self.template = template
+        self.templates = templates
         self.links = links
         self.settings = settings
         self.limiter = limiter
@@ -397,36 +446,48 @@ class _Worker:
     def run(self) -> None:
         db = open_database(self.database, migrate=False)
         try:
-            while not self.stop_event.is_set():
-                batch = self._claim(db)
-                if not batch:
-                    if not self._wait_for_retries(db):
-                        break
-                    continue
-                for position, row in enumerate(batch):
-                    if self.stop_event.is_set():
-                        self.leftover += [r[0] for r in batch[position:]]
-                        break
-                    try:
-                        self._deliver_one(db, row)
-                    except ServerUnavailable as exc:
-                        self.stopped = str(exc)
-                        self.stop_event.set()
-                        self.leftover += [r[0] for r in batch[position:]]
-                        break
+            self._loop(db)
+        except Exception as exc:  # a bug must stop the send visibly, never leave rows half-done in silence
+            log.exception("sending worker failed")
+            self.stopped = f"internal error: {type(exc).__name__}: {exc}"
+            self.stop_event.set()
         finally:
             self._disconnect()
             db.close()
 
-    def _claim(self, db: sqlite_utils.Database) -> list[tuple[int, int, str, str, str, int]]:
+    def _loop(self, db: sqlite_utils.Database) -> None:
+        while not self.stop_event.is_set():
+            batch = self._claim(db)
+            if not batch:
+                if not self._wait_for_retries(db):
+                    break
+                continue
+            for position, row in enumerate(batch):
+                if self.stop_event.is_set():
+                    self.leftover += [r[0] for r in batch[position:]]
+                    break
+                try:
+                    self._deliver_one(db, row)
+                except ServerUnavailable as exc:
+                    self.stopped = str(exc)
+                    self.stop_event.set()
+                    self.leftover += [r[0] for r in batch[position:]]
+                    break
+                except Exception:
+                    # Rows not reached go back to the queue; the row in hand stays "sending", which a
+                    # resume treats as never sent (the failure happened before its final dot).
+                    self.leftover += [r[0] for r in batch[position + 1 :]]
+                    raise
+
+    def _claim(self, db: sqlite_utils.Database) -> list[tuple[int, int, str, str, str, int, str]]:
         now = iso(datetime.now(UTC))
         with write_transaction(db):
             rows = db.execute(
                 """
-                SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts
+                SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts, d.variant
                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
                 WHERE d.edition_id = ? AND d.state = 'queued' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
-                ORDER BY d.id LIMIT ?
+                ORDER BY d.variant, d.id LIMIT ?
                 """,
                 [self.edition_id, now, CLAIM_BATCH],
             ).fetchall()
@@ -434,7 +495,7 @@ class _Worker:
                 "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
                 [(now, row[0]) for row in rows],
             )
-        return [(r[0], r[1], r[2], r[3], r[4], r[5] + 1) for r in rows]
+        return [(r[0], r[1], r[2], r[3], r[4], r[5] + 1, r[6]) for r in rows]
 
     def _wait_for_retries(self, db: sqlite_utils.Database) -> bool:
         """Nothing due now: wait for retries due soon or rows other workers still hold; False to finish."""
@@ -457,8 +518,9 @@ class _Worker:
             return not self.stop_event.wait(0.05)
         return False
 
-    def _deliver_one(self, db: sqlite_utils.Database, row: tuple[int, int, str, str, str, int]) -> None:
-        delivery_id, subscriber_id, address, name, message_id, attempts = row
+    def _deliver_one(self, db: sqlite_utils.Database, row: tuple[int, int, str, str, str, int, str]) -> None:
+        delivery_id, subscriber_id, address, name, message_id, attempts, variant = row
+        template = self.templates(variant)
         recipient = Recipient(
             email=address,
             name=name,
@@ -467,7 +529,7 @@ class _Worker:
             message_id=message_id,
         )
         try:
-            payload = self.template.wire(recipient)
+            payload = template.wire(recipient)
         except MessageError as exc:
             self._finish(db, delivery_id, "failed", f"cannot build the message: {exc}")
             self.progress("failed")
@@ -476,7 +538,7 @@ class _Worker:
         smtp = self._connection()
         stage = "before the message"
         try:
-            self._open_transaction(smtp, address)
+            self._open_transaction(smtp, template.sender.envelope_from, address)
             stage = "while sending the message"
             smtp.send(payload)
             if not self._mark_committing(db, delivery_id):
@@ -512,9 +574,8 @@ class _Worker:
         else:
             self._settle_reply(db, delivery_id, address, attempts, _Reply(code, _text(text), "end of DATA"))
 
-    def _open_transaction(self, smtp: smtplib.SMTP, address: str) -> None:
+    def _open_transaction(self, smtp: smtplib.SMTP, sender: str, address: str) -> None:
         """MAIL FROM, RCPT TO and DATA; in one write when the server announces PIPELINING (RFC 2920)."""
-        sender = self.template.sender.envelope_from
         if smtp.has_extn("pipelining"):
             smtp.send(
                 f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(address)}\r\nDATA\r\n"

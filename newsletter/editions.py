@@ -33,6 +33,7 @@ class DigestSettings:
     engine: str = "tfidf"
     window_days: float = 7.0
     summary_chars: int = 300
+    daily: bool = False  # readers may choose daily digests
 
 
 @dataclass(slots=True)
@@ -47,6 +48,8 @@ class EditionPaper:
     upvotes: int | None = None
     primary_category: str | None = None
     github_repo: str | None = None
+    categories: list[str] = field(default_factory=list)
+    abstract: str = ""  # for matching readers' keywords; not shown
 
 
 @dataclass(slots=True)
@@ -70,6 +73,7 @@ class Edition:
     seconds: float = 0.0  # time to build, when just built
     subject: str | None = None  # one-off messages
     body: str | None = None  # one-off messages: Markdown
+    frequency: str = "weekly"
 
     @property
     def paper_count(self) -> int:
@@ -98,10 +102,11 @@ class Edition:
 
 
 def default_window(
-    db: sqlite_utils.Database, *, now: datetime, window_days: float, kind: str = "digest"
+    db: sqlite_utils.Database, *, now: datetime, window_days: float, frequency: str = "weekly"
 ) -> tuple[datetime, datetime]:
     row = db.execute(
-        "SELECT max(window_end) FROM editions WHERE kind = ? AND window_end <= ?", [kind, iso(now)]
+        "SELECT max(window_end) FROM editions WHERE kind = 'digest' AND frequency = ? AND window_end <= ?",
+        [frequency, iso(now)],
     ).fetchone()
     start = datetime.fromisoformat(row[0]) if row and row[0] else now - timedelta(days=window_days)
     return start, now
@@ -114,11 +119,19 @@ def build_edition(
     since: datetime | None = None,
     until: datetime | None = None,
     now: datetime | None = None,
+    frequency: str = "weekly",
 ) -> Edition:
-    """Select, cluster, rank and store a digest edition; returns it as stored."""
+    """Select, cluster, rank and store a digest edition; returns it as stored.
+
+    A daily edition follows the previous daily one (or covers a day); a weekly one the previous weekly
+    one (or ``window_days``).
+    """
+    if frequency not in ("weekly", "daily"):
+        raise ValueError(f"unknown frequency {frequency!r}")
     started = time.perf_counter()
     now = now or datetime.now(UTC)
-    default_start, default_end = default_window(db, now=now, window_days=settings.window_days)
+    window_days = 1.0 if frequency == "daily" else settings.window_days
+    default_start, default_end = default_window(db, now=now, window_days=window_days, frequency=frequency)
     start = since or default_start
     end = until or default_end
     if end <= start:
@@ -130,10 +143,10 @@ def build_edition(
         cursor = db.conn.execute(
             """
             INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
-                                  engine)
-            VALUES ('digest', 'built', ?, ?, ?, ?, ?, ?)
+                                  engine, frequency)
+            VALUES ('digest', 'built', ?, ?, ?, ?, ?, ?, ?)
             """,
-            [iso(now), iso(start), iso(end), len(papers), len(sections), settings.engine],
+            [iso(now), iso(start), iso(end), len(papers), len(sections), settings.engine, frequency],
         )
         edition_id = int(cursor.lastrowid or 0)
         _store_sections(db, edition_id, sections)
@@ -146,7 +159,7 @@ def _select(db: sqlite_utils.Database, start: datetime, end: datetime) -> list[d
     cursor = db.execute(
         """
         SELECT id, key, title, abstract, authors, url, upvotes, ai_summary, primary_category, github_repo,
-               coalesce(published, first_seen_at) AS dated
+               categories, coalesce(published, first_seen_at) AS dated
         FROM papers
         WHERE is_new = 1 AND first_seen_at >= ? AND first_seen_at < ?
         ORDER BY key
@@ -192,6 +205,8 @@ def _sections(papers: list[dict[str, Any]], settings: DigestSettings) -> list[Se
                     upvotes=paper["upvotes"],
                     primary_category=paper["primary_category"],
                     github_repo=paper["github_repo"],
+                    categories=json.loads(paper["categories"] or "[]"),
+                    abstract=paper["abstract"] or "",
                 )
             )
         ranked.sort(key=lambda p: (-p.score, p.key))
@@ -240,7 +255,8 @@ class EditionNotFound(LookupError):
 
 def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
     row = db.execute(
-        "SELECT id, kind, status, created_at, window_start, window_end, engine, subject, body FROM editions WHERE id = ?",
+        "SELECT id, kind, status, created_at, window_start, window_end, engine, subject, body, frequency "
+        "FROM editions WHERE id = ?",
         [edition_id],
     ).fetchone()
     if row is None:
@@ -252,10 +268,24 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
             [edition_id],
         )
     ]
-    for section, score, summary, paper_id, key, title, authors, url, upvotes, category, repo in db.execute(
+    for (
+        section,
+        score,
+        summary,
+        paper_id,
+        key,
+        title,
+        authors,
+        url,
+        upvotes,
+        category,
+        repo,
+        categories,
+        abstract,
+    ) in db.execute(
         """
         SELECT ep.section, ep.score, ep.summary, p.id, p.key, p.title, p.authors, p.url, p.upvotes,
-               p.primary_category, p.github_repo
+               p.primary_category, p.github_repo, p.categories, p.abstract
         FROM edition_papers ep JOIN papers p ON p.id = ep.paper_id
         WHERE ep.edition_id = ? ORDER BY ep.section, ep.rank
         """,
@@ -273,6 +303,8 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
                 upvotes=upvotes,
                 primary_category=category,
                 github_repo=repo,
+                categories=json.loads(categories or "[]"),
+                abstract=abstract or "",
             )
         )
     return Edition(
@@ -286,4 +318,5 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
         engine=row[6],
         subject=row[7],
         body=row[8],
+        frequency=row[9],
     )

@@ -86,7 +86,9 @@ def address_header(name: str, address: str) -> str:
 class MessageTemplate:
     """The bytes of one rendered email, ready to be personalised for any number of recipients."""
 
-    def __init__(self, rendered: RenderedEmail, sender: Sender) -> None:
+    def __init__(self, rendered: RenderedEmail, sender: Sender, *, personal: bool = True) -> None:
+        """``personal``: the email has the per-reader placeholders (greeting, preferences, unsubscribe
+        links) and list headers; a confirmation email has neither."""
         self.sender = sender
         self.subject = rendered.subject
         body = EmailMessage(policy=email.policy.SMTP)
@@ -100,7 +102,9 @@ class MessageTemplate:
         serialized = body.as_bytes()
         if not serialized.endswith(b"\r\n"):
             serialized += b"\r\n"
-        self._segments, self._slots = _split(serialized, [p.encode() for p in PLACEHOLDERS])
+        self.personal = personal
+        placeholders = [p.encode() for p in PLACEHOLDERS] if personal else []
+        self._segments, self._slots = _split(serialized, placeholders)
         # SMTP DATA doubles a dot that starts a line; values never start a line, so the static pieces
         # can be escaped once here rather than the whole message for every recipient.
         self._wire_segments = [segment.replace(b"\r\n.", b"\r\n..") for segment in self._segments]
@@ -128,16 +132,16 @@ class MessageTemplate:
         return b"".join(pieces)
 
     def _headers(self, recipient: Recipient, now: datetime) -> bytes:
-        unsubscribe = f"<{header_value(recipient.unsubscribe_url)}>"
-        if self.sender.unsubscribe_mailto:
-            unsubscribe += f", <mailto:{self.sender.unsubscribe_mailto}?subject=unsubscribe>"
         lines = [
             f"To: {address_header(recipient.name, recipient.email)}",
             f"Date: {format_datetime(now)}",
             f"Message-ID: {header_value(recipient.message_id)}",
-            f"List-Unsubscribe: {unsubscribe}",
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
         ]
+        if self.personal:
+            unsubscribe = f"<{header_value(recipient.unsubscribe_url)}>"
+            if self.sender.unsubscribe_mailto:
+                unsubscribe += f", <mailto:{self.sender.unsubscribe_mailto}?subject=unsubscribe>"
+            lines += [f"List-Unsubscribe: {unsubscribe}", "List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
@@ -155,6 +159,8 @@ def personalise_html(rendered: RenderedEmail, recipient: Recipient) -> str:
 
 def _split(data: bytes, placeholders: list[bytes]) -> tuple[list[bytes], list[tuple[str, bool]]]:
     """Split ``data`` at every placeholder; note which placeholder and whether it sits in the HTML part."""
+    if not placeholders:
+        return [data], []
     pattern = re.compile(b"|".join(re.escape(p) for p in placeholders))
     html_start = data.find(b"Content-Type: text/html")
     segments, slots, position = [], [], 0

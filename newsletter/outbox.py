@@ -5,6 +5,8 @@ web app and the scheduler call these functions and nothing below them.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -14,13 +16,22 @@ import sqlite_utils
 
 from newsletter.config import Settings
 from newsletter.db import open_database, write_transaction
-from newsletter.deliver import DeliveryReport, Progress, SmtpSettings, create_ledger, deliver, send_single
+from newsletter.deliver import (
+    DeliveryReport,
+    Progress,
+    SmtpSettings,
+    Variant,
+    create_ledger,
+    deliver,
+    send_single,
+)
 from newsletter.devsmtp import EmbeddedSMTPServer
 from newsletter.editions import Edition, load_edition
 from newsletter.message import MessageTemplate, Recipient, new_message_id, personalise_html
+from newsletter.preferences import PreferenceError, Preferences
 from newsletter.render import RenderedEmail, Renderer, RenderSettings
 from newsletter.store import iso
-from newsletter.subscribers import SubscriberError, find_subscriber, normalise_email
+from newsletter.subscribers import Subscriber, SubscriberError, find_subscriber, normalise_email
 from newsletter.tokens import Links, Tokens, site_secret
 
 
@@ -36,10 +47,69 @@ def links(settings: Settings, db: sqlite_utils.Database) -> Links:
     return Links(settings.web.base_url, Tokens(site_secret(db, settings.web.secret_key)))
 
 
-def render_edition(settings: Settings, edition: Edition) -> RenderedEmail:
+def render_edition(
+    settings: Settings, edition: Edition, preferences: Preferences | None = None
+) -> RenderedEmail:
+    """The email of an edition; a digest as the reader with ``preferences`` gets it."""
     if edition.kind == "one-off":
         return renderer(settings).one_off(edition.subject or "", edition.body or "")
-    return renderer(settings).digest(edition)
+    sections = edition.sections if preferences is None else preferences.sections(edition.sections)
+    return renderer(settings).digest(edition, sections)
+
+
+class VariantTemplates:
+    """The message template of each preference set, rendered on first use; the most recent few are kept
+    (the ledger is sent in variant order, so each is rendered about once)."""
+
+    def __init__(self, settings: Settings, edition: Edition, variants: dict[str, Preferences | None]) -> None:
+        self._settings = settings
+        self._edition = edition
+        self._variants = variants
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, MessageTemplate] = OrderedDict()
+
+    def __call__(self, variant: str) -> MessageTemplate:
+        with self._lock:
+            if variant in self._cache:
+                self._cache.move_to_end(variant)
+                return self._cache[variant]
+            rendered = render_edition(self._settings, self._edition, self._variants.get(variant))
+            template = MessageTemplate(rendered, self._settings.sender)
+            self._cache[variant] = template
+            if len(self._cache) > TEMPLATE_CACHE:
+                self._cache.popitem(last=False)
+            return template
+
+
+TEMPLATE_CACHE = 32
+
+
+def plan_variants(db: sqlite_utils.Database, edition: Edition) -> dict[str, Variant] | None:
+    """The distinct preference sets among a digest's recipients and what each gets; None for one-offs."""
+    if edition.kind == "one-off":
+        return None
+    variants: dict[str, Variant] = {}
+    for categories, keywords, empty_digest in db.execute(
+        "SELECT DISTINCT categories, keywords, empty_digest FROM subscribers WHERE status = 'active' AND frequency = ?",
+        [edition.frequency],
+    ):
+        try:
+            preferences = Preferences.from_row(categories, keywords, empty_digest=empty_digest)
+        except PreferenceError:
+            preferences = Preferences()  # unreadable choices: the whole edition rather than nothing
+        papers = sum(len(section.papers) for section in preferences.sections(edition.sections))
+        variants[preferences.variant] = Variant(categories, keywords, empty_digest, papers)
+    return variants
+
+
+def stored_variants(db: sqlite_utils.Database, edition_id: int) -> dict[str, Preferences | None]:
+    return {
+        variant: Preferences.from_row(categories, keywords, empty_digest=empty) if variant else None
+        for variant, categories, keywords, empty in db.execute(
+            "SELECT variant, categories, keywords, empty_digest FROM delivery_variants WHERE edition_id = ?",
+            [edition_id],
+        )
+    }
 
 
 @contextmanager
@@ -64,8 +134,16 @@ def send_edition(
     db = open_database(settings.database)
     try:
         edition = _edition(db, edition_id)
-        template = MessageTemplate(render_edition(settings, edition), settings.sender)
-        create_ledger(db, edition_id, message_domain=settings.sender.domain)
+        if edition.kind == "digest":
+            create_ledger(
+                db,
+                edition_id,
+                message_domain=settings.sender.domain,
+                variants=plan_variants(db, edition),
+                frequency=edition.frequency,
+            )
+        # One-off messages got their ledger (their segment) when they were created.
+        templates = VariantTemplates(settings, edition, stored_variants(db, edition_id))
         link_maker = links(settings, db)
     finally:
         db.close()
@@ -73,7 +151,7 @@ def send_edition(
         return deliver(
             settings.database,
             edition_id,
-            template,
+            templates,
             link_maker,
             smtp,
             progress=progress,
@@ -94,7 +172,9 @@ def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
         recipient = _recipient(
             settings, db, email, subscriber.id if subscriber else 0, subscriber.name if subscriber else ""
         )
-        message = MessageTemplate(render_edition(settings, edition), settings.sender).render(recipient)
+        preferences = subscriber.preferences if subscriber else None
+        rendered = render_edition(settings, edition, preferences)
+        message = MessageTemplate(rendered, settings.sender).render(recipient)
     finally:
         db.close()
     with smtp_target(settings) as smtp:
@@ -120,7 +200,8 @@ def preview_html(settings: Settings, edition_id: int, address: str | None = None
         recipient = _recipient(
             settings, db, email, subscriber.id if subscriber else 0, subscriber.name if subscriber else ""
         )
-        return personalise_html(render_edition(settings, edition), recipient)
+        preferences = subscriber.preferences if subscriber else None
+        return personalise_html(render_edition(settings, edition, preferences), recipient)
     finally:
         db.close()
 
@@ -147,7 +228,7 @@ def create_one_off(settings: Settings, subject: str, body: str, segment: str = "
                 [iso(now), iso(now), iso(now), subject, body, segment],
             )
             edition_id = int(cursor.lastrowid or 0)
-        create_ledger(db, edition_id, message_domain=settings.sender.domain, only=target)
+        create_ledger(db, edition_id, message_domain=settings.sender.domain, only=target)  # all in variant ""
         return edition_id
     finally:
         db.close()
@@ -183,3 +264,40 @@ def _recipient(
         unsubscribe_url=link_maker.unsubscribe(subscriber_id, email),
         message_id=new_message_id(settings.sender.domain, "test", subscriber_id),
     )
+
+
+CONFIRMATION_DAYS = 7
+
+
+def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> str:
+    """The email a sign-up leads to: the confirmation link, or, for a reader who is already subscribed,
+    a note with their preferences link (the web page says the same in both cases)."""
+    db = open_database(settings.database)
+    try:
+        link_maker = links(settings, db)
+    finally:
+        db.close()
+    recipient = Recipient(
+        email=subscriber.email,
+        name=subscriber.name,
+        preferences_url=link_maker.preferences(subscriber.id, subscriber.email),
+        unsubscribe_url=link_maker.unsubscribe(subscriber.id, subscriber.email),
+        message_id=new_message_id(settings.sender.domain, "signup", subscriber.id),
+    )
+    if kind == "confirm":
+        rendered = renderer(settings).confirmation(
+            name=subscriber.name,
+            confirm_url=link_maker.confirm(subscriber.id, subscriber.email),
+            expires_in=f"{CONFIRMATION_DAYS} days",
+        )
+        message = MessageTemplate(rendered, settings.sender, personal=False).render(recipient)
+    else:
+        body = (
+            f"Someone, hopefully you, asked to subscribe this address to {settings.name}. It already "
+            "receives it, so nothing changed.\n\nTo choose your topics or how often you hear from us, use "
+            "the preferences link below."
+        )
+        rendered = renderer(settings).one_off(f"You already receive {settings.name}", body)
+        message = MessageTemplate(rendered, settings.sender).render(recipient)
+    with smtp_target(settings) as smtp:
+        return send_single(smtp, settings.sender.envelope_from, subscriber.email, message)

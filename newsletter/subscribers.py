@@ -1,19 +1,23 @@
-"""Subscribers: validated addresses, safe names, statuses, suppressions, CSV import.
+"""Subscribers: validated addresses, safe names, statuses, preferences, double opt-in, CSV in and out.
 
 An address is unique whatever its case. Names are plain text without line breaks or control characters,
 so nothing a subscriber typed can ever become a new mail header. Statuses: ``pending`` (waiting for
 confirmation), ``active`` (receives editions), ``unsubscribed``, ``bounced``. The suppression list holds
 addresses that must never be mailed again (hard bounces), whatever their status.
+
+Readers who sign up on the web start ``pending`` and become ``active`` only through the signed link in
+the confirmation email; admins (command line, imports, admin pages) add confirmed readers directly.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,14 @@ import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.db import write_transaction
+from newsletter.preferences import PreferenceError, Preferences
 from newsletter.store import iso
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
 MAX_NAME_LENGTH = 100
+# A pending address gets at most one confirmation email in this time, however often the form is sent.
+CONFIRMATION_INTERVAL = timedelta(minutes=10)
+IMPORT_BATCH = 5000
 
 
 class SubscriberError(ValueError):
@@ -42,6 +50,8 @@ class Subscriber:
     confirmed_at: str | None = None
     unsubscribed_at: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    preferences: Preferences = field(default_factory=Preferences)
+    confirmation_sent_at: str | None = None
 
 
 def normalise_email(raw: str) -> str:
@@ -81,6 +91,7 @@ def add_subscriber(
     status: str = "active",
     source: str = "cli",
     attributes: dict[str, Any] | None = None,
+    preferences: Preferences | None = None,
     now: datetime | None = None,
 ) -> AddResult:
     """Add a subscriber (admins add confirmed, active subscribers). An address that is already there is
@@ -89,36 +100,58 @@ def add_subscriber(
     display = clean_name(name)
     if status not in STATUSES:
         raise SubscriberError(f"unknown status {status!r}")
+    prefs = preferences or Preferences()
     stamp = iso(now or datetime.now(UTC))
     with write_transaction(db):
         existing = _by_email(db, address)
         if existing is not None:
-            note = {
-                "active": "already subscribed",
-                "pending": "waiting for confirmation",
-                "unsubscribed": f"unsubscribed on {(existing.unsubscribed_at or '')[:10]}; not re-activated",
-                "bounced": "address bounced; not re-activated",
-            }[existing.status]
-            return AddResult(existing, created=False, note=note)
-        db.conn.execute(
-            """
-            INSERT INTO subscribers (email, name, status, source, attributes, created_at, confirmed_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                address,
-                display,
-                status,
-                source,
-                json.dumps(attributes or {}, ensure_ascii=False),
-                stamp,
-                stamp if status == "active" else None,
-                stamp,
-            ],
-        )
+            return AddResult(existing, created=False, note=_note(existing))
+        _insert(db, address, display, status, source, attributes or {}, prefs, stamp)
         created = _by_email(db, address)
     assert created is not None
     return AddResult(created, created=True)
+
+
+def _note(existing: Subscriber) -> str:
+    return {
+        "active": "already subscribed",
+        "pending": "waiting for confirmation",
+        "unsubscribed": f"unsubscribed on {(existing.unsubscribed_at or '')[:10]}; not re-activated",
+        "bounced": "address bounced; not re-activated",
+    }[existing.status]
+
+
+def _insert(
+    db: sqlite_utils.Database,
+    address: str,
+    name: str,
+    status: str,
+    source: str,
+    attributes: dict[str, Any],
+    prefs: Preferences,
+    stamp: str | None,
+) -> None:
+    db.conn.execute(
+        """
+        INSERT INTO subscribers (email, name, status, source, attributes, created_at, confirmed_at, updated_at,
+                                 categories, keywords, frequency, empty_digest)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        [
+            address,
+            name,
+            status,
+            source,
+            json.dumps(attributes, ensure_ascii=False),
+            stamp,
+            stamp if status == "active" else None,
+            stamp,
+            prefs.categories_json,
+            prefs.keywords_json,
+            prefs.frequency,
+            prefs.empty_digest,
+        ],
+    )
 
 
 def get_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> Subscriber | None:
@@ -131,8 +164,27 @@ def find_subscriber(db: sqlite_utils.Database, email: str) -> Subscriber | None:
 
 
 def list_subscribers(
-    db: sqlite_utils.Database, *, status: str | None = None, search: str | None = None
+    db: sqlite_utils.Database,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> Iterator[Subscriber]:
+    where, params = _filters(status, search)
+    page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit else ""
+    for row in db.execute(f"SELECT {_COLUMNS} FROM subscribers {where} ORDER BY id{page}", params):
+        yield _subscriber(row)
+
+
+def count_subscribers(
+    db: sqlite_utils.Database, *, status: str | None = None, search: str | None = None
+) -> int:
+    where, params = _filters(status, search)
+    return int(db.execute(f"SELECT count(*) FROM subscribers {where}", params).fetchone()[0])
+
+
+def _filters(status: str | None, search: str | None) -> tuple[str, list[str]]:
     clauses, params = [], []
     if status:
         clauses.append("status = ?")
@@ -141,15 +193,13 @@ def list_subscribers(
         clauses.append("(email LIKE ? ESCAPE '\\' OR name LIKE ? ESCAPE '\\')")
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         params += [pattern, pattern]
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    for row in db.execute(f"SELECT {_COLUMNS} FROM subscribers {where} ORDER BY id", params):
-        yield _subscriber(row)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def set_status(
     db: sqlite_utils.Database, subscriber_id: int, status: str, *, now: datetime | None = None
 ) -> Subscriber | None:
-    """Change a status; unsubscribing records when. Returns the subscriber, or None if unknown."""
+    """Change a status; unsubscribing and confirming record when. Returns the subscriber, or None."""
     if status not in STATUSES:
         raise SubscriberError(f"unknown status {status!r}")
     stamp = iso(now or datetime.now(UTC))
@@ -157,13 +207,41 @@ def set_status(
         db.conn.execute(
             """
             UPDATE subscribers SET status = ?, updated_at = ?,
-                unsubscribed_at = CASE WHEN ? = 'unsubscribed' THEN coalesce(unsubscribed_at, ?) ELSE unsubscribed_at END,
+                unsubscribed_at = CASE WHEN ? = 'unsubscribed' THEN ? ELSE unsubscribed_at END,
                 confirmed_at = CASE WHEN ? = 'active' THEN coalesce(confirmed_at, ?) ELSE confirmed_at END
             WHERE id = ?
             """,
             [status, stamp, status, stamp, status, stamp, subscriber_id],
         )
     return get_subscriber(db, subscriber_id)
+
+
+def set_preferences(
+    db: sqlite_utils.Database, subscriber_id: int, preferences: Preferences, *, now: datetime | None = None
+) -> None:
+    with write_transaction(db):
+        db.conn.execute(
+            """
+            UPDATE subscribers SET categories = ?, keywords = ?, frequency = ?, empty_digest = ?, updated_at = ?
+            WHERE id = ?
+            """,
+            [
+                preferences.categories_json,
+                preferences.keywords_json,
+                preferences.frequency,
+                preferences.empty_digest,
+                iso(now or datetime.now(UTC)),
+                subscriber_id,
+            ],
+        )
+
+
+def remove_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
+    """Forget a subscriber entirely, delivery records included (a deletion request)."""
+    with write_transaction(db):
+        db.conn.execute("DELETE FROM deliveries WHERE subscriber_id = ?", [subscriber_id])
+        cursor = db.conn.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id])
+    return cursor.rowcount == 1
 
 
 def suppress(db: sqlite_utils.Database, email: str, reason: str, *, now: datetime | None = None) -> None:
@@ -183,7 +261,86 @@ def is_suppressed(db: sqlite_utils.Database, email: str) -> bool:
     return db.execute("SELECT 1 FROM suppressions WHERE email = ?", [email]).fetchone() is not None
 
 
-# --- CSV import -------------------------------------------------------------------------------------------
+# --- double opt-in ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SignupOutcome:
+    """What a sign-up led to. The page shown is the same whatever it is, so nobody can learn from the
+    form who is subscribed; ``email`` says which email, if any, the address should now receive."""
+
+    subscriber: Subscriber | None
+    email: str | None  # "confirm" | "already-subscribed" | None (suppressed, or asked too often)
+
+
+def request_subscription(
+    db: sqlite_utils.Database,
+    email: str,
+    name: str | None,
+    preferences: Preferences,
+    *,
+    now: datetime | None = None,
+) -> SignupOutcome:
+    """A reader asks to subscribe: a new address becomes pending, everybody gets the right email."""
+    address = normalise_email(email)
+    display = clean_name(name)
+    moment = now or datetime.now(UTC)
+    stamp = iso(moment)
+    with write_transaction(db):
+        existing = _by_email(db, address)
+        if existing is None:
+            _insert(db, address, display, "pending", "web", {}, preferences, stamp)
+            subscriber = _by_email(db, address)
+            kind: str | None = "confirm"
+        elif is_suppressed(db, address) or existing.status == "bounced":
+            return SignupOutcome(existing, None)
+        elif existing.status == "active":
+            subscriber, kind = existing, "already-subscribed"
+        else:
+            # Pending: update the choices. Unsubscribed: keep everything until the owner confirms.
+            if existing.status == "pending":
+                db.conn.execute(
+                    "UPDATE subscribers SET name = ?, categories = ?, keywords = ?, frequency = ?, "
+                    "empty_digest = ?, updated_at = ? WHERE id = ?",
+                    [
+                        display,
+                        preferences.categories_json,
+                        preferences.keywords_json,
+                        preferences.frequency,
+                        preferences.empty_digest,
+                        stamp,
+                        existing.id,
+                    ],
+                )
+            subscriber, kind = existing, "confirm"
+        assert subscriber is not None
+        last = subscriber.confirmation_sent_at
+        if last and moment - datetime.fromisoformat(last) < CONFIRMATION_INTERVAL:
+            return SignupOutcome(subscriber, None)  # an email went out moments ago: no mail bombing
+        db.conn.execute(
+            "UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?", [stamp, subscriber.id]
+        )
+    return SignupOutcome(subscriber, kind)
+
+
+def confirm(
+    db: sqlite_utils.Database, subscriber_id: int, *, now: datetime | None = None
+) -> Subscriber | None:
+    """The owner of the address confirmed: pending (or unsubscribed) readers become active."""
+    subscriber = get_subscriber(db, subscriber_id)
+    if subscriber is None or subscriber.status == "bounced" or is_suppressed(db, subscriber.email):
+        return subscriber
+    stamp = iso(now or datetime.now(UTC))
+    with write_transaction(db):
+        db.conn.execute(
+            "UPDATE subscribers SET status = 'active', confirmed_at = ?, unsubscribed_at = NULL, updated_at = ? "
+            "WHERE id = ? AND status IN ('pending', 'unsubscribed')",
+            [stamp, stamp, subscriber_id],
+        )
+    return get_subscriber(db, subscriber_id)
+
+
+# --- CSV import and export ----------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -194,36 +351,121 @@ class ImportReport:
 
 
 def import_csv(db: sqlite_utils.Database, path: Path, *, now: datetime | None = None) -> ImportReport:
-    """Import ``email,name`` rows (a header line is optional); imported subscribers are active.
-
-    Bad rows are reported with their line number and reason while the good ones are imported; importing
-    the same file again adds nothing.
-    """
-    report = ImportReport()
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SubscriberError(f"cannot read {path}: {exc}") from None
-    rows = list(csv.reader(text.splitlines()))
-    start = 1 if rows and rows[0] and rows[0][0].strip().lower() == "email" else 0
-    for line_number, row in enumerate(rows[start:], start=start + 1):
+    return import_rows(db, text, now=now)
+
+
+def import_rows(db: sqlite_utils.Database, text: str, *, now: datetime | None = None) -> ImportReport:
+    """Import subscribers from CSV text; imported subscribers are active (an admin vouches for them).
+
+    Accepts listmonk's columns (``email,name,attributes`` with attributes as JSON; a header line names
+    them) and plain ``email`` or ``email,name`` rows with or without a header. Bad rows are reported with
+    their line number and reason while the good ones are imported; importing the same file again adds
+    nothing. Rows are validated first and written in large transactions: 100,000 rows take seconds.
+    """
+    report = ImportReport()
+    stamp = iso(now or datetime.now(UTC))
+    reader = csv.reader(io.StringIO(text))
+    first = next(reader, None)
+    if first is None:
+        return report
+    header = [cell.strip().lower() for cell in first]
+    if "email" in header:
+        columns = {name: header.index(name) for name in ("email", "name", "attributes") if name in header}
+        rows: Iterable[tuple[int, list[str]]] = ((reader.line_num, row) for row in reader)
+    else:
+        columns = {"email": 0, "name": 1, "attributes": 2}
+        rows = _chain_first(first, reader)
+    pending: list[tuple[Any, ...]] = []
+    seen: set[str] = set()
+    for line_number, row in rows:
         if not row or not any(cell.strip() for cell in row):
             continue
         try:
-            result = add_subscriber(
-                db, row[0], row[1] if len(row) > 1 else "", status="active", source="import", now=now
-            )
+            record = _import_record(row, columns, stamp)
         except SubscriberError as exc:
             report.errors.append((line_number, str(exc)))
             continue
-        if result.created:
-            report.added += 1
-        else:
+        if record[0].lower() in seen:
             report.existing += 1
+            continue
+        seen.add(record[0].lower())
+        pending.append(record)
+        if len(pending) >= IMPORT_BATCH:
+            _write_batch(db, pending, report)
+            pending = []
+    _write_batch(db, pending, report)
     return report
 
 
-_COLUMNS = "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, attributes"
+def _chain_first(first: list[str], reader: Any) -> Iterator[tuple[int, list[str]]]:
+    yield 1, first
+    for row in reader:
+        yield reader.line_num, row
+
+
+def _import_record(row: list[str], columns: dict[str, int], stamp: str | None) -> tuple[Any, ...]:
+    def cell(name: str) -> str:
+        index = columns.get(name)
+        return row[index] if index is not None and index < len(row) else ""
+
+    address = normalise_email(cell("email"))
+    name = clean_name(cell("name"))
+    raw_attributes = cell("attributes").strip()
+    attributes: Any = {}
+    if raw_attributes:
+        try:
+            attributes = json.loads(raw_attributes)
+        except json.JSONDecodeError as exc:
+            raise SubscriberError(f"attributes are not valid JSON: {exc.msg}") from None
+        if not isinstance(attributes, dict):
+            raise SubscriberError("attributes must be a JSON object")
+    return (address, name, json.dumps(attributes, ensure_ascii=False), stamp, stamp, stamp)
+
+
+def _write_batch(db: sqlite_utils.Database, records: list[tuple[Any, ...]], report: ImportReport) -> None:
+    if not records:
+        return
+    with write_transaction(db):
+        before = db.execute("SELECT total_changes()").fetchone()[0]
+        db.conn.executemany(
+            """
+            INSERT INTO subscribers (email, name, status, source, attributes, created_at, confirmed_at, updated_at)
+            VALUES (?, ?, 'active', 'import', ?, ?, ?, ?)
+            ON CONFLICT (email) DO NOTHING
+            """,
+            records,
+        )
+        added = db.execute("SELECT total_changes()").fetchone()[0] - before
+    report.added += added
+    report.existing += len(records) - added
+
+
+EXPORT_COLUMNS = (
+    "email", "name", "status", "attributes", "categories", "keywords", "frequency", "created_at",
+    "confirmed_at", "unsubscribed_at",
+)  # fmt: skip
+
+
+def export_csv(db: sqlite_utils.Database, out: io.TextIOBase, *, status: str | None = None) -> int:
+    """Write every subscriber (or those with ``status``) as CSV, row by row; returns the count."""
+    writer = csv.writer(out)
+    writer.writerow(EXPORT_COLUMNS)
+    where, params = _filters(status, None)
+    count = 0
+    for row in db.execute(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM subscribers {where} ORDER BY id", params):
+        writer.writerow(["" if value is None else value for value in row])
+        count += 1
+    return count
+
+
+_COLUMNS = (
+    "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, attributes, categories, "
+    "keywords, frequency, empty_digest, confirmation_sent_at"
+)
 
 
 def _by_email(db: sqlite_utils.Database, address: str) -> Subscriber | None:
@@ -232,6 +474,10 @@ def _by_email(db: sqlite_utils.Database, address: str) -> Subscriber | None:
 
 
 def _subscriber(row: tuple[Any, ...]) -> Subscriber:
+    try:
+        preferences = Preferences.from_row(row[9], row[10], row[11], row[12])
+    except PreferenceError:
+        preferences = Preferences()
     return Subscriber(
         id=row[0],
         email=row[1],
@@ -242,4 +488,6 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
         confirmed_at=row[6],
         unsubscribed_at=row[7],
         attributes=json.loads(row[8] or "{}"),
+        preferences=preferences,
+        confirmation_sent_at=row[13],
     )

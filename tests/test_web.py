@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,21 +17,11 @@ from newsletter.outbox import preview_html, send_edition
 from newsletter.sources import SourceConfig
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
+from tests.support.browser import Browser, screenshot_dir
 from tests.support.feedserver import file_reply
 from tests.support.smtpserver import ScriptedSMTPServer
 from tests.support.webserver import RunningApp
 from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings, subscribe
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
@@ -245,7 +233,7 @@ def test_hostile_paper_text_is_inert_in_the_email_and_the_archive(tmp_path, smtp
 
     page = tmp_path / "email.html"
     page.write_text(html)
-    with browser() as chromium:
+    with Browser() as chromium:
         tab = chromium.new_page()
         tab.goto(page.as_uri())
         tab.wait_for_timeout(200)
@@ -261,9 +249,8 @@ def test_digest_fits_phone_and_desktop_widths_without_horizontal_scroll(
     subscribe(settings, 1)
     page = tmp_path / "digest.html"
     page.write_text(preview_html(settings, edition_id))
-    shots = Path(request.config.rootpath) / "test-output" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    with browser() as chromium:
+    shots = screenshot_dir(Path(request.config.rootpath))
+    with Browser() as chromium:
         for scheme in ("light", "dark"):
             tab = chromium.new_page(viewport={"width": width, "height": 900}, color_scheme=scheme)
             tab.goto(page.as_uri())
@@ -274,21 +261,3 @@ def test_digest_fits_phone_and_desktop_widths_without_horizontal_scroll(
             assert titles.count() == 38
             box = titles.first.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
-
-
-class browser:
-    """Debian's chromium, driven by Playwright (its own browser download is not used)."""
-
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-        if not Path(CHROMIUM).exists():
-            if os.environ.get("CI") == "true":
-                pytest.fail("chromium is missing in CI: .ci/run installs it with apt-get")
-            pytest.skip("chromium is not installed (apt-get install chromium)")
-        self._playwright = playwright_api.sync_playwright().start()
-        self._browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
-        return self._browser
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._browser.close()
-        self._playwright.stop()

@@ -1,0 +1,169 @@
+"""What a reader follows, and the part of an edition that is theirs.
+
+A reader follows arXiv categories (``cs.LG``, or a whole archive such as ``cs``) and/or keywords, and
+chooses weekly or daily digests and whether an edition with nothing for them sends a short notice or
+nothing at all. Following nothing means everything. A paper matches when one of its categories is
+followed or a keyword appears in its title or abstract (whole words, any case). The personal digest keeps
+the edition's sections with matching papers, the sections with most matches first.
+
+Preferences are stored canonically (sorted, de-duplicated, compact JSON), so readers with the same
+choices share one rendered email.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from newsletter.editions import EditionPaper, Section
+
+FREQUENCIES = ("weekly", "daily")
+EMPTY_DIGEST = ("notice", "skip")
+MAX_KEYWORDS = 20
+MAX_CATEGORIES = 50
+_CATEGORY = re.compile(r"^[a-z]+(?:-[a-z]+)?(?:\.[A-Za-z]{2,10}(?:-[A-Za-z]+)?)?$")
+
+# Names for the arXiv categories most readers of a machine-learning digest follow.
+CATEGORY_NAMES = {
+    "cs": "Computer science (all)",
+    "cs.AI": "Artificial intelligence",
+    "cs.CL": "Computation and language",
+    "cs.CR": "Cryptography and security",
+    "cs.CV": "Computer vision",
+    "cs.CY": "Computers and society",
+    "cs.DB": "Databases",
+    "cs.DC": "Distributed computing",
+    "cs.DS": "Data structures and algorithms",
+    "cs.GR": "Graphics",
+    "cs.HC": "Human-computer interaction",
+    "cs.IR": "Information retrieval",
+    "cs.IT": "Information theory",
+    "cs.LG": "Machine learning",
+    "cs.MA": "Multiagent systems",
+    "cs.NE": "Neural and evolutionary computing",
+    "cs.NI": "Networking",
+    "cs.PL": "Programming languages",
+    "cs.RO": "Robotics",
+    "cs.SD": "Sound",
+    "cs.SE": "Software engineering",
+    "eess.AS": "Audio and speech processing",
+    "eess.IV": "Image and video processing",
+    "eess.SP": "Signal processing",
+    "math.OC": "Optimization and control",
+    "math.ST": "Statistics theory",
+    "physics.comp-ph": "Computational physics",
+    "q-bio.BM": "Biomolecules",
+    "q-bio.NC": "Neurons and cognition",
+    "quant-ph": "Quantum physics",
+    "stat.ME": "Statistics methodology",
+    "stat.ML": "Machine learning (statistics)",
+}
+
+
+class PreferenceError(ValueError):
+    """A choice that cannot be stored; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    categories: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    frequency: str = "weekly"
+    empty_digest: str = "notice"
+    _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        categories: list[str] | tuple[str, ...] = (),
+        keywords: list[str] | tuple[str, ...] = (),
+        frequency: str = "weekly",
+        empty_digest: str = "notice",
+    ) -> Preferences:
+        clean_categories = tuple(sorted({c.strip() for c in categories if c.strip()}))
+        for category in clean_categories:
+            if len(category) > 32 or not _CATEGORY.match(category):
+                raise PreferenceError(f"{category!r} is not an arXiv category such as cs.LG or math")
+        if len(clean_categories) > MAX_CATEGORIES:
+            raise PreferenceError(f"follow at most {MAX_CATEGORIES} categories")
+        clean_keywords = tuple(sorted({" ".join(k.lower().split()) for k in keywords if k.strip()}))
+        if len(clean_keywords) > MAX_KEYWORDS:
+            raise PreferenceError(f"follow at most {MAX_KEYWORDS} keywords")
+        for keyword in clean_keywords:
+            if len(keyword) > 60 or not any(ch.isalnum() for ch in keyword):
+                raise PreferenceError(f"{keyword[:60]!r} is not a usable keyword")
+        if frequency not in FREQUENCIES:
+            raise PreferenceError(f"frequency must be one of {', '.join(FREQUENCIES)}")
+        if empty_digest not in EMPTY_DIGEST:
+            raise PreferenceError(f"empty_digest must be one of {', '.join(EMPTY_DIGEST)}")
+        patterns = tuple(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE) for k in clean_keywords)
+        return cls(clean_categories, clean_keywords, frequency, empty_digest, patterns)
+
+    @classmethod
+    def from_row(
+        cls, categories: str, keywords: str, frequency: str = "weekly", empty_digest: str = "notice"
+    ) -> Preferences:
+        return cls.create(
+            json.loads(categories or "[]"), json.loads(keywords or "[]"), frequency, empty_digest
+        )
+
+    @property
+    def follows_everything(self) -> bool:
+        return not self.categories and not self.keywords
+
+    @property
+    def categories_json(self) -> str:
+        return canonical_json(self.categories)
+
+    @property
+    def keywords_json(self) -> str:
+        return canonical_json(self.keywords)
+
+    @property
+    def variant(self) -> str:
+        """One id per distinct choice of content: the readers who share it share a rendered email."""
+        basis = f"{self.categories_json}|{self.keywords_json}|{self.empty_digest}"
+        return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+    def matches(self, paper: EditionPaper) -> bool:
+        if self.follows_everything:
+            return True
+        for category in paper.categories:
+            archive = category.split(".", 1)[0]
+            if category in self.categories or archive in self.categories:
+                return True
+        if self._patterns:
+            text = f"{paper.title}\n{paper.abstract}"
+            return any(pattern.search(text) for pattern in self._patterns)
+        return False
+
+    def sections(self, sections: list[Section]) -> list[Section]:
+        """The reader's part of an edition: matching papers only, their best sections first."""
+        if self.follows_everything:
+            return list(sections)
+        kept = []
+        for position, section in enumerate(sections):
+            papers = [paper for paper in section.papers if self.matches(paper)]
+            if papers:
+                kept.append(
+                    (
+                        len(papers),
+                        position,
+                        Section(section.label, section.keywords, papers, section.is_other),
+                    )
+                )
+        # Most matches first; "Other papers" stays last; ties keep the edition's order.
+        kept.sort(key=lambda item: (item[2].is_other, -item[0], item[1]))
+        return [section for _, _, section in kept]
+
+
+def canonical_json(values: Any) -> str:
+    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_list(text: str) -> list[str]:
+    """Comma- or line-separated values from a form field or the command line."""
+    return [part.strip() for part in re.split(r"[,\n;]", text or "") if part.strip()]

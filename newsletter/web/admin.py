@@ -1,0 +1,297 @@
+"""Admin pages: login, subscribers (search, filter, pages, add, status, remove, CSV import), editions with
+their delivery counts, test sends and one-off messages. Every page needs the admin session; every form
+carries the session's CSRF token."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import threading
+from collections.abc import Awaitable, Callable
+from math import ceil
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from newsletter import outbox
+from newsletter.deliver import ServerUnavailable
+from newsletter.subscribers import (
+    STATUSES,
+    SubscriberError,
+    add_subscriber,
+    count_subscribers,
+    get_subscriber,
+    import_rows,
+    list_subscribers,
+    remove_subscriber,
+    set_status,
+)
+from newsletter.web.pages import Site
+from newsletter.web.security import RateLimiter, client_key, csrf_valid, verify_password
+
+log = logging.getLogger(__name__)
+PAGE_SIZE = 50
+MAX_UPLOAD = 20_000_000
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Admin:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.logins = RateLimiter(limit=10, window=600)
+        self.sends: dict[int, threading.Thread] = {}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/admin/login", self.login_form, methods=["GET"]),
+            Route("/admin/login", self.login, methods=["POST"]),
+            Route("/admin/logout", self._guard(self.logout), methods=["POST"]),
+            Route("/admin", self._guard(self.subscribers), methods=["GET"]),
+            Route("/admin/subscribers", self._guard(self.subscribers), methods=["GET"]),
+            Route("/admin/subscribers/add", self._guard(self.add), methods=["POST"]),
+            Route(
+                "/admin/subscribers/{subscriber_id:int}/status",
+                self._guard(self.change_status),
+                methods=["POST"],
+            ),
+            Route(
+                "/admin/subscribers/{subscriber_id:int}/remove", self._guard(self.remove), methods=["POST"]
+            ),
+            Route("/admin/import", self._guard(self.import_form), methods=["GET"]),
+            Route("/admin/import", self._guard(self.import_csv), methods=["POST"]),
+            Route("/admin/editions", self._guard(self.editions), methods=["GET"]),
+            Route("/admin/editions/{edition_id:int}/test", self._guard(self.test_send), methods=["POST"]),
+            Route("/admin/send", self._guard(self.one_off_form), methods=["GET"]),
+            Route("/admin/send", self._guard(self.one_off), methods=["POST"]),
+        ]
+
+    def _guard(self, handler: Handler) -> Handler:
+        """Login required everywhere; a POST also needs the session's CSRF token."""
+
+        async def guarded(request: Request) -> Response:
+            if not request.session.get("admin"):
+                return RedirectResponse("/admin/login", status_code=303)
+            if request.method == "POST":
+                form = await request.form(max_part_size=MAX_UPLOAD)
+                if not csrf_valid(request, form.get("csrf")):
+                    return self.site.message(
+                        request, "Forbidden", "The form is missing its security token.", 403
+                    )
+            return await handler(request)
+
+        return guarded
+
+    # --- session ------------------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        return self.site.page(request, "web/admin/login.html.j2", error="")
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        if not csrf_valid(request, form.get("csrf")):
+            return self.site.message(request, "Forbidden", "The form is missing its security token.", 403)
+        if not self.logins.allow(client_key(request)):
+            return self.site.page(
+                request, "web/admin/login.html.j2", 429, error="Too many attempts; wait a few minutes."
+            )
+        stored = self.site.settings.web.admin_password_hash
+        if not stored:
+            return self.site.page(
+                request,
+                "web/admin/login.html.j2",
+                403,
+                error="No admin password is configured: run `newsletter admin-password`.",
+            )
+        if not verify_password(str(form.get("password", "")), stored):
+            return self.site.page(request, "web/admin/login.html.j2", 401, error="Wrong password.")
+        request.session.clear()  # a fresh session (and CSRF token) after login
+        request.session["admin"] = True
+        return RedirectResponse("/admin/subscribers", status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        request.session.clear()
+        return RedirectResponse("/admin/login", status_code=303)
+
+    # --- subscribers --------------------------------------------------------------------------------------
+
+    async def subscribers(
+        self, request: Request, *, notice: str = "", error: str = "", status_code: int = 200
+    ) -> Response:
+        query = request.query_params
+        status = query.get("status") or None
+        status = status if status in STATUSES else None
+        search = (query.get("q") or "").strip() or None
+        page = max(1, int(query.get("page", "1")) if query.get("page", "1").isdigit() else 1)
+        with self.site.database() as db:
+            total = count_subscribers(db, status=status, search=search)
+            rows = list(
+                list_subscribers(
+                    db, status=status, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+                )
+            )
+            counts = dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())
+        pages = max(1, ceil(total / PAGE_SIZE))
+
+        def link(number: int) -> str:
+            params = {k: v for k, v in (("status", status), ("q", search), ("page", number)) if v}
+            return "/admin/subscribers?" + urlencode(params)
+
+        return self.site.page(
+            request,
+            "web/admin/subscribers.html.j2",
+            status_code,
+            subscribers=rows,
+            total=total,
+            counts=counts,
+            statuses=STATUSES,
+            status=status or "",
+            q=search or "",
+            page=page,
+            pages=pages,
+            previous=link(page - 1) if page > 1 else None,
+            next=link(page + 1) if page < pages else None,
+            notice=notice,
+            error=error,
+        )
+
+    async def add(self, request: Request) -> Response:
+        form = await request.form()
+        with self.site.database() as db:
+            try:
+                result = add_subscriber(
+                    db, str(form.get("email", "")), str(form.get("name", "")), source="admin"
+                )
+            except SubscriberError as exc:
+                return await self.subscribers(request, error=str(exc), status_code=400)
+        notice = (
+            f"Added {result.subscriber.email}."
+            if result.created
+            else f"{result.subscriber.email}: {result.note}."
+        )
+        return await self.subscribers(request, notice=notice)
+
+    async def change_status(self, request: Request) -> Response:
+        form = await request.form()
+        status = str(form.get("status", ""))
+        with self.site.database() as db:
+            subscriber = get_subscriber(db, request.path_params["subscriber_id"])
+            if subscriber is None:
+                return await self.subscribers(request, error="No such subscriber.", status_code=404)
+            try:
+                set_status(db, subscriber.id, status)
+            except SubscriberError as exc:
+                return await self.subscribers(request, error=str(exc), status_code=400)
+        return await self.subscribers(request, notice=f"{subscriber.email} is now {status}.")
+
+    async def remove(self, request: Request) -> Response:
+        with self.site.database() as db:
+            subscriber = get_subscriber(db, request.path_params["subscriber_id"])
+            if subscriber is None:
+                return await self.subscribers(request, error="No such subscriber.", status_code=404)
+            remove_subscriber(db, subscriber.id)
+        return await self.subscribers(
+            request, notice=f"Removed {subscriber.email} and their delivery records."
+        )
+
+    async def import_form(self, request: Request) -> Response:
+        return self.site.page(request, "web/admin/import.html.j2", report=None, error="")
+
+    async def import_csv(self, request: Request) -> Response:
+        form = await request.form(max_part_size=MAX_UPLOAD)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            return self.site.page(
+                request, "web/admin/import.html.j2", 400, report=None, error="Choose a CSV file."
+            )
+        data = await upload.read()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return self.site.page(
+                request, "web/admin/import.html.j2", 400, report=None, error="The file is not UTF-8 text."
+            )
+        with self.site.database() as db:
+            report = import_rows(db, text)
+        return self.site.page(
+            request, "web/admin/import.html.j2", report=report, error="", filename=upload.filename or ""
+        )
+
+    # --- editions, test sends, one-off messages ---------------------------------------------------------------
+
+    async def editions(
+        self, request: Request, *, notice: str = "", error: str = "", status_code: int = 200
+    ) -> Response:
+        with self.site.database() as db:
+            rows = db.execute(
+                "SELECT id, kind, status, created_at, window_start, window_end, paper_count, subject FROM editions "
+                "ORDER BY id DESC LIMIT 100"
+            ).fetchall()
+            counts: dict[int, dict[str, int]] = {}
+            for edition_id, state, number in db.execute(
+                "SELECT edition_id, state, count(*) FROM deliveries GROUP BY edition_id, state"
+            ):
+                counts.setdefault(edition_id, {})[state] = number
+        editions = []
+        for row in rows:
+            c = counts.get(row[0], {})
+            editions.append(
+                {
+                    "id": row[0],
+                    "kind": row[1],
+                    "status": row[2],
+                    "created": row[3][:16].replace("T", " "),
+                    "title": row[7] or f"{row[4][:10]} to {row[5][:10]}, {row[6]} papers",
+                    "sent": c.get("sent", 0),
+                    "failed": c.get("failed", 0) + c.get("unknown", 0),
+                    "pending": c.get("queued", 0) + c.get("sending", 0) + c.get("committing", 0),
+                    "skipped": c.get("suppressed", 0) + c.get("skipped", 0),
+                    "sending": row[0] in self.sends and self.sends[row[0]].is_alive(),
+                }
+            )
+        return self.site.page(
+            request, "web/admin/editions.html.j2", status_code, editions=editions, notice=notice, error=error
+        )
+
+    async def test_send(self, request: Request) -> Response:
+        form = await request.form()
+        edition_id = request.path_params["edition_id"]
+        address = str(form.get("email", ""))
+        try:
+            reply = outbox.send_test_copy(self.site.settings, edition_id, address)
+        except (outbox.SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+            return await self.editions(request, error=f"The test copy was not sent: {exc}", status_code=400)
+        return await self.editions(
+            request, notice=f"Test copy of edition {edition_id} sent to {address} ({reply})."
+        )
+
+    async def one_off_form(self, request: Request) -> Response:
+        return self.site.page(request, "web/admin/send.html.j2", error="", form={})
+
+    async def one_off(self, request: Request) -> Response:
+        form = await request.form()
+        values: dict[str, Any] = {k: str(form.get(k, "")) for k in ("subject", "body", "segment")}
+        try:
+            edition_id = outbox.create_one_off(
+                self.site.settings, values["subject"], values["body"], values["segment"].strip() or "all"
+            )
+        except outbox.SendError as exc:
+            return self.site.page(request, "web/admin/send.html.j2", 400, error=str(exc), form=values)
+        # The send runs beside the web app; the editions page shows its progress from the ledger.
+        thread = threading.Thread(
+            target=self._send, args=(edition_id,), name=f"send-{edition_id}", daemon=True
+        )
+        self.sends[edition_id] = thread
+        thread.start()
+        return await self.editions(request, notice=f"Message stored as edition {edition_id}; sending now.")
+
+    def _send(self, edition_id: int) -> None:
+        try:
+            report = outbox.send_edition(self.site.settings, edition_id)
+            if report.stopped:
+                log.error("edition %s stopped: %s", edition_id, report.stopped)
+        except Exception:
+            log.exception("sending edition %s failed", edition_id)

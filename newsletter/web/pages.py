@@ -1,0 +1,95 @@
+"""What every page shares: templates, the database, tokens, topic choices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jinja2
+import sqlite_utils
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from newsletter.config import Settings
+from newsletter.db import open_database
+from newsletter.preferences import CATEGORY_NAMES
+from newsletter.render import templates_dir
+from newsletter.store import iso
+from newsletter.subscribers import Subscriber, get_subscriber
+from newsletter.tokens import InvalidToken, Links, Tokens, site_secret
+from newsletter.web.security import csrf_token
+
+
+class Site:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates_dir()),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        with self.database() as db:
+            self.secret = site_secret(db, settings.web.secret_key)
+        self.tokens = Tokens(self.secret)
+        self.links = Links(settings.web.base_url, self.tokens)
+
+    @contextmanager
+    def database(self) -> Iterator[sqlite_utils.Database]:
+        db = open_database(self.settings.database)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    def page(self, request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        html = self.templates.get_template(template).render(
+            newsletter_name=self.settings.name,
+            csrf=csrf_token(request),
+            admin=bool(request.session.get("admin")),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def message(self, request: Request, heading: str, text: str, status_code: int = 200) -> HTMLResponse:
+        return self.page(request, "web/message.html.j2", status_code, heading=heading, text=text)
+
+    def subscriber_for(self, purpose: str, token: str, *, max_age: float | None = None) -> Subscriber | None:
+        """The subscriber a signed link names, or None when the link is forged, altered or stale."""
+        try:
+            subject = self.tokens.read(purpose, token, max_age=max_age)
+        except InvalidToken:
+            return None
+        with self.database() as db:
+            subscriber = get_subscriber(db, subject.subscriber_id)
+        if subscriber is None or not subject.matches(subscriber.email):
+            return None
+        return subscriber
+
+    def topic_choices(self, db: sqlite_utils.Database, chosen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Categories to offer: those the sources follow, those common in recent papers, the reader's own."""
+        offered: list[str] = []
+        for source in self.settings.sources:
+            offered += [c for c in source.categories if c not in offered]
+        since = iso(datetime.now(UTC) - timedelta(days=60))
+        for (category,) in db.execute(
+            "SELECT primary_category FROM papers WHERE first_seen_at >= ? AND primary_category IS NOT NULL "
+            "GROUP BY primary_category ORDER BY count(*) DESC LIMIT 30",
+            [since],
+        ):
+            if category not in offered:
+                offered.append(category)
+        offered += [c for c in chosen if c not in offered]
+        return [
+            {"value": c, "label": CATEGORY_NAMES.get(c, c), "checked": c in chosen}
+            for c in sorted(offered, key=lambda c: (c.split(".")[0], c))
+        ]
+
+
+def mask_email(email: str) -> str:
+    """Enough of the address to recognise it, not enough to harvest it from a forwarded link."""
+    local, _, domain = email.partition("@")
+    return f"{local[:2]}{'•' * max(1, len(local) - 2)}@{domain}"

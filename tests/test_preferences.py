@@ -1,0 +1,139 @@
+"""Readers' topics: matching papers, personal digests, one rendering per distinct preference set."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import timedelta
+
+import pytest
+
+from newsletter.db import open_database
+from newsletter.editions import DigestSettings, EditionPaper, Section, build_edition, load_edition
+from newsletter.outbox import send_edition
+from newsletter.preferences import PreferenceError, Preferences
+from newsletter.subscribers import add_subscriber
+from tests.support.smtpserver import ScriptedSMTPServer
+from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings
+
+
+def paper(title: str, categories: list[str], abstract: str = "") -> EditionPaper:
+    return EditionPaper(0, f"arxiv:{title}", title, 1.0, "", categories=categories, abstract=abstract)
+
+
+def test_matching_by_category_archive_and_keyword():
+    prefs = Preferences.create(categories=["cs.RO", "math"], keywords=["Diffusion Model", "GNN"])
+    assert prefs.matches(paper("A", ["cs.RO"]))
+    assert prefs.matches(paper("B", ["math.AP", "math-ph"]))  # "math" follows the whole archive
+    assert not prefs.matches(paper("C", ["math-ph"]))  # math-ph is another archive
+    assert prefs.matches(paper("D", ["cs.CV"], "We train a latent diffusion model on faces."))
+    assert prefs.matches(paper("Scaling GNNs? No: a GNN for molecules", ["cs.LG"]))
+    assert not prefs.matches(paper("E", ["cs.CV"], "Diffusion models everywhere."))  # whole words only
+    assert Preferences().matches(paper("F", ["astro-ph.GA"]))  # following nothing means everything
+
+
+def test_preferences_are_canonical_and_validated():
+    first = Preferences.create(["cs.LG", "cs.CL", "cs.LG"], ["  Graph  Neural ", "graph neural"])
+    second = Preferences.create(["cs.CL", "cs.LG"], ["graph neural"])
+    assert first.variant == second.variant
+    assert first.categories_json == '["cs.CL","cs.LG"]' and first.keywords == ("graph neural",)
+    assert first.variant != Preferences.create(["cs.CL"]).variant
+    for bad in (["cs.LG<script>"], ["DROP TABLE"], ["a" * 80]):
+        with pytest.raises(PreferenceError):
+            Preferences.create(categories=bad)
+    with pytest.raises(PreferenceError):
+        Preferences.create(keywords=[f"k{n}" for n in range(30)])
+    with pytest.raises(PreferenceError):
+        Preferences.create(frequency="hourly")
+
+
+def test_personal_sections_keep_matches_best_first_and_other_last():
+    sections = [
+        Section("Vision", [], [paper("v1", ["cs.CV"]), paper("v2", ["cs.CV", "cs.RO"])]),
+        Section("Robots", [], [paper("r1", ["cs.RO"]), paper("r2", ["cs.RO"]), paper("r3", ["cs.RO"])]),
+        Section("Other papers", [], [paper("o1", ["cs.RO"])], is_other=True),
+        Section("Speech", [], [paper("s1", ["eess.AS"])]),
+    ]
+    mine = Preferences.create(["cs.RO"]).sections(sections)
+    assert [s.label for s in mine] == ["Robots", "Vision", "Other papers"]
+    assert [p.title for p in mine[1].papers] == ["v2"]
+    assert Preferences.create(["q-bio"]).sections(sections) == []
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    server = ScriptedSMTPServer(tmp_path / "maildir")
+    yield server
+    server.stop()
+
+
+def body_of(server, address):
+    [stored] = server.messages(address)
+    message = email.message_from_bytes(stored.as_bytes(), policy=email.policy.default)
+    return message, message.get_body(("html",)).get_content(), message.get_body(("plain",)).get_content()
+
+
+def test_each_reader_gets_their_topics_and_each_preference_set_is_rendered_once(
+    tmp_path, smtp_server, monkeypatch
+):
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_id = edition_with_sample_papers(settings)
+    db = open_database(settings.database)
+    add_subscriber(db, "all@example.org", "All")
+    add_subscriber(db, "robots1@example.org", preferences=Preferences.create(["cs.RO"]))
+    add_subscriber(db, "robots2@example.org", preferences=Preferences.create(["cs.RO"]))
+    add_subscriber(db, "speech@example.org", preferences=Preferences.create(keywords=["speech recognition"]))
+    add_subscriber(db, "void@example.org", preferences=Preferences.create(["astro-ph"]))
+    add_subscriber(db, "quiet@example.org", preferences=Preferences.create(["astro-ph"], empty_digest="skip"))
+    add_subscriber(db, "daily@example.org", preferences=Preferences.create(frequency="daily"))
+    db.close()
+
+    from newsletter import outbox
+
+    rendered: list[str] = []
+    real = outbox.render_edition
+
+    def counting(settings_, edition_, preferences=None):  # a spy: counts renderings, renders for real
+        rendered.append(preferences.variant if preferences else "all")
+        return real(settings_, edition_, preferences)
+
+    monkeypatch.setattr(outbox, "render_edition", counting)
+    report = send_edition(settings, edition_id)
+
+    assert report.counts == {"sent": 5, "skipped": 1}  # the daily reader is not a weekly recipient
+    assert sorted(rendered) == sorted(set(rendered)) and len(rendered) == 4  # all, robots, speech, astro
+    assert "daily@example.org" not in smtp_server.counts() and "quiet@example.org" not in smtp_server.counts()
+
+    _, _, robots_text = body_of(smtp_server, "robots1@example.org")
+    _, _, robots_text_2 = body_of(smtp_server, "robots2@example.org")
+    db = open_database(settings.database)
+    edition = load_edition(db, edition_id)
+    db.close()
+    robot_titles = {p.title for s in edition.sections for p in s.papers if "cs.RO" in p.categories}
+    other_titles = {p.title for s in edition.sections for p in s.papers if "cs.RO" not in p.categories}
+    flat = " ".join(robots_text.split())  # the text part wraps long titles
+    assert robot_titles and all(title in flat for title in robot_titles)
+    assert not any(title in flat for title in other_titles)
+    assert robots_text.split("Preferences:")[0] == robots_text_2.split("Preferences:")[0]  # one rendering
+
+    message, _, _ = body_of(smtp_server, "all@example.org")
+    assert message["Subject"].startswith("Research Digest: 38 new papers")
+    speech_message, _, speech_text = body_of(smtp_server, "speech@example.org")
+    assert "speech recognition" in speech_text.lower() and speech_message["Subject"] != message["Subject"]
+    void_message, _, void_text = body_of(smtp_server, "void@example.org")
+    assert "Nothing new in your topics in this edition." in void_text
+    assert "0 new papers" in void_message["Subject"]
+
+
+def test_daily_readers_get_daily_editions(tmp_path, smtp_server):
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_with_sample_papers(settings)
+    db = open_database(settings.database)
+    add_subscriber(db, "weekly@example.org")
+    add_subscriber(db, "daily@example.org", preferences=Preferences.create(frequency="daily"))
+    daily = build_edition(db, DigestSettings(), now=MONDAY + timedelta(hours=2), frequency="daily")
+    db.close()
+    assert daily.frequency == "daily" and daily.paper_count == 38
+    report = send_edition(settings, daily.id)
+    assert report.counts == {"sent": 1}
+    assert smtp_server.counts() == {"daily@example.org": 1}

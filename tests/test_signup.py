@@ -1,0 +1,398 @@
+"""Sign-up, confirmation, preferences, archive, feed and admin pages over real HTTP (uvicorn + httpx)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import feedparser
+import httpx
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.db import open_database
+from newsletter.devsmtp import free_port
+from newsletter.subscribers import find_subscriber
+from newsletter.tokens import Tokens
+from newsletter.web import create_app
+from newsletter.web.security import hash_password
+from tests.support.smtpserver import ScriptedSMTPServer
+from tests.support.webserver import RunningApp
+from tests.test_deliver import edition_with_sample_papers, make_settings
+
+ADMIN_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    server = ScriptedSMTPServer(tmp_path / "maildir")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def site(tmp_path, smtp_server):
+    """The web app on a real port, base_url pointing at it, mail going to the test SMTP server."""
+    make_settings(tmp_path, smtp_server.port)
+    config = tmp_path / "newsletter.toml"
+    port = free_port()
+    text = config.read_text().replace(
+        'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
+    )
+    text = text.replace("[web]", f'[web]\nadmin_password_hash = "{hash_password(ADMIN_PASSWORD)}"')
+    config.write_text(text)
+    settings = load_settings(config, environ={})
+    running = RunningApp(create_app(settings), port=port)
+    yield settings, running
+    running.stop()
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "the form has no CSRF token"
+    return match.group(1)
+
+
+def links_in(server, address: str) -> list[str]:
+    messages = server.messages(address)
+    urls = []
+    for stored in messages:
+        message = email.message_from_bytes(stored.as_bytes(), policy=email.policy.default)
+        urls += re.findall(r"https?://\S+", message.get_body(("plain",)).get_content())
+    return urls
+
+
+def subscribe(client: httpx.Client, base: str, address: str, **fields: object) -> httpx.Response:
+    page = client.get(f"{base}/subscribe")
+    data = {"csrf": csrf_of(page.text), "email": address, "name": "", "keywords": ""}
+    data.update({k: v for k, v in fields.items() if v is not None})
+    return client.post(f"{base}/subscribe", data=data)
+
+
+def test_double_opt_in(site, smtp_server):
+    settings, app = site
+    with httpx.Client() as client:
+        typo = subscribe(client, app.url, "new.reader@example", name="New Reader")
+        assert typo.status_code == 400 and "is not a valid email address" in typo.text
+        assert 'value="New Reader"' in typo.text  # what was typed is kept
+        answer = subscribe(client, app.url, "new.reader@example.org", name="New Reader", categories=["cs.RO"])
+        assert answer.status_code == 200 and "Check your inbox" in answer.text
+        db = open_database(settings.database)
+        pending = find_subscriber(db, "new.reader@example.org")
+        db.close()
+        assert pending.status == "pending" and pending.preferences.categories == ("cs.RO",)
+
+        [confirm_link] = [u for u in links_in(smtp_server, "new.reader@example.org") if "/confirm/" in u]
+        page = client.get(confirm_link)  # opening the link (or a mail scanner) does not confirm
+        assert page.status_code == 200 and "Confirm my subscription" in page.text
+        db = open_database(settings.database)
+        assert find_subscriber(db, "new.reader@example.org").status == "pending"
+        db.close()
+        done = client.post(confirm_link, data={"csrf": csrf_of(page.text)})
+        assert done.status_code == 200 and "You are subscribed" in done.text
+        db = open_database(settings.database)
+        assert find_subscriber(db, "new.reader@example.org").status == "active"
+        db.close()
+
+
+def test_the_form_does_not_reveal_who_is_subscribed(site, smtp_server):
+    settings, app = site
+    db = open_database(settings.database)
+    from newsletter.subscribers import add_subscriber, set_status, suppress
+
+    add_subscriber(db, "active@example.org")
+    gone = add_subscriber(db, "gone@example.org").subscriber
+    set_status(db, gone.id, "unsubscribed")
+    add_subscriber(db, "bounced@example.org")
+    suppress(db, "bounced@example.org", "hard bounce")
+    db.close()
+    answers = {}
+    for address in ("active@example.org", "gone@example.org", "bounced@example.org", "nobody@example.org"):
+        with httpx.Client() as client:
+            response = subscribe(client, app.url, address)
+        answers[address] = (response.status_code, response.text.replace(address, "ADDRESS"))
+    assert len({answer for answer in answers.values()}) == 1  # byte for byte the same page
+    # ... while each address gets what it needs by email: its owner learns the truth, nobody else.
+    assert any("/preferences/" in u for u in links_in(smtp_server, "active@example.org"))
+    assert any("/confirm/" in u for u in links_in(smtp_server, "gone@example.org"))
+    assert links_in(smtp_server, "bounced@example.org") == []
+    db = open_database(settings.database)
+    assert find_subscriber(db, "gone@example.org").status == "unsubscribed"  # until the owner confirms
+    db.close()
+
+    [link] = [u for u in links_in(smtp_server, "gone@example.org") if "/confirm/" in u]
+    with httpx.Client() as client:
+        page = client.get(link)
+        client.post(link, data={"csrf": csrf_of(page.text)})
+    db = open_database(settings.database)
+    assert find_subscriber(db, "gone@example.org").status == "active"  # re-subscribed by confirming
+    db.close()
+
+
+def test_confirmation_links_expire_and_cannot_be_forged(site, smtp_server, monkeypatch):
+    _, app = site
+    with httpx.Client() as client:
+        subscribe(client, app.url, "late@example.org")
+    [link] = [u for u in links_in(smtp_server, "late@example.org") if "/confirm/" in u]
+    token = link.rsplit("/", 1)[1]
+    with httpx.Client() as client:
+        assert client.get(f"{app.url}/confirm/{token[:-3]}abc").status_code == 400
+        forged = Tokens("an-attackers-own-secret-key").make("confirm", 1, "late@example.org")
+        assert client.get(f"{app.url}/confirm/{forged}").status_code == 400
+        import itsdangerous.timed
+
+        real_time = itsdangerous.timed.time.time
+        monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() + 8 * 86400)
+        expired = client.get(link)  # the clock of the token check only: a week and a day later
+        assert expired.status_code == 400 and "expired" in expired.text
+
+
+def test_signups_are_rate_limited_and_need_the_form_token(site, smtp_server):
+    _, app = site
+    with httpx.Client() as client:
+        page = client.get(f"{app.url}/subscribe")
+        no_token = client.post(f"{app.url}/subscribe", data={"email": "x@example.org"})
+        assert no_token.status_code == 403
+        token = csrf_of(page.text)
+        codes = [
+            client.post(
+                f"{app.url}/subscribe", data={"csrf": token, "email": f"r{n}@example.org"}
+            ).status_code
+            for n in range(7)
+        ]
+    assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]
+
+
+def test_preferences_page_saves_choices(site, smtp_server):
+    settings, app = site
+    db = open_database(settings.database)
+    from newsletter.subscribers import add_subscriber
+
+    reader = add_subscriber(db, "prefs@example.org").subscriber
+    db.close()
+    link = f"{app.url}/preferences/{Tokens(settings.web.secret_key).make('preferences', reader.id, reader.email)}"
+    with httpx.Client() as client:
+        page = client.get(link)
+        assert page.status_code == 200 and "pr•••@example.org" in page.text
+        saved = client.post(
+            link,
+            data={
+                "csrf": csrf_of(page.text),
+                "categories": ["cs.CV", "cs.RO"],
+                "keywords": "diffusion, robot arm",
+                "empty_digest": "skip",
+            },
+        )
+        assert saved.status_code == 200 and "Saved." in saved.text
+        rejected = client.post(link, data={"csrf": csrf_of(page.text), "categories": ["not a category!"]})
+        assert rejected.status_code == 400
+        assert client.post(link, data={"categories": ["cs.CV"]}).status_code == 403  # no CSRF token
+        assert client.get(link.replace("/preferences/", "/preferences/x")).status_code == 400
+    db = open_database(settings.database)
+    prefs = find_subscriber(db, "prefs@example.org").preferences
+    db.close()
+    assert (prefs.categories, prefs.keywords, prefs.empty_digest) == (
+        ("cs.CV", "cs.RO"),
+        ("diffusion", "robot arm"),
+        "skip",
+    )
+
+
+def test_archive_and_atom_feed(site, smtp_server):
+    settings, app = site
+    from newsletter.outbox import send_edition
+    from newsletter.subscribers import add_subscriber
+
+    edition_id = edition_with_sample_papers(settings)
+    db = open_database(settings.database)
+    add_subscriber(db, "reader@example.org")
+    db.close()
+    send_edition(settings, edition_id)
+    index = httpx.get(f"{app.url}/editions")
+    assert index.status_code == 200 and f'href="/editions/{edition_id}"' in index.text
+    page = httpx.get(f"{app.url}/editions/{edition_id}")
+    assert page.text.count('class="paper"') == 38  # every paper, not only those the email had room for
+    feed = feedparser.parse(httpx.get(f"{app.url}/editions.atom").content)
+    assert feed.bozo == 0 and feed.version == "atom10"
+    assert len(feed.entries) == 1
+    entry = feed.entries[0]
+    assert entry.link == f"{app.url}/editions/{edition_id}"
+    assert "38 papers" in entry.title and "Diffusion" in entry.summary
+
+
+# --- admin ---------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def admin_client(app: RunningApp) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=app.url) as client:
+        page = client.get("/admin/login")
+        response = client.post("/admin/login", data={"csrf": csrf_of(page.text), "password": ADMIN_PASSWORD})
+        assert response.status_code == 303
+        yield client
+
+
+def test_admin_needs_a_login_and_a_csrf_token(site):
+    _, app = site
+    with httpx.Client(base_url=app.url) as client:
+        assert client.get("/admin/subscribers").status_code == 303  # to the login page
+        page = client.get("/admin/login")
+        wrong = client.post("/admin/login", data={"csrf": csrf_of(page.text), "password": "guess"})
+        assert wrong.status_code == 401 and "Wrong password" in wrong.text
+        assert client.get("/admin/subscribers").status_code == 303
+        no_token = client.post("/admin/login", data={"password": ADMIN_PASSWORD})
+        assert no_token.status_code == 403
+    with admin_client(app) as client:
+        listing = client.get("/admin/subscribers")
+        assert listing.status_code == 200 and "Add a subscriber" in listing.text
+        forged = client.post("/admin/subscribers/add", data={"email": "x@example.org", "csrf": "forged"})
+        assert forged.status_code == 403
+        missing = client.post("/admin/subscribers/add", data={"email": "x@example.org"})
+        assert missing.status_code == 403
+        assert "x@example.org" not in client.get("/admin/subscribers").text
+
+
+def test_admin_subscribers_search_filter_pages_add_status_remove(site):
+    settings, app = site
+    db = open_database(settings.database)
+    from newsletter.subscribers import import_rows
+
+    import_rows(db, "\n".join(f"member{n:03d}@example.org,Member {n}" for n in range(120)))
+    db.close()
+    with admin_client(app) as client:
+        first = client.get("/admin/subscribers")
+        assert "120 subscribers" in first.text and "page 1 of 3" in first.text
+        third = client.get("/admin/subscribers", params={"page": 3})
+        assert third.text.count("@example.org</td>") == 20
+        found = client.get("/admin/subscribers", params={"q": "member042"})
+        assert "1 subscriber " in found.text and "Member 42" in found.text
+        token = csrf_of(first.text)
+        added = client.post(
+            "/admin/subscribers/add", data={"csrf": token, "email": "New@Example.org", "name": "New"}
+        )
+        assert "Added New@example.org." in added.text
+        bad = client.post("/admin/subscribers/add", data={"csrf": token, "email": "nope"})
+        assert bad.status_code == 400 and "not a valid email address" in bad.text
+        db = open_database(settings.database)
+        member = find_subscriber(db, "member007@example.org")
+        db.close()
+        changed = client.post(
+            f"/admin/subscribers/{member.id}/status", data={"csrf": token, "status": "unsubscribed"}
+        )
+        assert "member007@example.org is now unsubscribed." in changed.text
+        filtered = client.get("/admin/subscribers", params={"status": "unsubscribed"})
+        assert "1 subscriber " in filtered.text and "member007@example.org" in filtered.text
+        removed = client.post(f"/admin/subscribers/{member.id}/remove", data={"csrf": token})
+        assert "Removed member007@example.org" in removed.text
+    db = open_database(settings.database)
+    assert find_subscriber(db, "member007@example.org") is None
+    db.close()
+
+
+def test_admin_csv_import_reports_broken_rows(site, tmp_path):
+    settings, app = site
+    csv_text = (
+        "email,name,attributes\n"
+        'ana@example.org,Ana,"{""city"": ""Lisbon""}"\n'
+        "broken-address,Bob,{}\n"
+        'carl@example.org,Carl,"not json"\n'
+        "dana@example.org,Dana,\n"
+    )
+    with admin_client(app) as client:
+        page = client.get("/admin/import")
+        response = client.post(
+            "/admin/import",
+            data={"csrf": csrf_of(page.text)},
+            files={"file": ("people.csv", csv_text.encode(), "text/csv")},
+        )
+        assert response.status_code == 200
+        assert "people.csv: 2 added, 0 already on the list, 2 rejected." in response.text
+        assert "<td>3</td>" in response.text and "not a valid email address" in response.text
+        assert "<td>4</td>" in response.text and "attributes are not valid JSON" in response.text
+        again = client.post(
+            "/admin/import",
+            data={"csrf": csrf_of(page.text)},
+            files={"file": ("people.csv", csv_text.encode(), "text/csv")},
+        )
+        assert "0 added, 2 already on the list" in again.text
+    db = open_database(settings.database)
+    assert find_subscriber(db, "ana@example.org").attributes == {"city": "Lisbon"}
+    db.close()
+
+
+def test_admin_editions_test_send_and_one_off(site, smtp_server):
+    settings, app = site
+    edition_id = edition_with_sample_papers(settings)
+    db = open_database(settings.database)
+    from newsletter.subscribers import add_subscriber
+
+    for n in range(3):
+        add_subscriber(db, f"member{n}@example.org")
+    db.close()
+    with admin_client(app) as client:
+        page = client.get("/admin/editions")
+        assert f'<a href="/editions/{edition_id}">{edition_id}</a>' in page.text
+        token = csrf_of(page.text)
+        tested = client.post(
+            f"/admin/editions/{edition_id}/test", data={"csrf": token, "email": "editor@example.org"}
+        )
+        assert "Test copy of edition" in tested.text and smtp_server.counts()["editor@example.org"] == 1
+        form = client.get("/admin/send")
+        sent = client.post(
+            "/admin/send",
+            data={
+                "csrf": csrf_of(form.text),
+                "subject": "Hello readers",
+                "body": "A **short** note.",
+                "segment": "all",
+            },
+        )
+        assert "sending now" in sent.text
+        one_off_id = int(re.search(r"stored as edition (\d+)", sent.text).group(1))
+        for _ in range(100):
+            listing = client.get("/admin/editions").text
+            if smtp_server.counts().get("member2@example.org") == 1:
+                break
+            threading.Event().wait(0.1)
+        listing = client.get("/admin/editions").text
+        row = listing.split(f'<a href="/editions/{one_off_id}">{one_off_id}</a>')[1].split("</tr>")[0]
+        assert re.findall(r'class="number">(\d+)<', row)[:3] == ["3", "0", "0"]  # sent, failed, pending
+
+
+def test_cli_and_web_write_the_same_database_at_once(site, tmp_path):
+    settings, app = site
+    csv_path = tmp_path / "bulk.csv"
+    csv_path.write_text("\n".join(f"bulk{n:05d}@example.org,Bulk {n}" for n in range(20_000)))
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", str(tmp_path / "newsletter.toml"), "subscribers", "import", str(csv_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    statuses = []
+    with admin_client(app) as client:
+        token = csrf_of(client.get("/admin/subscribers").text)
+        for n in range(40):
+            response = client.post(
+                "/admin/subscribers/add", data={"csrf": token, "email": f"web{n}@example.org"}
+            )
+            statuses.append(response.status_code)
+    out, err = importer.communicate(timeout=120)
+    assert importer.returncode == 0, err
+    assert "imported 20000 new subscribers" in out
+    assert statuses == [200] * 40
+    db = open_database(settings.database)
+    assert db.execute("SELECT count(*) FROM subscribers").fetchone()[0] == 20_040
+    db.close()
+
+
+def test_unknown_edition_and_pages_have_security_headers(site):
+    _, app = site
+    response = httpx.get(f"{app.url}/subscribe")
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert httpx.get(f"{app.url}/editions/424242").status_code == 404
