@@ -300,3 +300,64 @@ def test_serve_runs_the_web_app(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_subscriber_commands(tmp_path):
+    import csv as csv_module
+    import io
+
+    (tmp_path / "listmonk.csv").write_text(
+        'email,name,attributes\nana@example.org,Ana,"{""team"": ""ml""}"\nbad@,Bob,{}\nbo@example.org,Bo,\n'
+    )
+    imported = run("subscribers", "import", "listmonk.csv", cwd=tmp_path)
+    assert "imported 2 new subscribers; 0 already known; 1 rows rejected" in imported.stdout
+    assert "line 3:" in imported.stdout
+    added = run(
+        "subscribers",
+        "add",
+        "cy@example.org",
+        "--categories",
+        "cs.LG, cs.RO",
+        "--keywords",
+        "diffusion",
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0
+    daily = run("subscribers", "add", "dee@example.org", "--frequency", "daily", cwd=tmp_path)
+    assert daily.returncode == 2 and "daily digests are not enabled" in daily.stderr
+
+    assert (
+        "ana@example.org: unsubscribed"
+        in run("subscribers", "unsubscribe", "ana@example.org", cwd=tmp_path).stdout
+    )
+    assert "ana@example.org: active" in run("subscribers", "confirm", "ANA@example.org", cwd=tmp_path).stdout
+    assert "removed bo@example.org" in run("subscribers", "remove", "bo@example.org", cwd=tmp_path).stdout
+    missing = run("subscribers", "remove", "bo@example.org", cwd=tmp_path)
+    assert missing.returncode == 2 and "is not on the list" in missing.stderr
+
+    exported = run("subscribers", "export", cwd=tmp_path)
+    rows = list(csv_module.DictReader(io.StringIO(exported.stdout)))
+    assert [row["email"] for row in rows] == ["ana@example.org", "cy@example.org"]
+    assert rows[0]["attributes"] == '{"team": "ml"}' and rows[0]["status"] == "active"
+    assert rows[1]["categories"] == '["cs.LG","cs.RO"]' and rows[1]["keywords"] == '["diffusion"]'
+    assert rows[0]["confirmed_at"] and rows[0]["unsubscribed_at"] == ""  # confirmed again after leaving
+    run("subscribers", "export", "out.csv", "--status", "active", cwd=tmp_path)
+    assert (tmp_path / "out.csv").read_text().count("@example.org") == 2
+    listed = run("subscribers", "list", "--status", "active", "--search", "cy", cwd=tmp_path)
+    assert (
+        "cy@example.org" in listed.stdout and "ana@" not in listed.stdout and "1 subscriber" in listed.stdout
+    )
+
+
+def test_admin_password_command(tmp_path):
+    from newsletter.web.security import verify_password
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", "admin-password"],
+        input="a long enough password\na long enough password\n",
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    hashed = re.search(r'admin_password_hash = "([^"]+)"', result.stdout).group(1)
+    assert verify_password("a long enough password", hashed) and not verify_password("wrong", hashed)
