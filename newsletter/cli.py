@@ -8,6 +8,7 @@ import signal
 import smtplib
 import sqlite3
 import sys
+import threading
 import webbrowser
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from newsletter import __version__, outbox, samples
+from newsletter import __version__, logs, outbox, samples
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
 from newsletter.db import open_database
 from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
@@ -59,9 +60,10 @@ if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 column
 
 
 class AppContext:
-    def __init__(self, config_path: Path, database: Path | None) -> None:
+    def __init__(self, config_path: Path, database: Path | None, verbosity: int = 0) -> None:
         self.config_path = config_path
         self.database = database
+        self.verbosity = verbosity
         self._settings: Settings | None = None
 
     @property
@@ -71,6 +73,8 @@ class AppContext:
                 self._settings = load_settings(self.config_path, database=self.database)
             except ConfigError as exc:
                 fail(f"configuration error: {exc}", code=2)
+            web, smtp = self._settings.web, self._settings.smtp
+            logs.hide_secrets(smtp.password, web.secret_key, web.admin_password_hash)
         return self._settings
 
     def reload(self) -> Settings:
@@ -109,15 +113,20 @@ def fail(message: str, *, code: int = 1) -> None:
     help="SQLite database, overriding the configuration (env NEWSLETTER_DB).",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="NEWSLETTER_LOG_FORMAT",
+    show_default=True,
+    help="Log lines as text or as JSON objects (env NEWSLETTER_LOG_FORMAT).",
+)
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path, database: Path | None, verbose: int) -> None:
+def cli(ctx: click.Context, config_path: Path, database: Path | None, verbose: int, log_format: str) -> None:
     """A self-hosted research-paper newsletter: new papers from arXiv, Hugging Face and any feed."""
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    ctx.obj = AppContext(config_path, database)
+    logs.setup(verbosity=verbose, json_format=log_format == "json")
+    ctx.obj = AppContext(config_path, database, verbose)
 
 
 @cli.command()
@@ -788,14 +797,214 @@ def serve(app: AppContext, host: str | None, port: int | None) -> None:
     from newsletter.web import create_app
 
     settings = app.settings
+    _log_events(app)
     uvicorn.run(
         create_app(settings),
         host=host or settings.web.host,
         port=port or settings.web.port,
-        log_level="info",
+        log_config=None,  # our handler: one format, secrets and link tokens redacted
         proxy_headers=True,
         forwarded_allow_ips=settings.web.trusted_proxies,
     )
+
+
+def _log_events(app: AppContext) -> None:
+    """Long-running commands log every event (INFO) unless asked for more."""
+    if app.verbosity == 0:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+@cli.command("run")
+@click.option("--no-web", is_flag=True, help="Only the scheduler, without the web app.")
+@click.option("--host", help="Web app interface (default: [web] host).")
+@click.option("--port", type=int, help="Web app port (default: [web] port).")
+@click.pass_obj
+def run_command(app: AppContext, no_web: bool, host: str | None, port: int | None) -> None:
+    """Run the scheduled jobs of jobs/ (and the web app): fetch, digests, retries, cleanup.
+
+    Stops cleanly on SIGTERM or Ctrl-C: a send in progress finishes the message in hand and the rest
+    is sent by the next run.
+    """
+    from newsletter.jobs import JobError
+    from newsletter.scheduler import run_forever
+
+    settings = app.settings
+    _log_events(app)
+    try:
+        run_forever(settings, web=not no_web, host=host, port=port)
+    except JobError as exc:
+        fail(str(exc), code=2)
+
+
+@cli.group()
+def jobs() -> None:
+    """The scheduled jobs defined in jobs/."""
+
+
+@jobs.command("list")
+@click.pass_obj
+def jobs_list(app: AppContext) -> None:
+    """Each job with its schedule, next run and last run."""
+    from newsletter.jobs import JobError, load_jobs
+
+    settings = app.settings
+    try:
+        defined = load_jobs(settings.jobs_dir, settings.timezone)
+    except JobError as exc:
+        fail(str(exc), code=2)
+    db = open_db(settings)
+    try:
+        last = {
+            row[0]: row[1:]
+            for row in db.execute(
+                "SELECT job, status, started_at FROM job_runs WHERE id IN (SELECT max(id) FROM job_runs GROUP BY job)"
+            )
+        }
+    finally:
+        db.close()
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("job", "action", "schedule", "time zone", "next run", "last run"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for job in defined:
+        upcoming = job.next_run(now) if job.enabled else None
+        previous = last.get(job.name)
+        table.add_row(
+            job.name,
+            job.action,
+            job.cron,
+            str(job.timezone),
+            f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
+            f"{previous[0]} at {previous[1][:16].replace('T', ' ')} UTC" if previous else "never",
+        )
+    console.print(table)
+    console.print(f"[dim]from {escape(str(settings.jobs_dir))}[/]")
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.pass_obj
+def jobs_run(app: AppContext, name: str) -> None:
+    """Run one job now (recorded like a scheduled run; one instance at a time)."""
+    from newsletter.jobs import JobError, JobRunner, load_jobs
+
+    settings = app.settings
+    try:
+        defined = {job.name: job for job in load_jobs(settings.jobs_dir, settings.timezone)}
+    except JobError as exc:
+        fail(str(exc), code=2)
+    if name not in defined:
+        fail(f"no job named {name!r} (defined: {', '.join(defined)})", code=2)
+    interrupt = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: interrupt.set())
+    try:
+        run = JobRunner(settings, interrupt).run(defined[name])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    console.print(
+        f"job {escape(name)}: {run.status} in {run.seconds:.1f}s {escape(json.dumps(run.counts))}"
+        + (f"\n{escape(run.error)}" if run.error else ""),
+        soft_wrap=True,
+    )
+    if run.status not in ("ok", "skipped"):
+        raise SystemExit(1)
+
+
+# --- operations ---------------------------------------------------------------------------------------------
+
+
+@cli.command("status")
+@click.pass_obj
+def status_command(app: AppContext) -> None:
+    """Sources, editions, deliveries, subscribers and the job schedule at a glance."""
+    from newsletter.jobs import JobError, load_jobs
+    from newsletter.ops import status
+
+    settings = app.settings
+    db = open_db(settings)
+    try:
+        data = status(db)
+    finally:
+        db.close()
+    console.print(
+        f"[bold]{escape(settings.name)}[/] · database {escape(str(settings.database))} · {data['papers']} papers"
+    )
+    table = Table(title="sources", show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("source", "status", "last success", "error"):
+        table.add_column(column)
+    for source in data["sources"]:
+        table.add_row(
+            source["name"], source["status"] or "", (source["last_success_at"] or "never")[:16].replace("T", " "),
+            escape(source["error"] or ""),
+        )  # fmt: skip
+    console.print(table)
+    table = Table(title="editions", show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("#", "kind", "status", "created", "papers", "sent", "failed", "pending", "not sent"):
+        table.add_column(column)
+    for edition in data["editions"]:
+        counts = data["deliveries"].get(edition["id"], {})
+        table.add_row(
+            str(edition["id"]), edition["kind"], edition["status"], edition["created_at"][:16].replace("T", " "),
+            str(edition["papers"]), str(counts.get("sent", 0)), str(counts.get("failed", 0) + counts.get("unknown", 0)),
+            str(sum(counts.get(s, 0) for s in ("queued", "sending", "committing"))),
+            str(counts.get("suppressed", 0) + counts.get("skipped", 0)),
+        )  # fmt: skip
+    console.print(table)
+    subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)
+    console.print(f"subscribers: {subscribers_by_status}")
+    try:
+        defined = load_jobs(settings.jobs_dir, settings.timezone)
+    except JobError as exc:
+        console.print(f"[red]jobs: {escape(str(exc))}[/]")
+        return
+    last = {run["job"]: run for run in data["runs"]}
+    table = Table(title="schedule", show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("job", "schedule", "next run", "last run"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for job in defined:
+        upcoming = job.next_run(now) if job.enabled else None
+        run = last.get(job.name)
+        table.add_row(
+            job.name, f"{job.cron} ({job.timezone})", f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
+            f"{run['status']} {run['started_at'][:16].replace('T', ' ')}" + (f": {escape(run['error'])}" if run["error"] else "")
+            if run else "never",
+        )  # fmt: skip
+    console.print(table)
+
+
+@cli.command("doctor")
+@click.pass_obj
+def doctor_command(app: AppContext) -> None:
+    """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), links, templates, jobs."""
+    from newsletter.ops import doctor
+
+    diagnosis = doctor(app.settings)
+    for check in diagnosis.checks:
+        mark = (
+            "[green]ok[/]"
+            if check.ok and not check.warning
+            else "[yellow]warning[/]"
+            if check.ok
+            else "[red]FAILED[/]"
+        )
+        console.print(f"{mark:>20} {check.name}: {escape(check.detail)}", soft_wrap=True)
+    if not diagnosis.ok:
+        fail("some checks failed")
+
+
+@cli.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def backup_command(app: AppContext, target: Path) -> None:
+    """Copy the live database to TARGET (consistent while the scheduler and web app keep running)."""
+    from newsletter.ops import backup
+
+    try:
+        pages = backup(app.settings.database, target)
+    except (FileExistsError, sqlite3.Error, OSError) as exc:
+        fail(f"backup failed: {exc}", code=1)
+    console.print(f"backed up {escape(str(app.settings.database))} to {escape(str(target))} ({pages} pages)")
 
 
 @cli.command("admin-password")

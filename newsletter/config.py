@@ -17,6 +17,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.deliver import SmtpSettings
 from newsletter.editions import DigestSettings
@@ -39,6 +40,24 @@ DEFAULT_CONFIG = """\
 name = "Research digest"
 # SQLite database, relative to this file. NEWSLETTER_DB or --db override it.
 database = "data/newsletter.db"
+# Time zone of the schedule (IANA name): the weekly digest goes out Monday 07:00 here.
+timezone = "UTC"
+
+[scheduler]
+# Job definitions (one TOML file per job), relative to this file; without the directory, the jobs
+# shipped with the newsletter are used.
+jobs = "jobs"
+# A run missed while the scheduler was down or busy still happens if it is at most this many seconds
+# late; several missed runs of a job coalesce into one.
+misfire_grace_time = 3600
+
+[retention]
+# Papers that were never in an edition and not seen for this many days are deleted.
+papers_days = 180
+# Delivery records of editions sent more than this many days ago are deleted (the editions stay).
+deliveries_days = 400
+# Records of fetches and job runs.
+runs_days = 90
 
 [fetch]
 # Seconds allowed for each connect / read; a whole request gives up after `deadline` seconds.
@@ -113,7 +132,7 @@ rate = 0
 # doubling; a send waits for retries due within `max_inline_wait` seconds, later ones wait for a resume.
 max_attempts = 5
 retry_backoff = 60
-max_inline_wait = 120
+max_inline_wait = 900
 timeout = 30
 maildir = "data/maildir"
 
@@ -173,6 +192,10 @@ class Settings:
     web: WebSettings
     smtp: SmtpSettings
     sender: Sender
+    timezone: str
+    jobs_dir: Path
+    misfire_grace_time: float
+    retention: RetentionSettings
     raw: Mapping[str, Any]
 
     def source_named(self, name: str) -> SourceConfig:
@@ -212,7 +235,7 @@ def load_settings(
         raise ConfigError(f"{where}: {exc}") from None
 
 
-SECTIONS = ("newsletter", "fetch", "digest", "web", "smtp")
+SECTIONS = ("newsletter", "fetch", "digest", "web", "smtp", "scheduler", "retention")
 
 
 def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -291,8 +314,47 @@ def _build(
         web=_web(_table(raw, "web")),
         smtp=_smtp(_table(raw, "smtp"), base_dir),
         sender=_sender(_table(raw, "smtp")),
+        timezone=_timezone(general),
+        jobs_dir=_jobs_dir(_table(raw, "scheduler"), base_dir, config_path),
+        misfire_grace_time=_number(_table(raw, "scheduler"), "misfire_grace_time", 3600, minimum=1),
+        retention=_retention(_table(raw, "retention")),
         raw=raw,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    papers_days: float = 180
+    deliveries_days: float = 400
+    runs_days: float = 90
+
+
+def _retention(table: Mapping[str, Any]) -> RetentionSettings:
+    return RetentionSettings(
+        papers_days=_number(table, "papers_days", 180, minimum=1),
+        deliveries_days=_number(table, "deliveries_days", 400, minimum=1),
+        runs_days=_number(table, "runs_days", 90, minimum=1),
+    )
+
+
+def _timezone(general: Mapping[str, Any]) -> str:
+    name = str(general.get("timezone", "UTC"))
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"[newsletter] timezone {name!r} is not a time zone name such as Europe/Paris"
+        ) from None
+    return name
+
+
+def _jobs_dir(table: Mapping[str, Any], base_dir: Path, config_path: Path | None) -> Path:
+    configured = base_dir / str(table.get("jobs", "jobs"))
+    if configured.is_dir():
+        return configured
+    from newsletter.jobs import default_jobs_dir
+
+    return default_jobs_dir()
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +410,7 @@ def _smtp(table: Mapping[str, Any], base_dir: Path) -> SmtpSettings:
         rate=_number(table, "rate", 0, minimum=0),
         max_attempts=int(_number(table, "max_attempts", 5, minimum=1)),
         retry_backoff=_number(table, "retry_backoff", 60, minimum=0),
-        max_inline_wait=_number(table, "max_inline_wait", 120, minimum=0),
+        max_inline_wait=_number(table, "max_inline_wait", 900, minimum=0),
         connect_attempts=int(_number(table, "connect_attempts", 3, minimum=1)),
         ca_file=str(table.get("ca_file", "") or ""),
         maildir=base_dir / str(table.get("maildir", "data/maildir")),

@@ -310,5 +310,49 @@ def _preferences(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX deliveries_claim ON deliveries (edition_id, state, variant, id)")
 
 
+def _scheduler(db: sqlite_utils.Database) -> None:
+    # The period a scheduled digest covers ("2026-W48", "2026-11-24"): one edition per period, so a job
+    # that runs twice (a restart, a manual run, two schedulers by mistake) finds the edition and resumes it.
+    db.execute("ALTER TABLE editions ADD COLUMN period TEXT")
+    db.execute("ALTER TABLE editions ADD COLUMN ledger_pruned INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE UNIQUE INDEX editions_period ON editions (kind, frequency, period) WHERE period IS NOT NULL"
+    )
+    db.execute(
+        """
+        CREATE TABLE job_runs (
+            id INTEGER PRIMARY KEY,
+            job TEXT NOT NULL,
+            action TEXT NOT NULL,
+            scheduled_for TEXT,            -- the cron time this run stands for; NULL for a manual run
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,          -- running | ok | partial | failed | interrupted | skipped
+            counts TEXT NOT NULL DEFAULT '{}',
+            error TEXT,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX job_runs_job ON job_runs (job, started_at)")
+    db.execute(
+        """
+        CREATE TABLE job_locks (
+            job TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            acquired_at TEXT NOT NULL
+        )
+        """
+    )
+
+
 Migration = Callable[[sqlite_utils.Database], None]
-MIGRATIONS: list[Migration] = [_initial_schema, _editions, _subscribers_and_deliveries, _preferences]
+MIGRATIONS: list[Migration] = [
+    _initial_schema,
+    _editions,
+    _subscribers_and_deliveries,
+    _preferences,
+    _scheduler,
+]

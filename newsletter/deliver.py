@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import smtplib
-import socket
 import ssl
 import threading
 import time
@@ -37,6 +35,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from newsletter import locks
 from newsletter.db import open_database, write_transaction
 from newsletter.message import MessageError, MessageTemplate, Recipient
 from newsletter.store import iso
@@ -62,7 +61,7 @@ class SmtpSettings:
     rate: float = 0.0  # messages per second for the whole run; 0 = as fast as the server takes them
     max_attempts: int = 5
     retry_backoff: float = 60.0  # seconds before the first retry of a 4xx, doubled for each further one
-    max_inline_wait: float = 120.0  # wait in-run for retries due within this; later ones stay deferred
+    max_inline_wait: float = 900.0  # wait in-run for retries due within this; later ones stay deferred
     connect_attempts: int = 3
     ca_file: str = ""  # trust this CA bundle (a private relay's own CA) instead of the system's
     maildir: Path = Path("data/maildir")
@@ -78,6 +77,10 @@ class ServerUnavailable(RuntimeError):
 
 class SendInProgress(RuntimeError):
     """Another live process is sending this edition."""
+
+
+class LedgerPruned(RuntimeError):
+    """The edition's delivery records were pruned by retention: sending it again could send twice."""
 
 
 @dataclass(slots=True)
@@ -237,45 +240,6 @@ def ledger_counts(db: sqlite_utils.Database, edition_id: int) -> dict[str, int]:
     )
 
 
-# --- one sender per edition -----------------------------------------------------------------------------------
-
-
-def acquire_send_lock(db: sqlite_utils.Database, edition_id: int) -> None:
-    host, pid = socket.gethostname(), os.getpid()
-    with write_transaction(db):
-        row = db.execute("SELECT host, pid FROM send_locks WHERE edition_id = ?", [edition_id]).fetchone()
-        if row and not (row[0] == host and row[1] == pid) and _alive(row[0], row[1]):
-            raise SendInProgress(f"edition {edition_id} is being sent by process {row[1]} on {row[0]}")
-        db.conn.execute(
-            """
-            INSERT INTO send_locks (edition_id, host, pid, acquired_at) VALUES (?, ?, ?, ?)
-            ON CONFLICT (edition_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
-                acquired_at = excluded.acquired_at
-            """,
-            [edition_id, host, pid, iso(datetime.now(UTC))],
-        )
-
-
-def release_send_lock(db: sqlite_utils.Database, edition_id: int) -> None:
-    with write_transaction(db):
-        db.conn.execute(
-            "DELETE FROM send_locks WHERE edition_id = ? AND host = ? AND pid = ?",
-            [edition_id, socket.gethostname(), os.getpid()],
-        )
-
-
-def _alive(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return True  # cannot tell for another machine: assume it is still working
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --- sending --------------------------------------------------------------------------------------------------
 
 
@@ -328,17 +292,25 @@ def deliver(
     *,
     progress: Progress | None = None,
     resend_unknown: bool = False,
+    interrupt: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send every queued message of ``edition_id``; returns what happened. Create the ledger first.
 
     ``resend_unknown``: also send the messages whose fate is unknown, accepting that some readers may get
     a second copy (with the same Message-ID, which lets many mail programs hide it).
+    ``interrupt``: when set (SIGTERM), every connection finishes the message in hand and the send stops,
+    leaving the rest queued for the next run.
     """
     started = time.perf_counter()
     db = open_database(database, migrate=False)
     report = DeliveryReport(edition_id)
     try:
-        acquire_send_lock(db, edition_id)
+        try:
+            locks.acquire(db, "send_locks", edition_id)
+        except locks.LockHeld as exc:
+            raise SendInProgress(
+                f"edition {edition_id} is being sent by process {exc.pid} on {exc.host}"
+            ) from None
         report.unknown = recover(db, edition_id)
         if resend_unknown:
             with write_transaction(db):
@@ -365,6 +337,9 @@ def deliver(
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.2)
+                    if interrupt is not None and interrupt.is_set() and not stop.is_set():
+                        stop.set()
+                        report.stopped = "interrupted"
         except KeyboardInterrupt:
             stop.set()
             report.stopped = "interrupted"
@@ -400,7 +375,7 @@ def deliver(
         with write_transaction(db):
             if report.complete:
                 db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
-        release_send_lock(db, edition_id)
+        locks.release(db, "send_locks", edition_id)
     finally:
         db.close()
     report.seconds = time.perf_counter() - started

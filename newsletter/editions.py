@@ -120,6 +120,7 @@ def build_edition(
     until: datetime | None = None,
     now: datetime | None = None,
     frequency: str = "weekly",
+    period: str | None = None,
 ) -> Edition:
     """Select, cluster, rank and store a digest edition; returns it as stored.
 
@@ -143,10 +144,10 @@ def build_edition(
         cursor = db.conn.execute(
             """
             INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
-                                  engine, frequency)
-            VALUES ('digest', 'built', ?, ?, ?, ?, ?, ?, ?)
+                                  engine, frequency, period)
+            VALUES ('digest', 'built', ?, ?, ?, ?, ?, ?, ?, ?)
             """,
-            [iso(now), iso(start), iso(end), len(papers), len(sections), settings.engine, frequency],
+            [iso(now), iso(start), iso(end), len(papers), len(sections), settings.engine, frequency, period],
         )
         edition_id = int(cursor.lastrowid or 0)
         _store_sections(db, edition_id, sections)

@@ -128,12 +128,23 @@ def smtp_target(settings: Settings) -> Iterator[SmtpSettings]:
 
 
 def send_edition(
-    settings: Settings, edition_id: int, *, progress: Progress | None = None, resend_unknown: bool = False
+    settings: Settings,
+    edition_id: int,
+    *,
+    progress: Progress | None = None,
+    resend_unknown: bool = False,
+    interrupt: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send an edition to its recipients; a re-run (or ``resume``) sends only what is not final."""
     db = open_database(settings.database)
     try:
         edition = _edition(db, edition_id)
+        pruned = db.execute("SELECT ledger_pruned FROM editions WHERE id = ?", [edition_id]).fetchone()[0]
+        if pruned:
+            raise SendError(
+                f"edition {edition_id} went out long ago and its delivery records were pruned: "
+                "sending it again could reach readers twice"
+            )
         if edition.kind == "digest":
             create_ledger(
                 db,
@@ -156,6 +167,7 @@ def send_edition(
             smtp,
             progress=progress,
             resend_unknown=resend_unknown,
+            interrupt=interrupt,
         )
 
 

@@ -396,3 +396,9 @@ def test_unknown_edition_and_pages_have_security_headers(site):
     assert response.headers["referrer-policy"] == "no-referrer"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert httpx.get(f"{app.url}/editions/424242").status_code == 404
+
+
+def test_health_endpoint(site):
+    _, app = site
+    response = httpx.get(f"{app.url}/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")

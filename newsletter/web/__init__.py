@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/editions", readers.archive),
         Route("/editions.atom", readers.feed),
         Route("/editions/{edition_id:int}", readers.edition),
+        Route("/healthz", readers.health),
         *admins.routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

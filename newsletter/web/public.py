@@ -292,6 +292,12 @@ class Public:
         )
         return Response(xml, media_type="application/atom+xml; charset=utf-8")
 
+    async def health(self, request: Request) -> Response:
+        """For container health checks and monitors: the database answers."""
+        with self.site.database() as db:
+            db.execute("SELECT 1").fetchone()
+        return Response("ok\n", media_type="text/plain")
+
     async def edition(self, request: Request) -> Response:
         with self.site.database() as db:
             try:

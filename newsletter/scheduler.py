@@ -1,0 +1,152 @@
+"""``newsletter run``: the jobs of ``jobs/`` on their cron schedules (APScheduler 3), beside the web app.
+
+Each job runs at most one instance at a time, coalesces missed runs into one and still runs when it is
+at most ``misfire_grace_time`` late. Runs missed while the scheduler was not running at all are caught
+up at start, coalesced the same way (from ``job_runs``). SIGTERM or SIGINT stops cleanly: no new job
+starts, a running send finishes the message in hand on every connection and leaves the rest queued for
+the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from newsletter.config import Settings
+from newsletter.db import open_database
+from newsletter.jobs import Job, JobRunner, last_scheduled_run, load_jobs, missed_run
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, *, interrupt: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.interrupt = interrupt or threading.Event()
+        self.jobs = [job for job in load_jobs(settings.jobs_dir, settings.timezone) if job.enabled]
+        self.runner = JobRunner(settings, self.interrupt)
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=max(2, len(self.jobs)))},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(settings.misfire_grace_time),
+            },
+            timezone=settings.timezone,
+        )
+        self._scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+
+    def start(self, *, now: datetime | None = None) -> None:
+        for job in self.jobs:
+            self._scheduler.add_job(
+                self._run_scheduled,
+                job.trigger(),
+                args=[job],
+                id=job.name,
+                name=job.name,
+            )
+        self._scheduler.start()
+        self._catch_up(now or datetime.now(UTC))
+        for job in self.jobs:
+            log.info(
+                "job %s (%s, %s %s) next at %s",
+                job.name,
+                job.action,
+                job.cron,
+                job.timezone,
+                self.next_run(job),
+            )
+
+    def next_run(self, job: Job) -> datetime | None:
+        scheduled = self._scheduler.get_job(job.name)
+        return scheduled.next_run_time if scheduled else None
+
+    def stop(self) -> None:
+        """Stop taking jobs, let the running ones finish (a send stops after the message in hand)."""
+        self.interrupt.set()
+        self._scheduler.shutdown(wait=True)
+
+    def _run_scheduled(self, job: Job, scheduled_for: datetime | None = None) -> None:
+        if self.interrupt.is_set():
+            return
+        if scheduled_for is None:
+            # APScheduler does not say which fire time a run is for: the latest one due, even when late.
+            now = datetime.now(UTC)
+            due = job.fire_times(now - timedelta(seconds=self.settings.misfire_grace_time), now)
+            scheduled_for = due[-1] if due else now
+        self.runner.run(job, scheduled_for)
+
+    def _catch_up(self, now: datetime) -> None:
+        db = open_database(self.settings.database)
+        try:
+            for job in self.jobs:
+                missed = missed_run(
+                    job, last_scheduled_run(db, job.name), now, self.settings.misfire_grace_time
+                )
+                if missed is not None:
+                    log.info("job %s missed its run at %s: running it now", job.name, missed)
+                    self._scheduler.add_job(
+                        self._run_scheduled, args=[job, missed], id=f"{job.name}-catch-up", name=job.name
+                    )
+        finally:
+            db.close()
+
+    def _missed(self, event: JobExecutionEvent) -> None:
+        log.warning(
+            "job %s missed its run at %s (more than the grace time late)",
+            event.job_id,
+            event.scheduled_run_time,
+        )
+
+
+def run_forever(
+    settings: Settings,
+    *,
+    web: bool = True,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[Scheduler], Any] | None = None,
+) -> None:
+    """The long-running process: the scheduler, and the web app unless ``web`` is False."""
+    scheduler = Scheduler(settings)
+    scheduler.start()
+    if on_ready:
+        on_ready(scheduler)
+    try:
+        if web:
+            import uvicorn
+
+            from newsletter.web import create_app
+
+            # uvicorn handles SIGTERM/SIGINT itself and returns once it has shut down.
+            uvicorn.run(
+                create_app(settings),
+                host=host or settings.web.host,
+                port=port or settings.web.port,
+                log_config=None,  # our handler: one format, secrets and link tokens redacted
+                proxy_headers=True,
+                forwarded_allow_ips=settings.web.trusted_proxies,
+            )
+        else:
+            stopping = threading.Event()
+
+            def stop(signum: int, _frame: object) -> None:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                scheduler.interrupt.set()
+                stopping.set()
+
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+            while not stopping.wait(1.0):
+                pass
+    finally:
+        scheduler.stop()
+        log.info("scheduler stopped")
