@@ -349,7 +349,8 @@ def last_scheduled_run(db: Any, job: str) -> datetime | None:
     """The latest scheduled time the job completed (or that another instance was already doing); an
     interrupted or failed run does not count, so a restart within the grace time tries again."""
     row = db.execute(
-        "SELECT max(scheduled_for) FROM job_runs WHERE job = ? AND status IN ('ok', 'partial', 'skipped')", [job]
+        "SELECT max(scheduled_for) FROM job_runs WHERE job = ? AND status IN ('ok', 'partial', 'skipped')",
+        [job],
     ).fetchone()
     return datetime.fromisoformat(row[0]) if row and row[0] else None
 
