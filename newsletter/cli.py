@@ -792,20 +792,11 @@ def subscribers_list(app: AppContext, status: str | None, search: str | None) ->
 @click.pass_obj
 def serve(app: AppContext, host: str | None, port: int | None) -> None:
     """Run the web app: unsubscribe pages and the archive of editions."""
-    import uvicorn
-
-    from newsletter.web import create_app
+    from newsletter.web import serve as serve_web
 
     settings = app.settings
     _log_events(app)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.web.host,
-        port=port or settings.web.port,
-        log_config=None,  # our handler: one format, secrets and link tokens redacted
-        proxy_headers=True,
-        forwarded_allow_ips=settings.web.trusted_proxies,
-    )
+    serve_web(settings, host=host, port=port)
 
 
 def _log_events(app: AppContext) -> None:

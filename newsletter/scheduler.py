@@ -122,19 +122,9 @@ def run_forever(
         on_ready(scheduler)
     try:
         if web:
-            import uvicorn
+            from newsletter.web import serve
 
-            from newsletter.web import create_app
-
-            # uvicorn handles SIGTERM/SIGINT itself and returns once it has shut down.
-            uvicorn.run(
-                create_app(settings),
-                host=host or settings.web.host,
-                port=port or settings.web.port,
-                log_config=None,  # our handler: one format, secrets and link tokens redacted
-                proxy_headers=True,
-                forwarded_allow_ips=settings.web.trusted_proxies,
-            )
+            serve(settings, host=host, port=port)  # returns once SIGTERM or Ctrl-C has shut it down
         else:
             stopping = threading.Event()
 

@@ -10,6 +10,7 @@ import sqlite_utils
 from newsletter.db import open_database
 from newsletter.fetch import Fetcher, FetchSettings
 from tests.support.feedserver import FeedServer
+from tests.support.smtpserver import ScriptedSMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -37,6 +38,14 @@ def feed_server() -> Iterator[FeedServer]:
     server = FeedServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[ScriptedSMTPServer]:
+    """A real aiosmtpd server on 127.0.0.1 storing into a Maildir, with scripted trouble on demand."""
+    server = ScriptedSMTPServer(tmp_path / "maildir")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

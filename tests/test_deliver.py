@@ -457,18 +457,10 @@ def test_large_edition_stays_under_the_clipping_limit(tmp_path, smtp_server):
 
 def test_starttls_and_login(tmp_path):
     """A relay that requires STARTTLS and AUTH: aiosmtpd with a certificate made for the test."""
-    import ssl
-
     from newsletter.devsmtp import EmbeddedSMTPServer, messages_by_recipient
+    from tests.support.tls import server_certificate
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    cert, context = server_certificate(tmp_path)
     logins: list[tuple[str, str]] = []
 
     def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]

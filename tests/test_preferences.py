@@ -13,7 +13,6 @@ from newsletter.editions import DigestSettings, EditionPaper, Section, build_edi
 from newsletter.outbox import send_edition
 from newsletter.preferences import PreferenceError, Preferences
 from newsletter.subscribers import add_subscriber
-from tests.support.smtpserver import ScriptedSMTPServer
 from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings
 
 
@@ -58,13 +57,6 @@ def test_personal_sections_keep_matches_best_first_and_other_last():
     assert [s.label for s in mine] == ["Robots", "Vision", "Other papers"]
     assert [p.title for p in mine[1].papers] == ["v2"]
     assert Preferences.create(["q-bio"]).sections(sections) == []
-
-
-@pytest.fixture
-def smtp_server(tmp_path):
-    server = ScriptedSMTPServer(tmp_path / "maildir")
-    yield server
-    server.stop()
 
 
 def body_of(server, address):

@@ -29,7 +29,6 @@ from newsletter.jobs import (
     period_of,
 )
 from newsletter.scheduler import Scheduler
-from tests.support.smtpserver import ScriptedSMTPServer
 from tests.test_deliver import edition_with_sample_papers, make_settings, subscribe
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -123,13 +122,6 @@ def test_periods():
 
 
 # --- runs -------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def smtp_server(tmp_path):
-    server = ScriptedSMTPServer(tmp_path / "maildir")
-    yield server
-    server.stop()
 
 
 def jobs_dir(tmp_path: Path, **files: str) -> Path:
@@ -285,21 +277,13 @@ def test_status_and_jobs_list(tmp_path, smtp_server):
 
 
 def test_doctor_against_a_real_server_with_and_without_auth(tmp_path):
-    import ssl
-
     from aiosmtpd.smtp import AuthResult
 
     from newsletter.devsmtp import EmbeddedSMTPServer
     from newsletter.ops import doctor
+    from tests.support.tls import server_certificate
 
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    cert, context = server_certificate(tmp_path)
 
     def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
         return AuthResult(success=auth_data.password == b"right", handled=False)

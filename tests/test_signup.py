@@ -22,18 +22,10 @@ from newsletter.subscribers import find_subscriber
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from newsletter.web.security import hash_password
-from tests.support.smtpserver import ScriptedSMTPServer
 from tests.support.webserver import RunningApp
 from tests.test_deliver import edition_with_sample_papers, make_settings
 
 ADMIN_PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def smtp_server(tmp_path):
-    server = ScriptedSMTPServer(tmp_path / "maildir")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -19,16 +19,8 @@ from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from tests.support.browser import Browser, screenshot_dir
 from tests.support.feedserver import file_reply
-from tests.support.smtpserver import ScriptedSMTPServer
 from tests.support.webserver import RunningApp
 from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings, subscribe
-
-
-@pytest.fixture
-def smtp_server(tmp_path):
-    server = ScriptedSMTPServer(tmp_path / "maildir")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

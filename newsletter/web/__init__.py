@@ -25,6 +25,20 @@ from newsletter.web.security import SecurityHeaders
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Run the web app in this process until SIGTERM or Ctrl-C (uvicorn handles both)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.web.host,
+        port=port or settings.web.port,
+        log_config=None,  # our handler: one format, secrets and link tokens redacted
+        proxy_headers=True,
+        forwarded_allow_ips=settings.web.trusted_proxies,
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     site = Site(settings)
     readers = public.Public(site)
