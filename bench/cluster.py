@@ -12,7 +12,6 @@ process for comparison.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.decomposition import TruncatedSVD  # noqa: E402
@@ -30,7 +30,7 @@ from sklearn.preprocessing import normalize  # noqa: E402
 from newsletter.cluster import Document, cluster_documents  # noqa: E402
 from newsletter.sources import arxiv_rss  # noqa: E402
 
-FEED_NAME = "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml"
+FEED_NAME = corpus.WEEK
 
 
 def reference_labels(documents: list[Document], k: int) -> np.ndarray:
@@ -62,15 +62,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--engine", default="tfidf", choices=["tfidf", "embeddings"])
-    parser.add_argument(
-        "--corpus",
-        type=Path,
-        default=Path(os.environ.get("NEWSLETTER_CORPUS", ROOT.parent / "shared" / "corpus")),
-    )
+    corpus.add_argument(parser)
     args = parser.parse_args()
-    path = args.corpus / "feeds" / FEED_NAME
-    if not path.exists():
-        print(f"corpus file not found: {path} (use --corpus or NEWSLETTER_CORPUS)", file=sys.stderr)
+    path = corpus.feed(args.corpus)
+    if path is None:
         return 2
     papers = arxiv_rss.parse(path.read_bytes()).papers
     documents = [Document(p.arxiv_id or p.title, p.title, p.abstract) for p in papers]  # no categories

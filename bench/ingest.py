@@ -10,7 +10,6 @@ Target: ratio <= 1.5. Then fetches the unchanged feed again and shows that the 3
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import corpus  # noqa: E402
 import feedparser  # noqa: E402
 
 from newsletter import text  # noqa: E402
@@ -31,7 +31,7 @@ from newsletter.sources import SourceConfig, arxiv_rss  # noqa: E402
 from newsletter.store import store_papers  # noqa: E402
 from tests.support.feedserver import FeedServer, file_reply  # noqa: E402
 
-FEED_NAME = "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml"
+FEED_NAME = corpus.WEEK
 
 
 def best_of(runs: int, action) -> tuple[float, list[float]]:  # type: ignore[no-untyped-def]
@@ -48,15 +48,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument(
-        "--corpus",
-        type=Path,
-        default=Path(os.environ.get("NEWSLETTER_CORPUS", ROOT.parent / "shared" / "corpus")),
-    )
+    corpus.add_argument(parser)
     args = parser.parse_args()
-    path = args.corpus / "feeds" / FEED_NAME
-    if not path.exists():
-        print(f"corpus file not found: {path} (use --corpus or NEWSLETTER_CORPUS)", file=sys.stderr)
+    path = corpus.feed(args.corpus)
+    if path is None:
         return 2
     body = path.read_bytes()
 

@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import corpus  # noqa: E402
+
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.db import open_database, write_transaction  # noqa: E402
 from newsletter.devsmtp import free_port  # noqa: E402
@@ -35,12 +37,6 @@ from newsletter.ingest import run_ingest  # noqa: E402
 from newsletter.message import MessageTemplate  # noqa: E402
 from newsletter.outbox import render_edition, send_edition  # noqa: E402
 from newsletter.sources import SourceConfig  # noqa: E402
-
-FEED = "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml"
-
-
-def corpus_dir() -> Path:
-    return Path(os.environ.get("NEWSLETTER_CORPUS", ROOT.parent / "shared" / "corpus"))
 
 
 def write_config(workdir: Path, port: int, concurrency: int) -> Path:
@@ -65,14 +61,14 @@ unsubscribe_mailto = "unsubscribe@example.org"
     return config
 
 
-def prepare(workdir: Path, port: int, concurrency: int, subscribers: int) -> tuple[Path, int]:
+def prepare(workdir: Path, port: int, concurrency: int, subscribers: int, week: Path) -> tuple[Path, int]:
     """A database with the real week ingested, its edition built, and ``subscribers`` active readers."""
     config = write_config(workdir, port, concurrency)
     settings = load_settings(config, environ={})
     db = open_database(settings.database)
     now = datetime.now(UTC)
     with Fetcher() as fetcher:
-        source = SourceConfig(name="week", kind="arxiv_rss", url=(corpus_dir() / "feeds" / FEED).as_uri())
+        source = SourceConfig(name="week", kind="arxiv_rss", url=week.as_uri())
         run_ingest(db, [source], fetcher, now=now - timedelta(hours=1))
     edition = build_edition(db, DigestSettings(), now=now)
     stamp = now.isoformat(timespec="microseconds")
@@ -103,21 +99,22 @@ def smtp_source(port: int, count: int, size: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def memory_probe(subscribers: int, concurrency: int) -> int:
+def memory_probe(subscribers: int, concurrency: int, week: Path) -> int:
     """Peak RSS (KB) of a fresh process that prepares the data and sends to ``subscribers`` readers."""
     result = subprocess.run(
-        [sys.executable, __file__, "--probe", str(subscribers), "--concurrency", str(concurrency)],
+        [sys.executable, __file__, "--probe", str(subscribers), "--concurrency", str(concurrency),
+         "--corpus", str(week.parent.parent)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return int(result.stdout.strip().splitlines()[-1])
 
 
-def probe(subscribers: int, concurrency: int) -> None:
+def probe(subscribers: int, concurrency: int, week: Path) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-probe-"))
     port = free_port()
     sink = start_sink(port)
     try:
-        config, edition_id = prepare(workdir, port, concurrency, subscribers)
+        config, edition_id = prepare(workdir, port, concurrency, subscribers, week)
         # The send as an operator runs it: the `newsletter` program in a process of its own. Its peak is
         # read from /proc (VmHWM) at exit: ru_maxrss would also count the memory of the forking parent.
         code = (
@@ -144,22 +141,23 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--memory", action="store_true", help="also measure peak memory at 10k and 100k")
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    corpus.add_argument(parser)
     args = parser.parse_args()
+    week = corpus.feed(args.corpus)
+    if week is None:
+        return 2
     if args.probe:
-        probe(args.probe, args.concurrency)
+        probe(args.probe, args.concurrency, week)
         return 0
     if not shutil.which("smtp-sink") or not shutil.which("smtp-source"):
         print("needs Postfix's smtp-sink and smtp-source: apt-get install postfix", file=sys.stderr)
-        return 2
-    if not (corpus_dir() / "feeds" / FEED).exists():
-        print(f"corpus not found under {corpus_dir()} (set NEWSLETTER_CORPUS)", file=sys.stderr)
         return 2
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-"))
     port = free_port()
     sink = start_sink(port)
     try:
-        config, edition_id = prepare(workdir, port, args.concurrency, args.subscribers)
+        config, edition_id = prepare(workdir, port, args.concurrency, args.subscribers, week)
         settings = load_settings(config, environ={})
         db = open_database(settings.database)
         edition = load_edition(db, edition_id)
@@ -197,7 +195,7 @@ def main() -> int:
 
     if args.memory:
         for count in (10_000, 100_000):
-            peak = memory_probe(count, args.concurrency)
+            peak = memory_probe(count, args.concurrency, week)
             print(f"peak memory of the send to {count:,} subscribers: {peak / 1024:.0f} MB")
     return 0
 
