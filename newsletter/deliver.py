@@ -15,6 +15,11 @@ the server and are sent again; a ``committing`` row is the one message each work
 process died: the server may or may not have accepted it, so it becomes ``unknown`` and is listed rather
 than risk sending it twice. There are never more of them than workers.
 
+To keep the ledger's cost per message at one transaction, a worker writes a message's ``sent`` together
+with the next message's ``committing`` (or with whatever it writes next, and always before it stops);
+both facts land atomically, so a worker still never has more than one ``committing`` row. While the
+server works on a message's final dot, the worker builds the next message.
+
 Each worker has its own SMTP connection (reused for every message) and its own database connection;
 a shared token bucket keeps the whole run under ``rate`` messages per second. If the server cannot be
 reached the run stops, says so, and leaves the rest queued for ``newsletter resume``.
@@ -392,6 +397,21 @@ def _requeue(db: sqlite_utils.Database, delivery_ids: list[int]) -> None:
         )
 
 
+@dataclass(slots=True)
+class _Outgoing:
+    """A claimed row and its message, built ahead of the SMTP transaction."""
+
+    delivery_id: int
+    address: str
+    attempts: int
+    envelope_from: str
+    payload: bytes | None
+    error: str | None = None  # why the message cannot be built
+
+
+Row = tuple[int, int, str, str, str, int, str]
+
+
 class _Worker:
     def __init__(
         self,
@@ -416,6 +436,8 @@ class _Worker:
         self.stopped: str | None = None
         self.leftover: list[int] = []  # rows this worker claimed but did not get to
         self._smtp: smtplib.SMTP | None = None
+        self._accepted: list[tuple[int, str, str]] = []  # (id, reply, time) of 250s not yet written as sent
+        self._built: dict[int, _Outgoing] = {}  # the next message, built while the server was busy
 
     # The loop: claim a handful of due rows, send them one by one, until nothing is left to do.
     def run(self) -> None:
@@ -427,12 +449,17 @@ class _Worker:
             self.stopped = f"internal error: {type(exc).__name__}: {exc}"
             self.stop_event.set()
         finally:
+            try:
+                self._flush(db)
+            except Exception:  # the database is gone too: these rows stay "committing", hence "unknown"
+                log.exception("could not record %d accepted message(s) as sent", len(self._accepted))
             self._disconnect()
             db.close()
 
     def _loop(self, db: sqlite_utils.Database) -> None:
         while not self.stop_event.is_set():
             batch = self._claim(db)
+            self._built.clear()
             if not batch:
                 if not self._wait_for_retries(db):
                     break
@@ -441,8 +468,9 @@ class _Worker:
                 if self.stop_event.is_set():
                     self.leftover += [r[0] for r in batch[position:]]
                     break
+                following = batch[position + 1] if position + 1 < len(batch) else None
                 try:
-                    self._deliver_one(db, row)
+                    self._deliver_one(db, self._built.pop(row[0], None) or self._build(row), following)
                 except ServerUnavailable as exc:
                     self.stopped = str(exc)
                     self.stop_event.set()
@@ -454,9 +482,10 @@ class _Worker:
                     self.leftover += [r[0] for r in batch[position + 1 :]]
                     raise
 
-    def _claim(self, db: sqlite_utils.Database) -> list[tuple[int, int, str, str, str, int, str]]:
+    def _claim(self, db: sqlite_utils.Database) -> list[Row]:
         now = iso(datetime.now(UTC))
         with write_transaction(db):
+            self._write_accepted(db)
             rows = db.execute(
                 """
                 SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts, d.variant
@@ -493,9 +522,8 @@ class _Worker:
             return not self.stop_event.wait(0.05)
         return False
 
-    def _deliver_one(self, db: sqlite_utils.Database, row: tuple[int, int, str, str, str, int, str]) -> None:
+    def _build(self, row: Row) -> _Outgoing:
         delivery_id, subscriber_id, address, name, message_id, attempts, variant = row
-        template = self.templates(variant)
         recipient = Recipient(
             email=address,
             name=name,
@@ -503,23 +531,41 @@ class _Worker:
             unsubscribe_url=self.links.unsubscribe(subscriber_id, address),
             message_id=message_id,
         )
+        template = self.templates(variant)
         try:
             payload = template.wire(recipient)
         except MessageError as exc:
-            self._finish(db, delivery_id, "failed", f"cannot build the message: {exc}")
+            error = f"cannot build the message: {exc}"
+            return _Outgoing(delivery_id, address, attempts, template.envelope_from, None, error)
+        return _Outgoing(delivery_id, address, attempts, template.envelope_from, payload)
+
+    def _build_ahead(self, row: Row | None) -> None:
+        """Build the next message while the server works; a failure surfaces when its turn comes."""
+        if row is None:
+            return
+        try:
+            self._built[row[0]] = self._build(row)
+        except Exception:
+            log.debug("building message %s ahead failed; retried in turn", row[0], exc_info=True)
+
+    def _deliver_one(self, db: sqlite_utils.Database, outgoing: _Outgoing, following: Row | None) -> None:
+        delivery_id, address, attempts = outgoing.delivery_id, outgoing.address, outgoing.attempts
+        if outgoing.payload is None:
+            self._finish(db, delivery_id, "failed", outgoing.error or "cannot build the message")
             self.progress("failed")
             return
         self.limiter.acquire()
         smtp = self._connection()
         stage = "before the message"
         try:
-            self._open_transaction(smtp, template.sender.envelope_from, address)
+            self._open_transaction(smtp, outgoing.envelope_from, address)
             stage = "while sending the message"
-            smtp.send(payload)
+            smtp.send(outgoing.payload)
             if not self._mark_committing(db, delivery_id):
                 raise _Aborted()
             stage = "after the whole message"
             smtp.send(b".\r\n")
+            self._build_ahead(following)
             code, text = smtp.getreply()
         except _Reply as reply:
             self._rset(smtp)
@@ -543,7 +589,7 @@ class _Worker:
                 self._retry_later(db, delivery_id, attempts, f"connection lost {stage}: {_describe(exc)}")
             return
         if code == 250:
-            self._finish(db, delivery_id, "sent", f"{code} {_text(text)}", sent=True)
+            self._accepted.append((delivery_id, f"{code} {_text(text)}", iso(datetime.now(UTC))))
             self.sent += 1
             self.progress("sent")
         else:
@@ -585,6 +631,7 @@ class _Worker:
             return
         hard_bounce = reply.code >= 500 and reply.text.startswith("5.1.")
         with write_transaction(db):
+            self._write_accepted(db)
             if hard_bounce:
                 suppress(db, address, f"hard bounce: {reply}")
             self._update(db, delivery_id, "failed", str(reply))
@@ -598,6 +645,7 @@ class _Worker:
         delay = self.settings.retry_backoff * 2 ** (attempts - 1)
         due = iso(datetime.now(UTC) + timedelta(seconds=delay))
         with write_transaction(db):
+            self._write_accepted(db)
             db.conn.execute(
                 "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_reply = ?, updated_at = ? WHERE id = ?",
                 [due, why, iso(datetime.now(UTC)), delivery_id],
@@ -607,6 +655,7 @@ class _Worker:
     def _mark_committing(self, db: sqlite_utils.Database, delivery_id: int) -> bool:
         """Written before the final dot, and only if the reader still wants the edition."""
         with write_transaction(db):
+            self._write_accepted(db)
             cursor = db.conn.execute(
                 """
                 UPDATE deliveries SET state = 'committing', updated_at = ?
@@ -618,20 +667,31 @@ class _Worker:
             )
         return cursor.rowcount == 1
 
-    def _finish(
-        self, db: sqlite_utils.Database, delivery_id: int, state: str, reply: str, *, sent: bool = False
-    ) -> None:
+    def _finish(self, db: sqlite_utils.Database, delivery_id: int, state: str, reply: str) -> None:
         with write_transaction(db):
-            self._update(db, delivery_id, state, reply, sent=sent)
+            self._write_accepted(db)
+            self._update(db, delivery_id, state, reply)
+
+    def _write_accepted(self, db: sqlite_utils.Database) -> None:
+        """Record the messages the server accepted; called inside the worker's next write transaction."""
+        if self._accepted:
+            db.conn.executemany(
+                "UPDATE deliveries SET state = 'sent', last_reply = ?, updated_at = ?, sent_at = ? WHERE id = ?",
+                [(reply, when, when, delivery_id) for delivery_id, reply, when in self._accepted],
+            )
+            self._accepted.clear()
+
+    def _flush(self, db: sqlite_utils.Database) -> None:
+        if self._accepted:
+            with write_transaction(db):
+                self._write_accepted(db)
 
     @staticmethod
-    def _update(
-        db: sqlite_utils.Database, delivery_id: int, state: str, reply: str, *, sent: bool = False
-    ) -> None:
-        now = iso(datetime.now(UTC))
+    def _update(db: sqlite_utils.Database, delivery_id: int, state: str, reply: str) -> None:
+        """A final state other than sent."""
         db.conn.execute(
-            "UPDATE deliveries SET state = ?, last_reply = ?, updated_at = ?, sent_at = ? WHERE id = ?",
-            [state, reply, now, now if sent else None, delivery_id],
+            "UPDATE deliveries SET state = ?, last_reply = ?, updated_at = ?, sent_at = NULL WHERE id = ?",
+            [state, reply, iso(datetime.now(UTC)), delivery_id],
         )
 
     # --- the SMTP connection ----------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ class MessageTemplate:
         """``personal``: the email has the per-reader placeholders (greeting, preferences, unsubscribe
         links) and list headers; a confirmation email has neither."""
         self.sender = sender
+        self.envelope_from = sender.envelope_from
         self.subject = rendered.subject
         body = EmailMessage(policy=email.policy.SMTP)
         body["From"] = header_value(sender.from_address)

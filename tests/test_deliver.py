@@ -277,6 +277,41 @@ def test_rate_limit_spaces_messages(tmp_path, smtp_server):
     assert (times[-1] - times[0]) >= 7 * 0.05 * 0.9
 
 
+def test_ledger_marks_each_message_before_its_final_dot_and_never_more_than_one_per_connection(
+    tmp_path, smtp_server
+):
+    settings = make_settings(tmp_path, smtp_server.port, concurrency=2)
+    edition_id = edition_with_sample_papers(settings)
+    subscribe(settings, 30)
+    seen: list[tuple[str, int]] = []
+
+    def look_at_the_ledger(recipient: str) -> None:
+        # Runs when the server has the whole message: what would a crash at this instant leave behind?
+        with sqlite3.connect(settings.database, timeout=10) as conn:
+            state = conn.execute(
+                "SELECT state FROM deliveries WHERE edition_id = ? AND email = ?", [edition_id, recipient]
+            ).fetchone()[0]
+            in_doubt = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE edition_id = ? AND state = 'committing'", [edition_id]
+            ).fetchone()[0]
+        seen.append((state, in_doubt))
+
+    smtp_server.handler.on_message = look_at_the_ledger
+    report = send_edition(settings, edition_id)
+    assert report.counts == {"sent": 30}
+    assert len(seen) == 30
+    assert all(state == "committing" for state, _ in seen)
+    assert max(in_doubt for _, in_doubt in seen) <= 2
+    db = open_database(settings.database)
+    try:
+        rows = db.execute(
+            "SELECT last_reply, sent_at FROM deliveries WHERE edition_id = ?", [edition_id]
+        ).fetchall()
+    finally:
+        db.close()
+    assert all(reply.startswith("250") and sent_at for reply, sent_at in rows)
+
+
 def test_crash_mid_send_then_resume_delivers_each_message_exactly_once(tmp_path, smtp_server):
     settings = make_settings(tmp_path, smtp_server.port, concurrency=4)
     edition_id = edition_with_sample_papers(settings)
