@@ -17,7 +17,7 @@ than risk sending it twice. There are never more of them than workers.
 
 To keep the ledger's cost per message at one transaction, a worker writes a message's ``sent`` together
 with the next message's ``committing`` (or with whatever it writes next, and always before it stops);
-both facts land atomically, so a worker still never has more than one ``committing`` row. While the
+both facts land in one transaction, so a worker still never has more than one ``committing`` row. While the
 server works on a message's final dot, the worker builds the next message.
 
 Each worker has its own SMTP connection (reused for every message) and its own database connection;
@@ -33,7 +33,8 @@ import smtplib
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -484,8 +485,7 @@ class _Worker:
 
     def _claim(self, db: sqlite_utils.Database) -> list[Row]:
         now = iso(datetime.now(UTC))
-        with write_transaction(db):
-            self._write_accepted(db)
+        with self._transaction(db):
             rows = db.execute(
                 """
                 SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts, d.variant
@@ -630,8 +630,7 @@ class _Worker:
             self._retry_later(db, delivery_id, attempts, str(reply))
             return
         hard_bounce = reply.code >= 500 and reply.text.startswith("5.1.")
-        with write_transaction(db):
-            self._write_accepted(db)
+        with self._transaction(db):
             if hard_bounce:
                 suppress(db, address, f"hard bounce: {reply}")
             self._update(db, delivery_id, "failed", str(reply))
@@ -644,8 +643,7 @@ class _Worker:
             return
         delay = self.settings.retry_backoff * 2 ** (attempts - 1)
         due = iso(datetime.now(UTC) + timedelta(seconds=delay))
-        with write_transaction(db):
-            self._write_accepted(db)
+        with self._transaction(db):
             db.conn.execute(
                 "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, last_reply = ?, updated_at = ? WHERE id = ?",
                 [due, why, iso(datetime.now(UTC)), delivery_id],
@@ -654,8 +652,7 @@ class _Worker:
 
     def _mark_committing(self, db: sqlite_utils.Database, delivery_id: int) -> bool:
         """Written before the final dot, and only if the reader still wants the edition."""
-        with write_transaction(db):
-            self._write_accepted(db)
+        with self._transaction(db):
             cursor = db.conn.execute(
                 """
                 UPDATE deliveries SET state = 'committing', updated_at = ?
@@ -668,23 +665,25 @@ class _Worker:
         return cursor.rowcount == 1
 
     def _finish(self, db: sqlite_utils.Database, delivery_id: int, state: str, reply: str) -> None:
-        with write_transaction(db):
-            self._write_accepted(db)
+        with self._transaction(db):
             self._update(db, delivery_id, state, reply)
 
-    def _write_accepted(self, db: sqlite_utils.Database) -> None:
-        """Record the messages the server accepted; called inside the worker's next write transaction."""
-        if self._accepted:
-            db.conn.executemany(
-                "UPDATE deliveries SET state = 'sent', last_reply = ?, updated_at = ?, sent_at = ? WHERE id = ?",
-                [(reply, when, when, delivery_id) for delivery_id, reply, when in self._accepted],
-            )
-            self._accepted.clear()
+    @contextmanager
+    def _transaction(self, db: sqlite_utils.Database) -> Iterator[None]:
+        """A write transaction that also records the messages the server accepted since the last one."""
+        with write_transaction(db):
+            if self._accepted:
+                db.conn.executemany(
+                    "UPDATE deliveries SET state = 'sent', last_reply = ?, updated_at = ?, sent_at = ? WHERE id = ?",
+                    [(reply, when, when, delivery_id) for delivery_id, reply, when in self._accepted],
+                )
+            yield
+        self._accepted.clear()  # only once committed: after a rollback the next transaction tries again
 
     def _flush(self, db: sqlite_utils.Database) -> None:
         if self._accepted:
-            with write_transaction(db):
-                self._write_accepted(db)
+            with self._transaction(db):
+                pass
 
     @staticmethod
     def _update(db: sqlite_utils.Database, delivery_id: int, state: str, reply: str) -> None:
