@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import sqlite_utils
@@ -52,6 +53,9 @@ from newsletter.subscribers import (
     remove_subscriber,
     set_status,
 )
+
+if TYPE_CHECKING:
+    from newsletter.jobs import Job
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -837,6 +841,7 @@ def jobs() -> None:
 def jobs_list(app: AppContext) -> None:
     """Each job with its schedule, next run and last run."""
     from newsletter.jobs import JobError, load_jobs
+    from newsletter.ops import latest_job_runs
 
     settings = app.settings
     try:
@@ -845,31 +850,36 @@ def jobs_list(app: AppContext) -> None:
         fail(str(exc), code=2)
     db = open_db(settings)
     try:
-        last = {
-            row[0]: row[1:]
-            for row in db.execute(
-                "SELECT job, status, started_at FROM job_runs WHERE id IN (SELECT max(id) FROM job_runs GROUP BY job)"
-            )
-        }
+        runs = latest_job_runs(db)
     finally:
         db.close()
-    table = Table(show_edge=False, pad_edge=False)
+    console.print(schedule_table(defined, runs))
+    console.print(f"[dim]from {escape(str(settings.jobs_dir))}[/]")
+
+
+def schedule_table(defined: Sequence[Job], runs: list[dict[str, Any]], title: str | None = None) -> Table:
+    """Each job with its schedule, next run and last run (``runs``: the last run of each job)."""
+    last = {run["job"]: run for run in runs}
+    table = Table(title=title, show_edge=False, pad_edge=False, title_justify="left")
     for column in ("job", "action", "schedule", "time zone", "next run", "last run"):
         table.add_column(column)
     now = datetime.now(UTC)
     for job in defined:
         upcoming = job.next_run(now) if job.enabled else None
-        previous = last.get(job.name)
+        run = last.get(job.name)
+        previous = "never"
+        if run:
+            previous = f"{run['status']} at {run['started_at'][:16].replace('T', ' ')} UTC"
+            previous += f": {escape(run['error'])}" if run["error"] else ""
         table.add_row(
             job.name,
             job.action,
             job.cron,
             str(job.timezone),
             f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
-            f"{previous[0]} at {previous[1][:16].replace('T', ' ')} UTC" if previous else "never",
+            previous,
         )
-    console.print(table)
-    console.print(f"[dim]from {escape(str(settings.jobs_dir))}[/]")
+    return table
 
 
 @jobs.command("run")
@@ -933,12 +943,10 @@ def status_command(app: AppContext) -> None:
     for column in ("#", "kind", "status", "created", "papers", "sent", "failed", "pending", "not sent"):
         table.add_column(column)
     for edition in data["editions"]:
-        counts = data["deliveries"].get(edition["id"], {})
+        counts = data["deliveries"][edition["id"]]
         table.add_row(
             str(edition["id"]), edition["kind"], edition["status"], edition["created_at"][:16].replace("T", " "),
-            str(edition["papers"]), str(counts.get("sent", 0)), str(counts.get("failed", 0) + counts.get("unknown", 0)),
-            str(sum(counts.get(s, 0) for s in ("queued", "sending", "committing"))),
-            str(counts.get("suppressed", 0) + counts.get("skipped", 0)),
+            str(edition["papers"]), *(str(counts[heading]) for heading in ("sent", "failed", "pending", "not_sent")),
         )  # fmt: skip
     console.print(table)
     subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)
@@ -948,20 +956,7 @@ def status_command(app: AppContext) -> None:
     except JobError as exc:
         console.print(f"[red]jobs: {escape(str(exc))}[/]")
         return
-    last = {run["job"]: run for run in data["runs"]}
-    table = Table(title="schedule", show_edge=False, pad_edge=False, title_justify="left")
-    for column in ("job", "schedule", "next run", "last run"):
-        table.add_column(column)
-    now = datetime.now(UTC)
-    for job in defined:
-        upcoming = job.next_run(now) if job.enabled else None
-        run = last.get(job.name)
-        table.add_row(
-            job.name, f"{job.cron} ({job.timezone})", f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
-            f"{run['status']} {run['started_at'][:16].replace('T', ' ')}" + (f": {escape(run['error'])}" if run["error"] else "")
-            if run else "never",
-        )  # fmt: skip
-    console.print(table)
+    console.print(schedule_table(defined, data["runs"], title="schedule"))
 
 
 @cli.command("doctor")

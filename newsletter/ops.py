@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import smtplib
 import sqlite3
 import ssl
@@ -87,6 +88,13 @@ def backup(database: Path, target: Path) -> int:
 
 def status(db: sqlite_utils.Database) -> dict[str, Any]:
     """Everything an operator looks at first, as plain data for the command line to print."""
+    editions = [
+        dict(zip(("id", "kind", "status", "created_at", "papers", "subject", "period"), row, strict=True))
+        for row in db.execute(
+            "SELECT id, kind, status, created_at, paper_count, subject, period FROM editions "
+            "ORDER BY id DESC LIMIT 5"
+        )
+    ]
     return {
         "sources": [
             dict(zip(("name", "status", "last_success_at", "last_attempt_at", "error"), row, strict=True))
@@ -95,35 +103,46 @@ def status(db: sqlite_utils.Database) -> dict[str, Any]:
             )
         ],
         "papers": db.execute("SELECT count(*) FROM papers").fetchone()[0],
-        "editions": [
-            dict(zip(("id", "kind", "status", "created_at", "papers", "subject", "period"), row, strict=True))
-            for row in db.execute(
-                "SELECT id, kind, status, created_at, paper_count, subject, period FROM editions "
-                "ORDER BY id DESC LIMIT 5"
-            )
-        ],
-        "deliveries": _delivery_counts(db),
+        "editions": editions,
+        "deliveries": delivery_summaries(db, [edition["id"] for edition in editions]),
         "subscribers": dict(
             db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall()
         ),
-        "runs": [
-            dict(zip(("job", "status", "started_at", "error"), row, strict=True))
-            for row in db.execute(
-                "SELECT job, status, started_at, error FROM job_runs WHERE id IN "
-                "(SELECT max(id) FROM job_runs GROUP BY job) ORDER BY job"
-            )
-        ],
+        "runs": latest_job_runs(db),
     }
 
 
-def _delivery_counts(db: sqlite_utils.Database) -> dict[int, dict[str, int]]:
-    counts: dict[int, dict[str, int]] = {}
+def latest_job_runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """The last run of each job: job, status, started_at, error."""
+    return [
+        dict(zip(("job", "status", "started_at", "error"), row, strict=True))
+        for row in db.execute(
+            "SELECT job, status, started_at, error FROM job_runs WHERE id IN "
+            "(SELECT max(id) FROM job_runs GROUP BY job) ORDER BY job"
+        )
+    ]
+
+
+# What an operator sees of an edition's ledger: each state counted under one heading.
+DELIVERY_HEADINGS = {
+    "sent": ("sent",),
+    "failed": ("failed", "unknown"),
+    "pending": ("queued", "sending", "committing"),
+    "not_sent": ("suppressed", "skipped"),
+}
+_HEADING_OF = {state: heading for heading, states in DELIVERY_HEADINGS.items() for state in states}
+
+
+def delivery_summaries(db: sqlite_utils.Database, edition_ids: list[int]) -> dict[int, dict[str, int]]:
+    """For each edition: its delivery rows counted under ``DELIVERY_HEADINGS``."""
+    summaries = {edition_id: dict.fromkeys(DELIVERY_HEADINGS, 0) for edition_id in edition_ids}
     for edition_id, state, number in db.execute(
-        "SELECT edition_id, state, count(*) FROM deliveries WHERE edition_id IN "
-        "(SELECT id FROM editions ORDER BY id DESC LIMIT 5) GROUP BY edition_id, state"
+        "SELECT edition_id, state, count(*) FROM deliveries "
+        "WHERE edition_id IN (SELECT value FROM json_each(?)) GROUP BY edition_id, state",
+        [json.dumps(edition_ids)],
     ):
-        counts.setdefault(edition_id, {})[state] = number
-    return counts
+        summaries[edition_id][_HEADING_OF[state]] += number
+    return summaries
 
 
 # --- doctor ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from newsletter import outbox
 from newsletter.deliver import ServerUnavailable
+from newsletter.ops import delivery_summaries
 from newsletter.subscribers import (
     STATUSES,
     SubscriberError,
@@ -230,28 +231,19 @@ class Admin:
                 "SELECT id, kind, status, created_at, window_start, window_end, paper_count, subject FROM editions "
                 "ORDER BY id DESC LIMIT 100"
             ).fetchall()
-            counts: dict[int, dict[str, int]] = {}
-            for edition_id, state, number in db.execute(
-                "SELECT edition_id, state, count(*) FROM deliveries GROUP BY edition_id, state"
-            ):
-                counts.setdefault(edition_id, {})[state] = number
-        editions = []
-        for row in rows:
-            c = counts.get(row[0], {})
-            editions.append(
-                {
-                    "id": row[0],
-                    "kind": row[1],
-                    "status": row[2],
-                    "created": row[3][:16].replace("T", " "),
-                    "title": row[7] or f"{row[4][:10]} to {row[5][:10]}, {row[6]} papers",
-                    "sent": c.get("sent", 0),
-                    "failed": c.get("failed", 0) + c.get("unknown", 0),
-                    "pending": c.get("queued", 0) + c.get("sending", 0) + c.get("committing", 0),
-                    "skipped": c.get("suppressed", 0) + c.get("skipped", 0),
-                    "sending": row[0] in self.sends and self.sends[row[0]].is_alive(),
-                }
-            )
+            summaries = delivery_summaries(db, [row[0] for row in rows])
+        editions = [
+            {
+                "id": row[0],
+                "kind": row[1],
+                "status": row[2],
+                "created": row[3][:16].replace("T", " "),
+                "title": row[7] or f"{row[4][:10]} to {row[5][:10]}, {row[6]} papers",
+                "sending": row[0] in self.sends and self.sends[row[0]].is_alive(),
+                **summaries[row[0]],
+            }
+            for row in rows
+        ]
         return self.site.page(
             request, "web/admin/editions.html.j2", status_code, editions=editions, notice=notice, error=error
         )
