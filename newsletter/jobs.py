@@ -157,7 +157,7 @@ class JobRunner:
     def __init__(self, settings: Settings, interrupt: threading.Event | None = None) -> None:
         self.settings = settings
         self.interrupt = interrupt or threading.Event()
-        self._actions: dict[str, Callable[[Job, datetime], JobRun]] = {
+        self._actions: dict[str, Callable[[Any, Job, datetime], JobRun]] = {
             "fetch": self._fetch,
             "digest": self._digest,
             "retry": self._retry,
@@ -173,13 +173,13 @@ class JobRunner:
                 locks.acquire(db, "job_locks", job.name)
             except locks.LockHeld as exc:
                 run = JobRun(job.name, "skipped", error=f"already running in process {exc.pid} on {exc.host}")
-                self._record(db, job, scheduled_for, run, started_at=datetime.now(UTC))
+                self._finish(db, self._start(db, job, scheduled_for), run)
                 log.warning("job %s skipped: %s", job.name, run.error)
                 return run
             run_id = self._start(db, job, scheduled_for)
             log.info("job %s started (%s)", job.name, job.action)
             try:
-                run = self._actions[job.action](job, moment)
+                run = self._actions[job.action](db, job, moment)
             except Exception as exc:
                 log.exception("job %s failed", job.name)
                 run = JobRun(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -200,18 +200,14 @@ class JobRunner:
 
     # --- the actions ----------------------------------------------------------------------------------------
 
-    def _fetch(self, job: Job, moment: datetime) -> JobRun:
+    def _fetch(self, db: Any, job: Job, moment: datetime) -> JobRun:
         from newsletter.fetch import Fetcher
         from newsletter.ingest import run_ingest
 
         wanted = job.options.get("sources")
         sources = [s for s in self.settings.sources if (s.name in wanted if wanted else s.enabled)]
-        db = open_database(self.settings.database)
-        try:
-            with Fetcher(self.settings.fetch) as fetcher:
-                reports = run_ingest(db, sources, fetcher, workers=self.settings.workers)
-        finally:
-            db.close()
+        with Fetcher(self.settings.fetch) as fetcher:
+            reports = run_ingest(db, sources, fetcher, workers=self.settings.workers)
         failed = [r for r in reports if r.failed]
         counts = {
             "sources": len(reports),
@@ -223,25 +219,19 @@ class JobRunner:
         status = "ok" if not failed else ("partial" if len(failed) < len(reports) else "failed")
         return JobRun(job.name, status, counts, error)
 
-    def _digest(self, job: Job, moment: datetime) -> JobRun:
+    def _digest(self, db: Any, job: Job, moment: datetime) -> JobRun:
         from newsletter.editions import build_edition
 
         frequency = str(job.options.get("frequency", "weekly"))
         period = period_of(frequency, moment)
-        db = open_database(self.settings.database)
-        try:
-            edition_id = _edition_for_period(db, frequency, period)
-            if edition_id is None:
-                try:
-                    edition_id = build_edition(
-                        db, self.settings.digest, frequency=frequency, period=period
-                    ).id
-                except sqlite3.IntegrityError:  # another scheduler built it meanwhile: use theirs
-                    edition_id = _edition_for_period(db, frequency, period)
-                    assert edition_id is not None
-            status = db.execute("SELECT status FROM editions WHERE id = ?", [edition_id]).fetchone()[0]
-        finally:
-            db.close()
+        edition_id = _edition_for_period(db, frequency, period)
+        if edition_id is None:
+            try:
+                edition_id = build_edition(db, self.settings.digest, frequency=frequency, period=period).id
+            except sqlite3.IntegrityError:  # another scheduler built it meanwhile: use theirs
+                edition_id = _edition_for_period(db, frequency, period)
+                assert edition_id is not None
+        status = db.execute("SELECT status FROM editions WHERE id = ?", [edition_id]).fetchone()[0]
         counts: dict[str, Any] = {"edition": edition_id, "period": period}
         if status == "sent" or job.options.get("send", True) is False:
             return JobRun(
@@ -254,18 +244,14 @@ class JobRunner:
             return JobRun(job.name, state, counts, report.stopped)
         return JobRun(job.name, "ok", counts)
 
-    def _retry(self, job: Job, moment: datetime) -> JobRun:
-        db = open_database(self.settings.database)
-        try:
-            editions = [
-                row[0]
-                for row in db.execute(
-                    "SELECT DISTINCT edition_id FROM deliveries WHERE state IN ('queued', 'sending', 'committing') "
-                    "ORDER BY edition_id"
-                )
-            ]
-        finally:
-            db.close()
+    def _retry(self, db: Any, job: Job, moment: datetime) -> JobRun:
+        editions = [
+            row[0]
+            for row in db.execute(
+                "SELECT DISTINCT edition_id FROM deliveries WHERE state IN ('queued', 'sending', 'committing') "
+                "ORDER BY edition_id"
+            )
+        ]
         sent, problems = 0, []
         for edition_id in editions:
             if self.interrupt.is_set():
@@ -281,15 +267,10 @@ class JobRunner:
         counts = {"editions": len(editions), "sent": sent}
         return JobRun(job.name, "ok" if not problems else "partial", counts, "; ".join(problems) or None)
 
-    def _cleanup(self, job: Job, moment: datetime) -> JobRun:
+    def _cleanup(self, db: Any, job: Job, moment: datetime) -> JobRun:
         from newsletter.ops import prune
 
-        db = open_database(self.settings.database)
-        try:
-            counts = prune(db, self.settings.retention)
-        finally:
-            db.close()
-        return JobRun(job.name, "ok", counts)
+        return JobRun(job.name, "ok", prune(db, self.settings.retention))
 
     # --- the record of runs ---------------------------------------------------------------------------------
 
@@ -314,27 +295,6 @@ class JobRunner:
             db.conn.execute(
                 "UPDATE job_runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
                 [iso(datetime.now(UTC)), run.status, json.dumps(run.counts), run.error, run_id],
-            )
-
-    def _record(
-        self, db: Any, job: Job, scheduled_for: datetime | None, run: JobRun, *, started_at: datetime
-    ) -> None:
-        with write_transaction(db):
-            db.conn.execute(
-                "INSERT INTO job_runs (job, action, scheduled_for, started_at, finished_at, status, counts, error, "
-                "host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    job.name,
-                    job.action,
-                    iso(scheduled_for),
-                    iso(started_at),
-                    iso(datetime.now(UTC)),
-                    run.status,
-                    json.dumps(run.counts),
-                    run.error,
-                    socket.gethostname(),
-                    os.getpid(),
-                ],
             )
 
 
