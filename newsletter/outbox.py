@@ -180,12 +180,7 @@ def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
     db = open_database(settings.database)
     try:
         edition = _edition(db, edition_id)
-        subscriber = find_subscriber(db, email)
-        recipient = _recipient(
-            settings, db, email, subscriber.id if subscriber else 0, subscriber.name if subscriber else ""
-        )
-        preferences = subscriber.preferences if subscriber else None
-        rendered = render_edition(settings, edition, preferences)
+        rendered, recipient = _copy_for(settings, db, edition, email, find_subscriber(db, email))
         message = MessageTemplate(rendered, settings.sender).render(recipient)
     finally:
         db.close()
@@ -209,11 +204,8 @@ def preview_html(settings: Settings, edition_id: int, address: str | None = None
             ).fetchone()
             subscriber = find_subscriber(db, row[0]) if row else None
         email = subscriber.email if subscriber else "reader@example.org"
-        recipient = _recipient(
-            settings, db, email, subscriber.id if subscriber else 0, subscriber.name if subscriber else ""
-        )
-        preferences = subscriber.preferences if subscriber else None
-        return personalise_html(render_edition(settings, edition, preferences), recipient)
+        rendered, recipient = _copy_for(settings, db, edition, email, subscriber)
+        return personalise_html(rendered, recipient)
     finally:
         db.close()
 
@@ -265,16 +257,24 @@ def _edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
         raise SendError(str(exc)) from None
 
 
+def _copy_for(
+    settings: Settings, db: sqlite_utils.Database, edition: Edition, email: str, subscriber: Subscriber | None
+) -> tuple[RenderedEmail, Recipient]:
+    """The edition as ``subscriber`` (or someone at ``email`` who is not one) gets it, outside the ledger."""
+    rendered = render_edition(settings, edition, subscriber.preferences if subscriber else None)
+    return rendered, _recipient(settings, links(settings, db), email, subscriber, "test")
+
+
 def _recipient(
-    settings: Settings, db: sqlite_utils.Database, email: str, subscriber_id: int, name: str
+    settings: Settings, link_maker: Links, email: str, subscriber: Subscriber | None, purpose: str
 ) -> Recipient:
-    link_maker = links(settings, db)
+    subscriber_id = subscriber.id if subscriber else 0
     return Recipient(
         email=email,
-        name=name,
+        name=subscriber.name if subscriber else "",
         preferences_url=link_maker.preferences(subscriber_id, email),
         unsubscribe_url=link_maker.unsubscribe(subscriber_id, email),
-        message_id=new_message_id(settings.sender.domain, "test", subscriber_id),
+        message_id=new_message_id(settings.sender.domain, purpose, subscriber_id),
     )
 
 
@@ -289,13 +289,7 @@ def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> 
         link_maker = links(settings, db)
     finally:
         db.close()
-    recipient = Recipient(
-        email=subscriber.email,
-        name=subscriber.name,
-        preferences_url=link_maker.preferences(subscriber.id, subscriber.email),
-        unsubscribe_url=link_maker.unsubscribe(subscriber.id, subscriber.email),
-        message_id=new_message_id(settings.sender.domain, "signup", subscriber.id),
-    )
+    recipient = _recipient(settings, link_maker, subscriber.email, subscriber, "signup")
     if kind == "confirm":
         rendered = renderer(settings).confirmation(
             name=subscriber.name,
