@@ -220,20 +220,26 @@ def set_preferences(
     db: sqlite_utils.Database, subscriber_id: int, preferences: Preferences, *, now: datetime | None = None
 ) -> None:
     with write_transaction(db):
-        db.conn.execute(
-            """
-            UPDATE subscribers SET categories = ?, keywords = ?, frequency = ?, empty_digest = ?, updated_at = ?
-            WHERE id = ?
-            """,
-            [
-                preferences.categories_json,
-                preferences.keywords_json,
-                preferences.frequency,
-                preferences.empty_digest,
-                iso(now or datetime.now(UTC)),
-                subscriber_id,
-            ],
-        )
+        _write_preferences(db, subscriber_id, preferences, iso(now or datetime.now(UTC)))
+
+
+def _write_preferences(
+    db: sqlite_utils.Database, subscriber_id: int, preferences: Preferences, stamp: str
+) -> None:
+    db.conn.execute(
+        """
+        UPDATE subscribers SET categories = ?, keywords = ?, frequency = ?, empty_digest = ?, updated_at = ?
+        WHERE id = ?
+        """,
+        [
+            preferences.categories_json,
+            preferences.keywords_json,
+            preferences.frequency,
+            preferences.empty_digest,
+            stamp,
+            subscriber_id,
+        ],
+    )
 
 
 def remove_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
@@ -299,19 +305,8 @@ def request_subscription(
         else:
             # Pending: update the choices. Unsubscribed: keep everything until the owner confirms.
             if existing.status == "pending":
-                db.conn.execute(
-                    "UPDATE subscribers SET name = ?, categories = ?, keywords = ?, frequency = ?, "
-                    "empty_digest = ?, updated_at = ? WHERE id = ?",
-                    [
-                        display,
-                        preferences.categories_json,
-                        preferences.keywords_json,
-                        preferences.frequency,
-                        preferences.empty_digest,
-                        stamp,
-                        existing.id,
-                    ],
-                )
+                db.conn.execute("UPDATE subscribers SET name = ? WHERE id = ?", [display, existing.id])
+                _write_preferences(db, existing.id, preferences, stamp)
             subscriber, kind = existing, "confirm"
         assert subscriber is not None
         last = subscriber.confirmation_sent_at
