@@ -438,7 +438,7 @@ class _Worker:
         self.leftover: list[int] = []  # rows this worker claimed but did not get to
         self._smtp: smtplib.SMTP | None = None
         self._accepted: list[tuple[int, str, str]] = []  # (id, reply, time) of 250s not yet written as sent
-        self._built: dict[int, _Outgoing] = {}  # the next message, built while the server was busy
+        self._ahead: _Outgoing | None = None  # the next message, built while the server was busy
 
     # The loop: claim a handful of due rows, send them one by one, until nothing is left to do.
     def run(self) -> None:
@@ -460,7 +460,6 @@ class _Worker:
     def _loop(self, db: sqlite_utils.Database) -> None:
         while not self.stop_event.is_set():
             batch = self._claim(db)
-            self._built.clear()
             if not batch:
                 if not self._wait_for_retries(db):
                     break
@@ -471,7 +470,7 @@ class _Worker:
                     break
                 following = batch[position + 1] if position + 1 < len(batch) else None
                 try:
-                    self._deliver_one(db, self._built.pop(row[0], None) or self._build(row), following)
+                    self._deliver_one(db, self._outgoing(row), following)
                 except ServerUnavailable as exc:
                     self.stopped = str(exc)
                     self.stop_event.set()
@@ -539,12 +538,16 @@ class _Worker:
             return _Outgoing(delivery_id, address, attempts, template.envelope_from, None, error)
         return _Outgoing(delivery_id, address, attempts, template.envelope_from, payload)
 
+    def _outgoing(self, row: Row) -> _Outgoing:
+        ahead, self._ahead = self._ahead, None
+        return ahead if ahead is not None and ahead.delivery_id == row[0] else self._build(row)
+
     def _build_ahead(self, row: Row | None) -> None:
         """Build the next message while the server works; a failure surfaces when its turn comes."""
         if row is None:
             return
         try:
-            self._built[row[0]] = self._build(row)
+            self._ahead = self._build(row)
         except Exception:
             log.debug("building message %s ahead failed; retried in turn", row[0], exc_info=True)
 
