@@ -318,6 +318,12 @@ def request_subscription(
     return SignupOutcome(subscriber, kind)
 
 
+def confirmation_not_sent(db: sqlite_utils.Database, subscriber_id: int) -> None:
+    """The sign-up email could not be sent: the next request may send it at once."""
+    with write_transaction(db):
+        db.conn.execute("UPDATE subscribers SET confirmation_sent_at = NULL WHERE id = ?", [subscriber_id])
+
+
 def confirm(
     db: sqlite_utils.Database, subscriber_id: int, *, now: datetime | None = None
 ) -> Subscriber | None:

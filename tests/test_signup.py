@@ -93,6 +93,18 @@ def test_double_opt_in(site, smtp_server):
         db.close()
 
 
+def test_a_confirmation_email_that_could_not_be_sent_can_be_asked_for_again_at_once(site, smtp_server):
+    _, app = site
+    smtp_server.handler.script("unlucky@example.org", "451 4.3.0 Try again later")
+    with httpx.Client() as client:
+        failed = subscribe(client, app.url, "unlucky@example.org")
+        assert failed.status_code == 503 and "try again" in failed.text.lower()
+        assert smtp_server.messages("unlucky@example.org") == []
+        again = subscribe(client, app.url, "unlucky@example.org")
+    assert again.status_code == 200
+    assert [u for u in links_in(smtp_server, "unlucky@example.org") if "/confirm/" in u]
+
+
 def test_the_form_does_not_reveal_who_is_subscribed(site, smtp_server):
     settings, app = site
     db = open_database(settings.database)

@@ -16,7 +16,14 @@ from newsletter.editions import EditionNotFound, load_edition
 from newsletter.outbox import CONFIRMATION_DAYS, send_signup_email
 from newsletter.preferences import EMPTY_DIGEST, PreferenceError, Preferences, parse_list
 from newsletter.render import markdown_html, paper_view
-from newsletter.subscribers import SubscriberError, confirm, request_subscription, set_preferences, set_status
+from newsletter.subscribers import (
+    SubscriberError,
+    confirm,
+    confirmation_not_sent,
+    request_subscription,
+    set_preferences,
+    set_status,
+)
 from newsletter.web.pages import Site, mask_email
 from newsletter.web.security import RateLimiter, client_key, csrf_valid
 
@@ -85,10 +92,12 @@ class Public:
                 send_signup_email(self.site.settings, outcome.subscriber, outcome.email)
             except (ServerUnavailable, smtplib.SMTPException, OSError) as exc:
                 log.error("could not send the %s email: %s", outcome.email, exc)
+                with self.site.database() as db:
+                    confirmation_not_sent(db, outcome.subscriber.id)
                 return self.site.message(
                     request,
                     "Please try again later",
-                    "We could not send the confirmation email just now. Nothing was changed.",
+                    "We could not send the confirmation email just now. Please try again in a few minutes.",
                     503,
                 )
         # The same answer whatever the address's status: the form tells nobody who is subscribed.
