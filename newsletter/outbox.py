@@ -28,7 +28,7 @@ from newsletter.deliver import (
 from newsletter.devsmtp import EmbeddedSMTPServer
 from newsletter.editions import Edition, load_edition
 from newsletter.message import MessageTemplate, Recipient, new_message_id, personalise_html
-from newsletter.preferences import PreferenceError, Preferences
+from newsletter.preferences import Preferences
 from newsletter.render import RenderedEmail, Renderer, RenderSettings
 from newsletter.store import iso
 from newsletter.subscribers import Subscriber, SubscriberError, find_subscriber, normalise_email
@@ -93,10 +93,7 @@ def plan_variants(db: sqlite_utils.Database, edition: Edition) -> dict[str, Vari
         "SELECT DISTINCT categories, keywords, empty_digest FROM subscribers WHERE status = 'active' AND frequency = ?",
         [edition.frequency],
     ):
-        try:
-            preferences = Preferences.from_row(categories, keywords, empty_digest=empty_digest)
-        except PreferenceError:
-            preferences = Preferences()  # unreadable choices: the whole edition rather than nothing
+        preferences = Preferences.from_row(categories, keywords, empty_digest=empty_digest)
         papers = sum(len(section.papers) for section in preferences.sections(edition.sections))
         variants[preferences.variant] = Variant(categories, keywords, empty_digest, papers)
     return variants

@@ -106,9 +106,13 @@ class Preferences:
     def from_row(
         cls, categories: str, keywords: str, frequency: str = "weekly", empty_digest: str = "notice"
     ) -> Preferences:
-        return cls.create(
-            json.loads(categories or "[]"), json.loads(keywords or "[]"), frequency, empty_digest
-        )
+        """Stored choices; ones that can no longer be read mean the whole edition rather than nothing."""
+        try:
+            return cls.create(
+                json.loads(categories or "[]"), json.loads(keywords or "[]"), frequency, empty_digest
+            )
+        except (ValueError, TypeError, AttributeError):  # a PreferenceError, or not a JSON list of strings
+            return cls()
 
     @property
     def follows_everything(self) -> bool:

@@ -25,7 +25,7 @@ import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.db import write_transaction
-from newsletter.preferences import PreferenceError, Preferences
+from newsletter.preferences import Preferences
 from newsletter.store import iso
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
@@ -475,10 +475,7 @@ def _by_email(db: sqlite_utils.Database, address: str) -> Subscriber | None:
 
 
 def _subscriber(row: tuple[Any, ...]) -> Subscriber:
-    try:
-        preferences = Preferences.from_row(row[9], row[10], row[11], row[12])
-    except PreferenceError:
-        preferences = Preferences()
+    preferences = Preferences.from_row(row[9], row[10], row[11], row[12])
     return Subscriber(
         id=row[0],
         email=row[1],

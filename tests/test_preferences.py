@@ -46,6 +46,12 @@ def test_preferences_are_canonical_and_validated():
         Preferences.create(frequency="hourly")
 
 
+def test_stored_choices_that_cannot_be_read_mean_the_whole_edition():
+    assert Preferences.from_row('["cs.LG"]', '["diffusion"]').categories == ("cs.LG",)
+    for categories in ("not json", '["<script>"]', "[1]"):
+        assert Preferences.from_row(categories, "[]") == Preferences(), categories
+
+
 def test_personal_sections_keep_matches_best_first_and_other_last():
     sections = [
         Section("Vision", [], [paper("v1", ["cs.CV"]), paper("v2", ["cs.CV", "cs.RO"])]),
