@@ -31,7 +31,7 @@ from newsletter.subscribers import (
     set_status,
 )
 from newsletter.web.pages import Site
-from newsletter.web.security import RateLimiter, client_key, csrf_valid, verify_password
+from newsletter.web.security import RateLimiter, client_key, verify_password
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
@@ -78,10 +78,8 @@ class Admin:
                 return RedirectResponse("/admin/login", status_code=303)
             if request.method == "POST":
                 form = await request.form(max_part_size=MAX_UPLOAD)
-                if not csrf_valid(request, form.get("csrf")):
-                    return self.site.message(
-                        request, "Forbidden", "The form is missing its security token.", 403
-                    )
+                if refused := self.site.refused_form(request, form):
+                    return refused
             return await handler(request)
 
         return guarded
@@ -93,8 +91,8 @@ class Admin:
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
-        if not csrf_valid(request, form.get("csrf")):
-            return self.site.message(request, "Forbidden", "The form is missing its security token.", 403)
+        if refused := self.site.refused_form(request, form):
+            return refused
         if not self.logins.allow(client_key(request)):
             return self.site.page(
                 request, "web/admin/login.html.j2", 429, error="Too many attempts; wait a few minutes."

@@ -19,7 +19,7 @@ from newsletter.render import templates_dir
 from newsletter.store import iso
 from newsletter.subscribers import Subscriber, get_subscriber
 from newsletter.tokens import InvalidToken, Links, Tokens, site_secret
-from newsletter.web.security import csrf_token
+from newsletter.web.security import csrf_token, csrf_valid
 
 
 class Site:
@@ -56,6 +56,14 @@ class Site:
 
     def message(self, request: Request, heading: str, text: str, status_code: int = 200) -> HTMLResponse:
         return self.page(request, "web/message.html.j2", status_code, heading=heading, text=text)
+
+    def refused_form(self, request: Request, form: Any) -> HTMLResponse | None:
+        """A 403 page for a form without this session's CSRF token (an old page, or another site's form)."""
+        if csrf_valid(request, form.get("csrf")):
+            return None
+        return self.message(
+            request, "Please reload the page", "The form has expired or is missing its security token.", 403
+        )
 
     def subscriber_for(self, purpose: str, token: str, *, max_age: float | None = None) -> Subscriber | None:
         """The subscriber a signed link names, or None when the link is forged, altered or stale."""

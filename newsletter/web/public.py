@@ -25,7 +25,7 @@ from newsletter.subscribers import (
     set_status,
 )
 from newsletter.web.pages import Site, mask_email
-from newsletter.web.security import RateLimiter, client_key, csrf_valid
+from newsletter.web.security import RateLimiter, client_key
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ class Public:
 
     async def subscribe(self, request: Request) -> Response:
         form = await request.form()
-        if not csrf_valid(request, form.get("csrf")):
-            return self.site.message(request, "Please try again", "The form expired; reload the page.", 403)
+        if refused := self.site.refused_form(request, form):
+            return refused
         values = {
             "email": str(form.get("email", "")),
             "name": str(form.get("name", "")),
@@ -121,8 +121,8 @@ class Public:
     async def confirm(self, request: Request) -> Response:
         # A button press, not the GET: mail scanners that open links must not confirm on the reader's behalf.
         form = await request.form()
-        if not csrf_valid(request, form.get("csrf")):
-            return self.site.message(request, "Please try again", "The form expired; reload the page.", 403)
+        if refused := self.site.refused_form(request, form):
+            return refused
         subscriber = self._confirming(request)
         if subscriber is None:
             return self._stale_confirmation(request)
@@ -195,8 +195,8 @@ class Public:
 
     async def save_preferences(self, request: Request) -> Response:
         form = await request.form()
-        if not csrf_valid(request, form.get("csrf")):
-            return self.site.message(request, "Please try again", "The form expired; reload the page.", 403)
+        if refused := self.site.refused_form(request, form):
+            return refused
         subscriber = self.site.subscriber_for("preferences", request.path_params["token"])
         if subscriber is None:
             return self._invalid_link(request)
