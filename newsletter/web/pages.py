@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 import jinja2
 import sqlite_utils
 from starlette.requests import Request
@@ -20,6 +21,11 @@ from newsletter.store import iso
 from newsletter.subscribers import Subscriber, get_subscriber
 from newsletter.tokens import InvalidToken, Links, Tokens, site_secret
 from newsletter.web.security import csrf_token, csrf_valid
+
+T = TypeVar("T")
+# Worker threads for database work: enough that a request waiting on a locked database (up to the busy
+# timeout) leaves room for the others, few enough to bound the connections a flood can open.
+DATABASE_THREADS = 16
 
 
 class Site:
@@ -36,6 +42,17 @@ class Site:
             self.secret = site_secret(db, settings.web.secret_key)
         self.tokens = Tokens(self.secret)
         self.links = Links(settings.web.base_url, self.tokens)
+        self._database_threads = anyio.CapacityLimiter(DATABASE_THREADS)
+
+    async def call(self, work: Callable[[sqlite_utils.Database], T]) -> T:
+        """``work(db)`` in a worker thread with its own connection: a busy lock or a slow disk holds up
+        that request only, never the event loop that serves every other one."""
+
+        def run() -> T:
+            with self.database() as db:
+                return work(db)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._database_threads)
 
     @contextmanager
     def database(self) -> Iterator[sqlite_utils.Database]:
