@@ -144,7 +144,7 @@ class Public:
             request,
             "web/confirmed.html.j2",
             masked_email=mask_email(subscriber.email),
-            preferences_url=self.site.links.preferences(subscriber.id, subscriber.email),
+            preferences_url=self.site.page_links.preferences(subscriber.id, subscriber.email),
         )
 
     def _stale_confirmation(self, request: Request) -> Response:
@@ -190,7 +190,7 @@ class Public:
             saved=saved,
             error=error,
             action=request.url.path,
-            unsubscribe_url=self.site.links.unsubscribe(subscriber.id, subscriber.email),
+            unsubscribe_url=self.site.page_links.unsubscribe(subscriber.id, subscriber.email),
         )
 
     async def save_preferences(self, request: Request) -> Response:
