@@ -12,6 +12,7 @@ from math import ceil
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -30,12 +31,14 @@ from newsletter.subscribers import (
     remove_subscriber,
     set_status,
 )
+from newsletter.web import sessions
 from newsletter.web.pages import Site
 from newsletter.web.security import RateLimiter, client_key, verify_password
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 MAX_UPLOAD = 20_000_000
+NO_PASSWORD = "No admin password is configured: run `newsletter admin-password`."
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -45,6 +48,9 @@ class Admin:
         self.site = site
         self.logins = RateLimiter(limit=10, window=600)
         self.sends: dict[int, threading.Thread] = {}
+        stored = site.settings.web.admin_password_hash
+        # Sessions opened under another password hash than this one are over.
+        self.fingerprint = sessions.password_fingerprint(stored) if stored else None
 
     def routes(self) -> list[Route]:
         return [
@@ -71,10 +77,12 @@ class Admin:
         ]
 
     def _guard(self, handler: Handler) -> Handler:
-        """Login required everywhere; a POST also needs the session's CSRF token."""
+        """Login required everywhere (an open session in the database, not only a signed cookie); a POST
+        also needs the session's CSRF token."""
 
         async def guarded(request: Request) -> Response:
-            if not request.session.get("admin"):
+            if not await self._logged_in(request):
+                request.session.pop("admin", None)
                 return RedirectResponse("/admin/login", status_code=303)
             if request.method == "POST":
                 form = await request.form(max_part_size=MAX_UPLOAD)
@@ -84,34 +92,56 @@ class Admin:
 
         return guarded
 
+    async def _logged_in(self, request: Request) -> bool:
+        session_id = request.session.get("admin")
+        if not isinstance(session_id, str) or self.fingerprint is None:
+            return False
+        fingerprint = self.fingerprint
+        return await self.site.call(lambda db: sessions.session_valid(db, session_id, fingerprint))
+
     # --- session ------------------------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        return self.site.page(request, "web/admin/login.html.j2", error="")
+        return self._login_page(request)
+
+    def _login_page(self, request: Request, status_code: int = 200, error: str = "") -> Response:
+        # Without a configured password the page says so at once, before anyone types a password.
+        configured = self.fingerprint is not None
+        return self.site.page(
+            request,
+            "web/admin/login.html.j2",
+            status_code,
+            error=error or ("" if configured else NO_PASSWORD),
+            configured=configured,
+        )
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
         if refused := self.site.refused_form(request, form):
             return refused
         if not self.logins.allow(client_key(request)):
-            return self.site.page(
-                request, "web/admin/login.html.j2", 429, error="Too many attempts; wait a few minutes."
-            )
+            return self._login_page(request, 429, "Too many attempts; wait a few minutes.")
         stored = self.site.settings.web.admin_password_hash
-        if not stored:
-            return self.site.page(
-                request,
-                "web/admin/login.html.j2",
-                403,
-                error="No admin password is configured: run `newsletter admin-password`.",
+        if not stored or self.fingerprint is None:
+            return self._login_page(request, 403)
+        password = str(form.get("password", ""))
+        # scrypt takes tens of milliseconds of CPU on purpose: not on the event loop.
+        if not await anyio.to_thread.run_sync(verify_password, password, stored):
+            return self._login_page(request, 401, "Wrong password.")
+        fingerprint, previous = self.fingerprint, request.session.get("admin")
+        session_id = await self.site.call(
+            lambda db: sessions.open_session(
+                db, fingerprint, replacing=previous if isinstance(previous, str) else None
             )
-        if not verify_password(str(form.get("password", "")), stored):
-            return self.site.page(request, "web/admin/login.html.j2", 401, error="Wrong password.")
+        )
         request.session.clear()  # a fresh session (and CSRF token) after login
-        request.session["admin"] = True
+        request.session["admin"] = session_id
         return RedirectResponse("/admin/subscribers", status_code=303)
 
     async def logout(self, request: Request) -> Response:
+        session_id = request.session.get("admin")
+        if isinstance(session_id, str):
+            await self.site.call(lambda db: sessions.close_session(db, session_id))
         request.session.clear()
         return RedirectResponse("/admin/login", status_code=303)
 
