@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -10,16 +12,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from newsletter.config import Settings, load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
-from newsletter.subscribers import add_subscriber
+from newsletter.subscribers import add_subscriber, import_rows
 from newsletter.tokens import Tokens
 from newsletter.web import create_app, sessions
 from newsletter.web.security import hash_password
 from tests.support.webserver import RunningApp
-from tests.test_deliver import make_settings
+from tests.test_deliver import edition_with_sample_papers, make_settings
 
 PASSWORD = "correct horse battery"
 COOKIE = "newsletter_session"
@@ -119,6 +122,33 @@ def test_changing_the_admin_password_ends_the_sessions_opened_under_the_old_one(
     assert stored and all(copied not in row[0] and "scrypt" not in row[1] for row in stored)
 
 
+@pytest.mark.parametrize(
+    ("page", "shown"),
+    [
+        ("99999999999999999999999", 3),  # past the end: the last page
+        ("9" * 5000, 3),  # longer than Python's int() takes from a string
+        ("0003", 3),
+        ("3", 3),
+        ("2", 2),
+        ("-2", 1),
+        ("0", 1),
+        ("²", 1),  # a digit to str.isdigit(), not to int()
+        ("abc", 1),
+        ("", 1),
+    ],
+)
+def test_any_page_number_shows_a_page_of_subscribers(tmp_path, smtp_server, page, shown):
+    settings = settings_with(tmp_path, smtp_server.port, hash_password(PASSWORD))
+    db = open_database(settings.database)
+    import_rows(db, "\n".join(f"member{n:03d}@example.org,Member {n}" for n in range(120)))
+    db.close()
+    with serving(settings) as app, log_in(app) as admin:
+        answer = admin.get("/admin/subscribers", params={"page": page})
+    assert answer.status_code == 200
+    assert f"page {shown} of 3" in answer.text
+    assert answer.text.count("@example.org</td>") == (20 if shown == 3 else 50)
+
+
 def test_the_login_page_says_at_once_when_no_password_is_configured(tmp_path, smtp_server):
     settings = settings_with(tmp_path, smtp_server.port, None)
     with serving(settings) as app, httpx.Client(base_url=app.url) as client:
@@ -130,6 +160,37 @@ def test_the_login_page_says_at_once_when_no_password_is_configured(tmp_path, sm
         tried = client.post("/admin/login", data={"csrf": token, "password": "anything"})
         assert tried.status_code == 403 and "No admin password is configured" in tried.text
         assert client.get("/admin/subscribers").status_code == 303
+
+
+def test_a_test_send_to_a_stalling_smtp_server_leaves_the_site_answering(tmp_path, smtp_server):
+    settings = settings_with(tmp_path, smtp_server.port, hash_password(PASSWORD))
+    edition_id = edition_with_sample_papers(settings)
+    smtp_server.handler.delay = 12  # seconds before the server answers the end of the message
+    with serving(settings) as app, log_in(app) as admin:
+        token, copied = csrf_of(admin.get("/admin/editions").text), admin.cookies[COOKIE]
+        outcome: list[httpx.Response] = []
+        sender = threading.Thread(
+            target=lambda: outcome.append(
+                admin.post(
+                    f"/admin/editions/{edition_id}/test",
+                    data={"csrf": token, "email": "editor@example.org"},
+                    timeout=60,
+                )
+            )
+        )
+        sender.start()
+        deadline = time.monotonic() + 30
+        while not smtp_server.handler.rcpt_attempts["editor@example.org"]:
+            assert time.monotonic() < deadline, "the test send never reached the SMTP server"
+            time.sleep(0.05)
+        # While the server stalls, the site answers: other admins, readers, health checks.
+        with httpx.Client(base_url=app.url, cookies={COOKIE: copied}, timeout=5) as other:
+            assert other.get("/healthz").status_code == 200
+            assert other.get("/admin/subscribers").status_code == 200
+            assert other.get("/editions").status_code == 200
+        sender.join(timeout=60)
+    assert outcome and "Test copy of edition" in outcome[0].text
+    assert smtp_server.counts()["editor@example.org"] == 1
 
 
 def test_an_admin_session_ends_after_eight_idle_hours(db):
