@@ -348,6 +348,20 @@ def _scheduler(db: sqlite_utils.Database) -> None:
     )
 
 
+def _admin_sessions(db: sqlite_utils.Database) -> None:
+    # Server-side admin sessions: logging out deletes the row, so a copied cookie stops working.
+    db.execute(
+        """
+        CREATE TABLE admin_sessions (
+            id_hash TEXT PRIMARY KEY,               -- SHA-256 of the session id the cookie carries
+            password_fingerprint TEXT NOT NULL,     -- of the admin password hash it was opened under
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -355,4 +369,5 @@ MIGRATIONS: list[Migration] = [
     _subscribers_and_deliveries,
     _preferences,
     _scheduler,
+    _admin_sessions,
 ]

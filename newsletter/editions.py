@@ -321,3 +321,71 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
         body=row[8],
         frequency=row[9],
     )
+
+
+# --- what is public ----------------------------------------------------------------------------------------
+
+# Only what went to the whole list is public: a digest once its send to the readers started (the ledger
+# exists, so the status left 'built'), or a one-off message whose segment was everyone. Never a digest that
+# was only built (test copies go outside the ledger and change nothing), never a message to one address.
+# The archive, the Atom feed and the edition page all ask through this one predicate.
+PUBLISHED = "status IN ('sending', 'sent') AND (kind = 'digest' OR (kind = 'one-off' AND segment = 'all'))"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEdition:
+    """An archive entry: what the list and the feed show, without the papers."""
+
+    id: int
+    kind: str
+    created_at: str
+    window_start: str
+    window_end: str
+    paper_count: int
+    topic_count: int
+    frequency: str
+    subject: str | None
+    body: str | None
+    sections: list[tuple[str, int]]  # (label, papers) in the email's order
+
+
+def published_editions(db: sqlite_utils.Database, *, limit: int | None = None) -> list[PublishedEdition]:
+    """The public editions, newest first, with their section labels and sizes, in one query."""
+    editions: dict[int, PublishedEdition] = {}
+    for *columns, label, size in db.execute(
+        f"""
+        WITH published AS (
+            SELECT id, kind, created_at, window_start, window_end, paper_count, topic_count, frequency,
+                   subject, body
+            FROM editions WHERE {PUBLISHED} ORDER BY id DESC LIMIT ?
+        )
+        SELECT published.*, s.label, s.size
+        FROM published LEFT JOIN edition_sections s ON s.edition_id = published.id
+        ORDER BY published.id DESC, s.position
+        """,
+        [-1 if limit is None else limit],
+    ):
+        edition = editions.get(columns[0])
+        if edition is None:
+            edition = editions[columns[0]] = PublishedEdition(*columns, sections=[])
+        if label is not None:
+            edition.sections.append((label, size))
+    return list(editions.values())
+
+
+def load_published_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
+    """The edition, if it is public; EditionNotFound otherwise, as if it did not exist."""
+    if db.execute(f"SELECT 1 FROM editions WHERE id = ? AND {PUBLISHED}", [edition_id]).fetchone() is None:
+        raise EditionNotFound(f"there is no public edition {edition_id}")
+    return load_edition(db, edition_id)
+
+
+def public_among(db: sqlite_utils.Database, edition_ids: list[int]) -> set[int]:
+    """Which of these editions are public."""
+    return {
+        row[0]
+        for row in db.execute(
+            f"SELECT id FROM editions WHERE id IN (SELECT value FROM json_each(?)) AND {PUBLISHED}",
+            [json.dumps(edition_ids)],
+        )
+    }

@@ -162,6 +162,8 @@ def test_admin_pages_in_the_browser(world):
             page.wait_for_selector("text=1 subscriber ")
             page.goto(f"{app.url}/admin/editions")
             page.screenshot(path=str(shots / f"admin-editions-{name}.png"), full_page=True)
-            page.goto(f"{app.url}/editions/1")
+            page.click("a[href='/admin/editions/1']")  # built, not sent: a preview for admins only
+            page.wait_for_selector("text=Preview for admins")
+            assert page.locator("article.paper").count() > 0
             assert no_horizontal_scroll(page)
             page.screenshot(path=str(shots / f"edition-{name}.png"))

@@ -341,7 +341,10 @@ def test_admin_editions_test_send_and_one_off(site, smtp_server):
     db.close()
     with admin_client(app) as client:
         page = client.get("/admin/editions")
-        assert f'<a href="/editions/{edition_id}">{edition_id}</a>' in page.text
+        assert f'<a href="/admin/editions/{edition_id}">{edition_id}</a>' in page.text
+        assert "not public" in page.text  # built, not sent: the archive does not show it
+        preview = client.get(f"/admin/editions/{edition_id}")
+        assert preview.status_code == 200 and preview.text.count('class="paper"') == 38
         token = csrf_of(page.text)
         tested = client.post(
             f"/admin/editions/{edition_id}/test", data={"csrf": token, "email": "editor@example.org"}
@@ -365,7 +368,8 @@ def test_admin_editions_test_send_and_one_off(site, smtp_server):
                 break
             threading.Event().wait(0.1)
         listing = client.get("/admin/editions").text
-        row = listing.split(f'<a href="/editions/{one_off_id}">{one_off_id}</a>')[1].split("</tr>")[0]
+        row = listing.split(f'<a href="/admin/editions/{one_off_id}">{one_off_id}</a>')[1].split("</tr>")[0]
+        assert f'<a href="/editions/{one_off_id}">public</a>' in row  # it went to the whole list
         assert re.findall(r'class="number">(\d+)<', row)[:3] == ["3", "0", "0"]  # sent, failed, pending
 
 

@@ -8,19 +8,24 @@ import logging
 import smtplib
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from math import ceil
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio.to_thread
+import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import outbox
 from newsletter.deliver import ServerUnavailable
+from newsletter.editions import EditionNotFound, load_edition, public_among
 from newsletter.ops import delivery_summaries
 from newsletter.subscribers import (
     STATUSES,
+    Subscriber,
     SubscriberError,
     add_subscriber,
     count_subscribers,
@@ -30,12 +35,15 @@ from newsletter.subscribers import (
     remove_subscriber,
     set_status,
 )
+from newsletter.web import sessions
 from newsletter.web.pages import Site
+from newsletter.web.public import edition_page
 from newsletter.web.security import RateLimiter, client_key, verify_password
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 MAX_UPLOAD = 20_000_000
+NO_PASSWORD = "No admin password is configured: run `newsletter admin-password`."
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -45,6 +53,9 @@ class Admin:
         self.site = site
         self.logins = RateLimiter(limit=10, window=600)
         self.sends: dict[int, threading.Thread] = {}
+        stored = site.settings.web.admin_password_hash
+        # Sessions opened under another password hash than this one are over.
+        self.fingerprint = sessions.password_fingerprint(stored) if stored else None
 
     def routes(self) -> list[Route]:
         return [
@@ -65,16 +76,19 @@ class Admin:
             Route("/admin/import", self._guard(self.import_form), methods=["GET"]),
             Route("/admin/import", self._guard(self.import_csv), methods=["POST"]),
             Route("/admin/editions", self._guard(self.editions), methods=["GET"]),
+            Route("/admin/editions/{edition_id:int}", self._guard(self.edition), methods=["GET"]),
             Route("/admin/editions/{edition_id:int}/test", self._guard(self.test_send), methods=["POST"]),
             Route("/admin/send", self._guard(self.one_off_form), methods=["GET"]),
             Route("/admin/send", self._guard(self.one_off), methods=["POST"]),
         ]
 
     def _guard(self, handler: Handler) -> Handler:
-        """Login required everywhere; a POST also needs the session's CSRF token."""
+        """Login required everywhere (an open session in the database, not only a signed cookie); a POST
+        also needs the session's CSRF token."""
 
         async def guarded(request: Request) -> Response:
-            if not request.session.get("admin"):
+            if not await self._logged_in(request):
+                request.session.pop("admin", None)
                 return RedirectResponse("/admin/login", status_code=303)
             if request.method == "POST":
                 form = await request.form(max_part_size=MAX_UPLOAD)
@@ -84,34 +98,56 @@ class Admin:
 
         return guarded
 
+    async def _logged_in(self, request: Request) -> bool:
+        session_id = request.session.get("admin")
+        if not isinstance(session_id, str) or self.fingerprint is None:
+            return False
+        fingerprint = self.fingerprint
+        return await self.site.call(lambda db: sessions.session_valid(db, session_id, fingerprint))
+
     # --- session ------------------------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        return self.site.page(request, "web/admin/login.html.j2", error="")
+        return self._login_page(request)
+
+    def _login_page(self, request: Request, status_code: int = 200, error: str = "") -> Response:
+        # Without a configured password the page says so at once, before anyone types a password.
+        configured = self.fingerprint is not None
+        return self.site.page(
+            request,
+            "web/admin/login.html.j2",
+            status_code,
+            error=error or ("" if configured else NO_PASSWORD),
+            configured=configured,
+        )
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
         if refused := self.site.refused_form(request, form):
             return refused
         if not self.logins.allow(client_key(request)):
-            return self.site.page(
-                request, "web/admin/login.html.j2", 429, error="Too many attempts; wait a few minutes."
-            )
+            return self._login_page(request, 429, "Too many attempts; wait a few minutes.")
         stored = self.site.settings.web.admin_password_hash
-        if not stored:
-            return self.site.page(
-                request,
-                "web/admin/login.html.j2",
-                403,
-                error="No admin password is configured: run `newsletter admin-password`.",
+        if not stored or self.fingerprint is None:
+            return self._login_page(request, 403)
+        password = str(form.get("password", ""))
+        # scrypt takes tens of milliseconds of CPU on purpose: not on the event loop.
+        if not await anyio.to_thread.run_sync(verify_password, password, stored):
+            return self._login_page(request, 401, "Wrong password.")
+        fingerprint, previous = self.fingerprint, request.session.get("admin")
+        session_id = await self.site.call(
+            lambda db: sessions.open_session(
+                db, fingerprint, replacing=previous if isinstance(previous, str) else None
             )
-        if not verify_password(str(form.get("password", "")), stored):
-            return self.site.page(request, "web/admin/login.html.j2", 401, error="Wrong password.")
+        )
         request.session.clear()  # a fresh session (and CSRF token) after login
-        request.session["admin"] = True
+        request.session["admin"] = session_id
         return RedirectResponse("/admin/subscribers", status_code=303)
 
     async def logout(self, request: Request) -> Response:
+        session_id = request.session.get("admin")
+        if isinstance(session_id, str):
+            await self.site.call(lambda db: sessions.close_session(db, session_id))
         request.session.clear()
         return RedirectResponse("/admin/login", status_code=303)
 
@@ -124,16 +160,10 @@ class Admin:
         status = query.get("status") or None
         status = status if status in STATUSES else None
         search = (query.get("q") or "").strip() or None
-        page = max(1, int(query.get("page", "1")) if query.get("page", "1").isdigit() else 1)
-        with self.site.database() as db:
-            total = count_subscribers(db, status=status, search=search)
-            rows = list(
-                list_subscribers(
-                    db, status=status, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
-                )
-            )
-            counts = dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())
-        pages = max(1, ceil(total / PAGE_SIZE))
+        listing = await self.site.call(
+            lambda db: subscriber_page(db, status=status, search=search, requested=query.get("page", ""))
+        )
+        page, pages = listing.page, listing.pages
 
         def link(number: int) -> str:
             params = {k: v for k, v in (("status", status), ("q", search), ("page", number)) if v}
@@ -143,9 +173,9 @@ class Admin:
             request,
             "web/admin/subscribers.html.j2",
             status_code,
-            subscribers=rows,
-            total=total,
-            counts=counts,
+            subscribers=listing.rows,
+            total=listing.total,
+            counts=listing.counts,
             statuses=STATUSES,
             status=status or "",
             q=search or "",
@@ -159,13 +189,11 @@ class Admin:
 
     async def add(self, request: Request) -> Response:
         form = await request.form()
-        with self.site.database() as db:
-            try:
-                result = add_subscriber(
-                    db, str(form.get("email", "")), str(form.get("name", "")), source="admin"
-                )
-            except SubscriberError as exc:
-                return await self.subscribers(request, error=str(exc), status_code=400)
+        email, name = str(form.get("email", "")), str(form.get("name", ""))
+        try:
+            result = await self.site.call(lambda db: add_subscriber(db, email, name, source="admin"))
+        except SubscriberError as exc:
+            return await self.subscribers(request, error=str(exc), status_code=400)
         notice = (
             f"Added {result.subscriber.email}."
             if result.created
@@ -176,22 +204,33 @@ class Admin:
     async def change_status(self, request: Request) -> Response:
         form = await request.form()
         status = str(form.get("status", ""))
-        with self.site.database() as db:
-            subscriber = get_subscriber(db, request.path_params["subscriber_id"])
-            if subscriber is None:
-                return await self.subscribers(request, error="No such subscriber.", status_code=404)
-            try:
-                set_status(db, subscriber.id, status)
-            except SubscriberError as exc:
-                return await self.subscribers(request, error=str(exc), status_code=400)
+        subscriber_id = request.path_params["subscriber_id"]
+
+        def change(db: sqlite_utils.Database) -> Subscriber | None:
+            if get_subscriber(db, subscriber_id) is None:
+                return None
+            return set_status(db, subscriber_id, status)
+
+        try:
+            subscriber = await self.site.call(change)
+        except SubscriberError as exc:
+            return await self.subscribers(request, error=str(exc), status_code=400)
+        if subscriber is None:
+            return await self.subscribers(request, error="No such subscriber.", status_code=404)
         return await self.subscribers(request, notice=f"{subscriber.email} is now {status}.")
 
     async def remove(self, request: Request) -> Response:
-        with self.site.database() as db:
-            subscriber = get_subscriber(db, request.path_params["subscriber_id"])
-            if subscriber is None:
-                return await self.subscribers(request, error="No such subscriber.", status_code=404)
-            remove_subscriber(db, subscriber.id)
+        subscriber_id = request.path_params["subscriber_id"]
+
+        def remove(db: sqlite_utils.Database) -> Subscriber | None:
+            subscriber = get_subscriber(db, subscriber_id)
+            if subscriber is not None:
+                remove_subscriber(db, subscriber.id)
+            return subscriber
+
+        subscriber = await self.site.call(remove)
+        if subscriber is None:
+            return await self.subscribers(request, error="No such subscriber.", status_code=404)
         return await self.subscribers(
             request, notice=f"Removed {subscriber.email} and their delivery records."
         )
@@ -213,8 +252,7 @@ class Admin:
             return self.site.page(
                 request, "web/admin/import.html.j2", 400, report=None, error="The file is not UTF-8 text."
             )
-        with self.site.database() as db:
-            report = import_rows(db, text)
+        report = await self.site.call(lambda db: import_rows(db, text))
         return self.site.page(
             request, "web/admin/import.html.j2", report=report, error="", filename=upload.filename or ""
         )
@@ -224,12 +262,7 @@ class Admin:
     async def editions(
         self, request: Request, *, notice: str = "", error: str = "", status_code: int = 200
     ) -> Response:
-        with self.site.database() as db:
-            rows = db.execute(
-                "SELECT id, kind, status, created_at, window_start, window_end, paper_count, subject FROM editions "
-                "ORDER BY id DESC LIMIT 100"
-            ).fetchall()
-            summaries = delivery_summaries(db, [row[0] for row in rows])
+        rows, summaries, public = await self.site.call(_editions_overview)
         editions = [
             {
                 "id": row[0],
@@ -238,6 +271,7 @@ class Admin:
                 "created": row[3][:16].replace("T", " "),
                 "title": row[7] or f"{row[4][:10]} to {row[5][:10]}, {row[6]} papers",
                 "sending": row[0] in self.sends and self.sends[row[0]].is_alive(),
+                "public": row[0] in public,
                 **summaries[row[0]],
             }
             for row in rows
@@ -246,12 +280,24 @@ class Admin:
             request, "web/admin/editions.html.j2", status_code, editions=editions, notice=notice, error=error
         )
 
+    async def edition(self, request: Request) -> Response:
+        """Any edition as the archive would show it, public or not (a digest before its send)."""
+        edition_id = int(request.path_params["edition_id"])
+        try:
+            edition = await self.site.call(lambda db: load_edition(db, edition_id))
+        except EditionNotFound:
+            return self.site.message(request, "No such edition", "There is no edition with this number.", 404)
+        return edition_page(self.site, request, edition, preview=True)
+
     async def test_send(self, request: Request) -> Response:
         form = await request.form()
         edition_id = request.path_params["edition_id"]
         address = str(form.get("email", ""))
         try:
-            reply = outbox.send_test_copy(self.site.settings, edition_id, address)
+            # SMTP (and rendering) in a worker thread: a slow relay holds up this request only.
+            reply = await anyio.to_thread.run_sync(
+                outbox.send_test_copy, self.site.settings, edition_id, address
+            )
         except (outbox.SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
             return await self.editions(request, error=f"The test copy was not sent: {exc}", status_code=400)
         return await self.editions(
@@ -265,8 +311,12 @@ class Admin:
         form = await request.form()
         values: dict[str, Any] = {k: str(form.get(k, "")) for k in ("subject", "body", "segment")}
         try:
-            edition_id = outbox.create_one_off(
-                self.site.settings, values["subject"], values["body"], values["segment"].strip() or "all"
+            edition_id = await anyio.to_thread.run_sync(
+                outbox.create_one_off,
+                self.site.settings,
+                values["subject"],
+                values["body"],
+                values["segment"].strip() or "all",
             )
         except outbox.SendError as exc:
             return self.site.page(request, "web/admin/send.html.j2", 400, error=str(exc), form=values)
@@ -285,3 +335,48 @@ class Admin:
                 log.error("edition %s stopped: %s", edition_id, report.stopped)
         except Exception:
             log.exception("sending edition %s failed", edition_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberPage:
+    rows: list[Subscriber]
+    total: int
+    counts: dict[str, int]
+    page: int
+    pages: int
+
+
+def subscriber_page(
+    db: sqlite_utils.Database, *, status: str | None, search: str | None, requested: str
+) -> SubscriberPage:
+    """One page of the subscriber list, at the nearest page there is to the one ``requested``."""
+    total = count_subscribers(db, status=status, search=search)
+    pages = max(1, ceil(total / PAGE_SIZE))
+    page = page_number(requested, pages)
+    rows = list(
+        list_subscribers(db, status=status, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    )
+    counts = dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())
+    return SubscriberPage(rows, total, counts, page, pages)
+
+
+def page_number(requested: str, pages: int) -> int:
+    """The page a ``?page=`` value asks for: past the end (however long the number) is the last page,
+    anything that is not a number the first."""
+    if not (requested.isascii() and requested.isdigit()):
+        return 1
+    digits = requested.lstrip("0")
+    if len(digits) > len(str(pages)):
+        return pages
+    return min(max(int(digits or "0"), 1), pages)
+
+
+def _editions_overview(
+    db: sqlite_utils.Database,
+) -> tuple[list[tuple[Any, ...]], dict[int, dict[str, int]], set[int]]:
+    rows = db.execute(
+        "SELECT id, kind, status, created_at, window_start, window_end, paper_count, subject FROM editions "
+        "ORDER BY id DESC LIMIT 100"
+    ).fetchall()
+    ids = [row[0] for row in rows]
+    return rows, delivery_summaries(db, ids), public_among(db, ids)

@@ -41,7 +41,10 @@ class Site:
         with self.database() as db:
             self.secret = site_secret(db, settings.web.secret_key)
         self.tokens = Tokens(self.secret)
-        self.links = Links(settings.web.base_url, self.tokens)
+        self.links = Links(settings.web.base_url, self.tokens)  # for emails: absolute, through base_url
+        # For links between the site's own pages: root-relative, so they work at whatever address and port
+        # the page was served from.
+        self.page_links = Links("", self.tokens)
         self._database_threads = anyio.CapacityLimiter(DATABASE_THREADS)
 
     async def call(self, work: Callable[[sqlite_utils.Database], T]) -> T:

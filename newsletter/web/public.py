@@ -12,7 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.deliver import ServerUnavailable
-from newsletter.editions import EditionNotFound, load_edition
+from newsletter.editions import (
+    Edition,
+    EditionNotFound,
+    PublishedEdition,
+    load_published_edition,
+    published_editions,
+)
 from newsletter.outbox import CONFIRMATION_DAYS, send_signup_email
 from newsletter.preferences import EMPTY_DIGEST, PreferenceError, Preferences, parse_list
 from newsletter.render import markdown_html, paper_view
@@ -24,6 +30,7 @@ from newsletter.subscribers import (
     set_preferences,
     set_status,
 )
+from newsletter.text import extract_summary
 from newsletter.web.pages import Site, mask_email
 from newsletter.web.security import RateLimiter, client_key
 
@@ -144,7 +151,7 @@ class Public:
             request,
             "web/confirmed.html.j2",
             masked_email=mask_email(subscriber.email),
-            preferences_url=self.site.links.preferences(subscriber.id, subscriber.email),
+            preferences_url=self.site.page_links.preferences(subscriber.id, subscriber.email),
         )
 
     def _stale_confirmation(self, request: Request) -> Response:
@@ -190,7 +197,7 @@ class Public:
             saved=saved,
             error=error,
             action=request.url.path,
-            unsubscribe_url=self.site.links.unsubscribe(subscriber.id, subscriber.email),
+            unsubscribe_url=self.site.page_links.unsubscribe(subscriber.id, subscriber.email),
         )
 
     async def save_preferences(self, request: Request) -> Response:
@@ -256,83 +263,98 @@ class Public:
     # --- archive and feed ---------------------------------------------------------------------------------
 
     async def archive(self, request: Request) -> Response:
-        with self.site.database() as db:
-            rows = db.execute(
-                "SELECT id, window_start, window_end, paper_count, topic_count, frequency FROM editions "
-                "WHERE kind = 'digest' AND status != 'built' ORDER BY id DESC"
-            ).fetchall()
-        editions = [
-            {
-                "id": r[0],
-                "start": r[1][:10],
-                "end": r[2][:10],
-                "papers": r[3],
-                "topics": r[4],
-                "frequency": r[5],
-            }
-            for r in rows
-        ]
-        return self.site.page(request, "web/archive.html.j2", editions=editions)
+        editions = await self.site.call(published_editions)
+        return self.site.page(
+            request, "web/archive.html.j2", editions=[_archive_entry(edition) for edition in editions]
+        )
 
     async def feed(self, request: Request) -> Response:
-        base = self.site.settings.web.base_url
-        with self.site.database() as db:
-            rows = db.execute(
-                "SELECT id, window_start, window_end, paper_count, topic_count, created_at FROM editions "
-                "WHERE kind = 'digest' AND status != 'built' ORDER BY id DESC LIMIT 50"
-            ).fetchall()
-            entries = []
-            for row in rows:
-                edition = load_edition(db, row[0])
-                entries.append(
-                    {
-                        "id": row[0],
-                        "url": f"{base}/editions/{row[0]}",
-                        "title": f"{self.site.settings.name}: {row[3]} papers, {row[1][:10]} to {row[2][:10]}",
-                        "updated": row[5],
-                        "summary": "; ".join(
-                            f"{section.label} ({len(section.papers)})" for section in edition.sections
-                        ),
-                    }
-                )
+        # Atom wants absolute URLs: the feed links through base_url, whatever address it was fetched at.
+        base = self.site.settings.web.base_url.rstrip("/")
+        editions = await self.site.call(lambda db: published_editions(db, limit=FEED_ENTRIES))
+        name = self.site.settings.name
+        entries = [
+            {
+                "id": edition.id,
+                "url": f"{base}/editions/{edition.id}",
+                "title": f"{name}: {_title(edition)}",
+                "updated": edition.created_at,
+                "summary": _summary(edition),
+            }
+            for edition in editions
+        ]
         updated = entries[0]["updated"] if entries else datetime.now(UTC).isoformat()
         xml = self.site.templates.get_template("web/feed.atom.j2").render(
-            newsletter_name=self.site.settings.name, base_url=base, entries=entries, updated=updated
+            newsletter_name=name, base_url=base, entries=entries, updated=updated
         )
         return Response(xml, media_type="application/atom+xml; charset=utf-8")
 
     async def health(self, request: Request) -> Response:
         """For container health checks and monitors: the database answers."""
-        with self.site.database() as db:
-            db.execute("SELECT 1").fetchone()
+        await self.site.call(lambda db: db.execute("SELECT 1").fetchone())
         return Response("ok\n", media_type="text/plain")
 
     async def edition(self, request: Request) -> Response:
-        with self.site.database() as db:
-            try:
-                edition = load_edition(db, int(request.path_params["edition_id"]))
-            except EditionNotFound:
-                return self.site.message(
-                    request, "No such edition", "There is no edition with this number.", 404
-                )
-        if edition.kind == "one-off":
-            return self.site.page(
-                request,
-                "web/edition.html.j2",
-                title=edition.subject or "Message",
-                subtitle=f"Sent {edition.created_at:%d %B %Y}",
-                sections=[],
-                body_html=jinja2.utils.markupsafe.Markup(markdown_html(edition.body or "")),
-            )
-        sections = [
-            {"label": s.label, "keywords": s.keywords[:5], "papers": [paper_view(p) for p in s.papers]}
-            for s in edition.sections
-        ]
-        return self.site.page(
+        edition_id = int(request.path_params["edition_id"])
+        try:
+            edition = await self.site.call(lambda db: load_published_edition(db, edition_id))
+        except EditionNotFound:
+            # The same answer for an edition that is not public as for one that does not exist.
+            return self.site.message(request, "No such edition", "There is no edition with this number.", 404)
+        return edition_page(self.site, request, edition)
+
+
+FEED_ENTRIES = 50
+
+
+def edition_page(site: Site, request: Request, edition: Edition, *, preview: bool = False) -> Response:
+    """An edition with every paper (a one-off: its message), as the archive shows it."""
+    if edition.kind == "one-off":
+        return site.page(
             request,
             "web/edition.html.j2",
-            title=f"Edition {edition.id}",
-            subtitle=f"{edition.window_start:%d %B %Y} – {edition.window_end:%d %B %Y} · {edition.paper_count} papers",
-            sections=sections,
-            body_html=None,
+            title=edition.subject or "Message",
+            subtitle=f"Sent {edition.created_at:%d %B %Y}",
+            sections=[],
+            body_html=jinja2.utils.markupsafe.Markup(markdown_html(edition.body or "")),
+            preview=preview,
         )
+    sections = [
+        {"label": s.label, "keywords": s.keywords[:5], "papers": [paper_view(p) for p in s.papers]}
+        for s in edition.sections
+    ]
+    return site.page(
+        request,
+        "web/edition.html.j2",
+        title=f"Edition {edition.id}",
+        subtitle=f"{edition.window_start:%d %B %Y} – {edition.window_end:%d %B %Y} · {edition.paper_count} papers",
+        sections=sections,
+        body_html=None,
+        preview=preview,
+    )
+
+
+def _title(edition: PublishedEdition) -> str:
+    if edition.kind == "one-off":
+        return edition.subject or "Message"
+    return f"{edition.paper_count} papers, {edition.window_start[:10]} to {edition.window_end[:10]}"
+
+
+def _summary(edition: PublishedEdition) -> str:
+    if edition.kind == "one-off":
+        return extract_summary(edition.body or "", max_chars=300)
+    return "; ".join(f"{label} ({size})" for label, size in edition.sections)
+
+
+def _archive_entry(edition: PublishedEdition) -> dict[str, Any]:
+    return {
+        "id": edition.id,
+        "kind": edition.kind,
+        "subject": edition.subject or "Message",
+        "date": edition.created_at[:10],
+        "start": edition.window_start[:10],
+        "end": edition.window_end[:10],
+        "papers": edition.paper_count,
+        "topics": edition.topic_count,
+        "frequency": edition.frequency,
+    }
