@@ -198,7 +198,7 @@ class SignupSender:
                     [subscriber_id, kind, claim.id],
                 )
         subscriber = get_subscriber(db, subscriber_id) if subscriber_id is not None else None
-        if subscriber is None:  # removed meanwhile
+        if subscriber is None or kind is None:  # removed meanwhile
             self._finish(db, claim)
             return
         try:
