@@ -129,28 +129,40 @@ class SignupSender:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                wait = self.drain()
-            except sqlite3.Error as exc:  # a locked or unreadable database: the requests wait in the table
-                log.warning("sign-up emails wait: the database is not available (%s)", exc)
-                wait = POLL_SECONDS
-            self._wake.wait(wait)
-
-    def drain(self) -> float:
-        """Handle every request that is due; returns the seconds until the next one is (at most the poll
-        interval)."""
-        db = open_database(self.settings.database)
+        # The thread keeps one connection open while it runs. The last connection to a WAL database to
+        # close checkpoints it, which takes time; were the sender's connection open only while it works,
+        # the time a sign-up takes would tell whether the request before it led to an email.
+        db: sqlite_utils.Database | None = None
         try:
             while not self._stop.is_set():
-                claim = self._claim(db)
-                if claim is None:
-                    break
-                self._handle(db, claim)
-            return self._next_due(db)
+                self._wake.clear()
+                try:
+                    db = db or open_database(self.settings.database)
+                    wait = self._drain(db)
+                except sqlite3.Error as exc:  # locked or unreadable: the requests wait in the table
+                    log.warning("sign-up emails wait: the database is not available (%s)", exc)
+                    wait = POLL_SECONDS
+                self._wake.wait(wait)
+        finally:
+            if db is not None:
+                db.close()
+
+    def drain(self) -> float:
+        """Handle every request that is due, in the calling thread; returns the seconds until the next
+        one is (at most the poll interval)."""
+        db = open_database(self.settings.database)
+        try:
+            return self._drain(db)
         finally:
             db.close()
+
+    def _drain(self, db: sqlite_utils.Database) -> float:
+        while not self._stop.is_set():
+            claim = self._claim(db)
+            if claim is None:
+                break
+            self._handle(db, claim)
+        return self._next_due(db)
 
     def _claim(self, db: sqlite_utils.Database) -> _Claim | None:
         now = datetime.now(UTC)

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio.to_thread
 import jinja2
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -116,14 +117,17 @@ class Public:
         except BaseException:
             self.signups.release(client)
             raise
-        if self.sender is not None:
-            self.sender.wake()
-        return self.site.message(
+        response = self.site.message(
             request,
             "Check your inbox",
             f"If {values['email'].strip()} can receive {self.site.settings.name}, an email with a link is on "
             f"its way. The subscription starts when you open the link (valid for {CONFIRMATION_DAYS} days).",
         )
+        if self.sender is not None:
+            # Woken once the answer is out: the sender's work, which does depend on the address, never
+            # competes with the answer for the CPU.
+            response.background = BackgroundTask(self.sender.wake)
+        return response
 
     def _too_many(self, request: Request, wait: float) -> Response:
         response = self.site.message(
