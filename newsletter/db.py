@@ -362,6 +362,33 @@ def _admin_sessions(db: sqlite_utils.Database) -> None:
     )
 
 
+def _signup_queue(db: sqlite_utils.Database) -> None:
+    # What the sign-up form records: one INSERT per request, whatever the address's state (no index on
+    # the address, so every request costs the same); the sender deletes a row once its email is handled.
+    db.execute(
+        """
+        CREATE TABLE signup_requests (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            name TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            keywords TEXT NOT NULL,
+            frequency TEXT NOT NULL,
+            requested_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_until TEXT,             -- a sender's lease: no other sender takes the row before then
+            subscriber_id INTEGER,          -- set with email_kind once the request has been decided
+            email_kind TEXT,                -- confirm | already-subscribed
+            last_error TEXT
+        )
+        """
+    )
+    # The anti-bombing throttle: when a mailbox (an address without its +tag, any case) last got a
+    # sign-up email.
+    db.execute("CREATE TABLE signup_mailboxes (mailbox TEXT PRIMARY KEY, sent_at TEXT NOT NULL)")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -370,4 +397,5 @@ MIGRATIONS: list[Migration] = [
     _preferences,
     _scheduler,
     _admin_sessions,
+    _signup_queue,
 ]

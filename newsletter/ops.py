@@ -17,6 +17,7 @@ import sqlite_utils
 from newsletter.config import RetentionSettings, Settings
 from newsletter.db import open_database, schema_version, write_transaction
 from newsletter.store import iso
+from newsletter.subscribers import delete_stale_signups
 
 # --- retention --------------------------------------------------------------------------------------------------
 
@@ -29,7 +30,7 @@ def prune(
     Papers never placed in an edition and not seen for ``papers_days`` go, with their keys. Delivery rows
     of editions finished more than ``deliveries_days`` ago go, and the edition is marked so that it can
     never be sent again (without its ledger, a second send could reach readers twice). Fetch and job run
-    records older than ``runs_days`` go.
+    records older than ``runs_days`` go, and so do web sign-ups never confirmed while their link was valid.
     """
     moment = now or datetime.now(UTC)
     papers_before = iso(moment - timedelta(days=retention.papers_days))
@@ -61,7 +62,14 @@ def prune(
         job_runs = db.conn.execute(
             "DELETE FROM job_runs WHERE started_at < ? AND status != 'running'", [runs_before]
         ).rowcount
-    return {"papers": papers, "deliveries": deliveries, "fetch_runs": fetch_runs, "job_runs": job_runs}
+        pending = delete_stale_signups(db, now=moment)
+    return {
+        "papers": papers,
+        "deliveries": deliveries,
+        "fetch_runs": fetch_runs,
+        "job_runs": job_runs,
+        "pending_signups": pending,
+    }
 
 
 # --- backup -----------------------------------------------------------------------------------------------------

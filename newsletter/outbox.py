@@ -31,7 +31,13 @@ from newsletter.message import MessageTemplate, Recipient, new_message_id, perso
 from newsletter.preferences import Preferences
 from newsletter.render import RenderedEmail, Renderer, RenderSettings
 from newsletter.store import iso
-from newsletter.subscribers import Subscriber, SubscriberError, find_subscriber, normalise_email
+from newsletter.subscribers import (
+    CONFIRMATION_DAYS,
+    Subscriber,
+    SubscriberError,
+    find_subscriber,
+    normalise_email,
+)
 from newsletter.tokens import Links, Tokens, site_secret
 
 
@@ -275,21 +281,21 @@ def _recipient(
     )
 
 
-CONFIRMATION_DAYS = 7
-
-
 def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> str:
     """The email a sign-up leads to: the confirmation link, or, for a reader who is already subscribed,
-    a note with their preferences link (the web page says the same in both cases)."""
+    a note with their preferences link (the web page says the same in both cases).
+
+    Anybody can type any address and name into the form, so these emails carry no name: not in the
+    greeting, not in the To header."""
     db = open_database(settings.database)
     try:
         link_maker = links(settings, db)
     finally:
         db.close()
-    recipient = _recipient(settings, link_maker, subscriber.email, subscriber, "signup")
+    recipient = replace(_recipient(settings, link_maker, subscriber.email, subscriber, "signup"), name="")
     if kind == "confirm":
         rendered = renderer(settings).confirmation(
-            name=subscriber.name,
+            name="",
             confirm_url=link_maker.confirm(subscriber.id, subscriber.email),
             expires_in=f"{CONFIRMATION_DAYS} days",
         )

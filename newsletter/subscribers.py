@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,8 +31,13 @@ from newsletter.store import iso
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
 MAX_NAME_LENGTH = 100
-# A pending address gets at most one confirmation email in this time, however often the form is sent.
+# A mailbox gets at most one sign-up email in this time, however often the form is sent and however the
+# address is spelt (see mailbox_key).
 CONFIRMATION_INTERVAL = timedelta(minutes=10)
+# A confirmation link is valid this many days; a pending sign-up is deleted a week after that (the email
+# may have gone out up to a day after the request, see newsletter.signups).
+CONFIRMATION_DAYS = 7
+PENDING_KEPT = timedelta(days=CONFIRMATION_DAYS + 7)
 IMPORT_BATCH = 5000
 
 
@@ -74,6 +80,32 @@ def clean_name(raw: str | None) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise SubscriberError(f"a name can be at most {MAX_NAME_LENGTH} characters")
     return name
+
+
+# A name greets the reader in every digest, and a sign-up can be made by anybody for any address: a name
+# that reads as a link or an address ("verify at evil.example/login") is refused at sign-up.
+_LINK_LIKE = re.compile(r"@|://|\bwww\.|\w\.[^\W\d_]{2,}\b", re.IGNORECASE)
+
+
+def signup_name(raw: str | None) -> str:
+    """A name typed into the public form: ``clean_name``, and nothing that looks like a web or email
+    address (admins, who vouch for what they add, are not held to this)."""
+    name = clean_name(raw)
+    if _LINK_LIKE.search(name):
+        raise SubscriberError(
+            "a name cannot look like a web or email address (put a space after an initial's dot)"
+        )
+    return name
+
+
+def mailbox_key(address: str) -> str:
+    """The mailbox an address delivers to, for the anti-bombing throttle: ``Ann+news@Example.org`` and
+    ``ann+x@example.org`` are both ``ann@example.org``. Sub-addressing with "+" (RFC 5233) is what the large
+    providers and the common mail servers deliver to the base mailbox, and case is ignored in practice.
+    Rules only one provider has (Gmail ignoring dots, "-" as a separator) are left alone: guessing them
+    for every domain would merge mailboxes that differ; the per-client limit bounds what they allow."""
+    local, _, domain = address.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}".lower()
 
 
 @dataclass(slots=True)
@@ -288,57 +320,100 @@ def request_subscription(
     now: datetime | None = None,
 ) -> SignupOutcome:
     """A reader asks to subscribe: a new address becomes pending, everybody gets the right email."""
+    with write_transaction(db):
+        return decide_subscription(db, email, name, preferences, now=now)
+
+
+def decide_subscription(
+    db: sqlite_utils.Database,
+    email: str,
+    name: str | None,
+    preferences: Preferences,
+    *,
+    now: datetime | None = None,
+) -> SignupOutcome:
+    """``request_subscription`` inside the caller's write transaction (the sign-up queue records the
+    outcome in the same transaction)."""
     address = normalise_email(email)
-    display = clean_name(name)
+    display = signup_name(name)
     moment = now or datetime.now(UTC)
     stamp = iso(moment)
-    with write_transaction(db):
-        existing = _by_email(db, address)
-        if existing is None:
-            _insert(db, address, display, "pending", "web", {}, preferences, stamp)
-            subscriber = _by_email(db, address)
-            kind: str | None = "confirm"
-        elif is_suppressed(db, address) or existing.status == "bounced":
-            return SignupOutcome(existing, None)
-        elif existing.status == "active":
-            subscriber, kind = existing, "already-subscribed"
-        else:
-            # Pending: update the choices. Unsubscribed: keep everything until the owner confirms.
-            if existing.status == "pending":
-                db.conn.execute("UPDATE subscribers SET name = ? WHERE id = ?", [display, existing.id])
-                _write_preferences(db, existing.id, preferences, stamp)
-            subscriber, kind = existing, "confirm"
-        assert subscriber is not None
-        last = subscriber.confirmation_sent_at
-        if last and moment - datetime.fromisoformat(last) < CONFIRMATION_INTERVAL:
-            return SignupOutcome(subscriber, None)  # an email went out moments ago: no mail bombing
-        db.conn.execute(
-            "UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?", [stamp, subscriber.id]
-        )
+    existing = _by_email(db, address)
+    if is_suppressed(db, address) or (existing is not None and existing.status == "bounced"):
+        return SignupOutcome(existing, None)
+    if existing is None:
+        _insert(db, address, display, "pending", "web", {}, preferences, stamp)
+        subscriber = _by_email(db, address)
+        kind = "confirm"
+    elif existing.status == "active":
+        subscriber, kind = existing, "already-subscribed"
+    else:
+        # Pending: update the choices. Unsubscribed: keep everything until the owner confirms.
+        if existing.status == "pending":
+            db.conn.execute("UPDATE subscribers SET name = ? WHERE id = ?", [display, existing.id])
+            _write_preferences(db, existing.id, preferences, stamp)
+        subscriber, kind = existing, "confirm"
+    assert subscriber is not None
+    mailbox = mailbox_key(address)
+    last = db.execute("SELECT sent_at FROM signup_mailboxes WHERE mailbox = ?", [mailbox]).fetchone()
+    if last and moment - datetime.fromisoformat(last[0]) < CONFIRMATION_INTERVAL:
+        return SignupOutcome(subscriber, None)  # this mailbox got an email moments ago: no mail bombing
+    db.conn.execute(
+        "INSERT INTO signup_mailboxes (mailbox, sent_at) VALUES (?, ?) "
+        "ON CONFLICT (mailbox) DO UPDATE SET sent_at = excluded.sent_at",
+        [mailbox, stamp],
+    )
+    db.conn.execute("UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?", [stamp, subscriber.id])
     return SignupOutcome(subscriber, kind)
 
 
-def confirmation_not_sent(db: sqlite_utils.Database, subscriber_id: int) -> None:
-    """The sign-up email could not be sent: the next request may send it at once."""
-    with write_transaction(db):
-        db.conn.execute("UPDATE subscribers SET confirmation_sent_at = NULL WHERE id = ?", [subscriber_id])
+def confirmation_not_sent(db: sqlite_utils.Database, email: str) -> None:
+    """The sign-up email could not be sent: the next request for this mailbox may send one at once.
+    Runs inside the caller's write transaction."""
+    db.conn.execute("DELETE FROM signup_mailboxes WHERE mailbox = ?", [mailbox_key(email)])
+    db.conn.execute("UPDATE subscribers SET confirmation_sent_at = NULL WHERE email = ?", [email])
+
+
+def link_predates_unsubscribe(subscriber: Subscriber, issued_at: datetime | None) -> bool:
+    """A confirmation link issued before the reader last unsubscribed: it must not subscribe them again."""
+    unsubscribed = subscriber.unsubscribed_at
+    return issued_at is not None and unsubscribed is not None and (iso(issued_at) or "") <= unsubscribed
 
 
 def confirm(
-    db: sqlite_utils.Database, subscriber_id: int, *, now: datetime | None = None
+    db: sqlite_utils.Database,
+    subscriber_id: int,
+    *,
+    link_issued_at: datetime | None = None,
+    now: datetime | None = None,
 ) -> Subscriber | None:
-    """The owner of the address confirmed: pending (or unsubscribed) readers become active."""
+    """The owner of the address confirmed: pending (or unsubscribed) readers become active, unless the
+    link was issued before they unsubscribed."""
     subscriber = get_subscriber(db, subscriber_id)
     if subscriber is None or subscriber.status == "bounced" or is_suppressed(db, subscriber.email):
         return subscriber
     stamp = iso(now or datetime.now(UTC))
+    issued = iso(link_issued_at)
     with write_transaction(db):
         db.conn.execute(
             "UPDATE subscribers SET status = 'active', confirmed_at = ?, unsubscribed_at = NULL, updated_at = ? "
-            "WHERE id = ? AND status IN ('pending', 'unsubscribed')",
-            [stamp, stamp, subscriber_id],
+            "WHERE id = ? AND status IN ('pending', 'unsubscribed') "
+            "AND (? IS NULL OR unsubscribed_at IS NULL OR unsubscribed_at < ?)",
+            [stamp, stamp, subscriber_id, issued, issued],
         )
     return get_subscriber(db, subscriber_id)
+
+
+def delete_stale_signups(db: sqlite_utils.Database, *, now: datetime | None = None) -> int:
+    """Forget web sign-ups never confirmed within their link's validity (plus a margin), and throttle
+    marks that no longer throttle; returns how many sign-ups went. Runs inside the caller's transaction."""
+    moment = now or datetime.now(UTC)
+    db.conn.execute("DELETE FROM signup_mailboxes WHERE sent_at < ?", [iso(moment - CONFIRMATION_INTERVAL)])
+    return db.conn.execute(
+        "DELETE FROM subscribers WHERE status = 'pending' AND source = 'web' AND updated_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.subscriber_id = subscribers.id)",
+        [iso(moment - PENDING_KEPT)],
+    ).rowcount
 
 
 # --- CSV import and export ----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 A token names a subscriber and carries a short digest of their address, signed with the site's secret
 (itsdangerous): a forged or altered token fails verification, and a token minted for an address no longer
 matches once the address changes. Unsubscribe links never expire (old emails must keep working);
-confirmation links do. The secret comes from ``[web] secret_key`` / ``NEWSLETTER_WEB_SECRET_KEY``, or is
+confirmation links do, and carry when they were issued (to the millisecond), so a link sent before the
+reader unsubscribed cannot subscribe them again. The secret comes from ``[web] secret_key`` / ``NEWSLETTER_WEB_SECRET_KEY``, or is
 generated once and kept in the database.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlite_utils
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
@@ -29,6 +32,7 @@ class InvalidToken(ValueError):
 class TokenSubject:
     subscriber_id: int
     email_digest: str
+    issued_at: datetime | None = None  # confirmation links only
 
     def matches(self, email: str) -> bool:
         return secrets.compare_digest(self.email_digest, email_digest(email))
@@ -50,15 +54,19 @@ class Tokens:
         self._timed = URLSafeTimedSerializer(secret_key, salt="confirm")
 
     def make(self, purpose: str, subscriber_id: int, email: str) -> str:
-        payload = [subscriber_id, email_digest(email)]
+        payload: list[int | str] = [subscriber_id, email_digest(email)]
         if purpose == "confirm":
-            return self._timed.dumps(payload)
+            # The signer's own timestamp has whole seconds; an unsubscribe and a new sign-up can fall in
+            # the same second, so the moment of issue travels in the payload too.
+            return self._timed.dumps([*payload, time.time_ns() // 1_000_000])
         return self._serializer(purpose).dumps(payload)
 
     def read(self, purpose: str, token: str, *, max_age: float | None = None) -> TokenSubject:
+        issued_at: datetime | None = None
         try:
             if purpose == "confirm":
-                payload = self._timed.loads(token, max_age=max_age)
+                payload, signed_at = self._timed.loads(token, max_age=max_age, return_timestamp=True)
+                issued_at = signed_at.astimezone(UTC)
             else:
                 payload = self._serializer(purpose).loads(token)
         except SignatureExpired:
@@ -67,12 +75,15 @@ class Tokens:
             raise InvalidToken("this link is not valid") from None
         if (
             not isinstance(payload, list)
-            or len(payload) != 2
+            or len(payload) not in ((2, 3) if purpose == "confirm" else (2,))
             or not isinstance(payload[0], int)
             or not isinstance(payload[1], str)
+            or (len(payload) == 3 and not isinstance(payload[2], int))
         ):
             raise InvalidToken("this link is not valid")
-        return TokenSubject(payload[0], payload[1])
+        if len(payload) == 3:  # links issued before the payload carried it have the signer's second
+            issued_at = datetime.fromtimestamp(payload[2] / 1000, UTC)
+        return TokenSubject(payload[0], payload[1], issued_at)
 
     def _serializer(self, purpose: str) -> URLSafeSerializer:
         if purpose not in self._serializers:

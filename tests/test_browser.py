@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,11 +54,19 @@ def world(tmp_path, request):
 
 
 def plain_text(server, address: str, subject: str) -> str:
-    """The text of the one message to ``address`` whose subject contains ``subject``."""
-    messages = [
-        email.message_from_bytes(m.as_bytes(), policy=email.policy.default) for m in server.messages(address)
-    ]
-    [message] = [m for m in messages if subject in m["Subject"]]
+    """The text of the one message to ``address`` whose subject contains ``subject`` (sign-up emails
+    come from a queue: waited for, up to a minute)."""
+    deadline = time.monotonic() + 60
+    while True:
+        messages = [
+            email.message_from_bytes(m.as_bytes(), policy=email.policy.default)
+            for m in server.messages(address)
+        ]
+        found = [m for m in messages if subject in m["Subject"]]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    [message] = found
     return message.get_body(("plain",)).get_content()
 
 

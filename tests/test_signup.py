@@ -8,7 +8,8 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import feedparser
@@ -28,18 +29,23 @@ from tests.test_deliver import edition_with_sample_papers, make_settings
 ADMIN_PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def site(tmp_path, smtp_server):
-    """The web app on a real port, base_url pointing at it, mail going to the test SMTP server."""
-    make_settings(tmp_path, smtp_server.port)
+def web_settings(tmp_path, smtp_port: int, port: int):
+    """Settings whose base_url is the web app's own port (plain HTTP, so the session cookie travels)."""
+    make_settings(tmp_path, smtp_port)
     config = tmp_path / "newsletter.toml"
-    port = free_port()
     text = config.read_text().replace(
         'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
     )
     text = text.replace("[web]", f'[web]\nadmin_password_hash = "{hash_password(ADMIN_PASSWORD)}"')
     config.write_text(text)
-    settings = load_settings(config, environ={})
+    return load_settings(config, environ={})
+
+
+@pytest.fixture
+def site(tmp_path, smtp_server):
+    """The web app on a real port, base_url pointing at it, mail going to the test SMTP server."""
+    port = free_port()
+    settings = web_settings(tmp_path, smtp_server.port, port)
     running = RunningApp(create_app(settings), port=port)
     yield settings, running
     running.stop()
@@ -67,6 +73,27 @@ def subscribe(client: httpx.Client, base: str, address: str, **fields: object) -
     return client.post(f"{base}/subscribe", data=data)
 
 
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def queue_length(settings) -> int:
+    db = open_database(settings.database)
+    try:
+        return db.execute("SELECT count(*) FROM signup_requests").fetchone()[0]
+    finally:
+        db.close()
+
+
+def drained(settings) -> None:
+    """Wait until the sign-up queue has handled every request (sent, or decided that nothing is sent)."""
+    wait_until(lambda: queue_length(settings) == 0, "the sign-up queue to drain")
+
+
 def test_double_opt_in(site, smtp_server):
     settings, app = site
     with httpx.Client() as client:
@@ -75,6 +102,7 @@ def test_double_opt_in(site, smtp_server):
         assert 'value="New Reader"' in typo.text  # what was typed is kept
         answer = subscribe(client, app.url, "new.reader@example.org", name="New Reader", categories=["cs.RO"])
         assert answer.status_code == 200 and "Check your inbox" in answer.text
+        drained(settings)
         db = open_database(settings.database)
         pending = find_subscriber(db, "new.reader@example.org")
         db.close()
@@ -93,16 +121,27 @@ def test_double_opt_in(site, smtp_server):
         db.close()
 
 
-def test_a_confirmation_email_that_could_not_be_sent_can_be_asked_for_again_at_once(site, smtp_server):
-    _, app = site
-    smtp_server.handler.script("unlucky@example.org", "451 4.3.0 Try again later")
+def test_a_confirmation_email_the_server_defers_is_sent_again_from_the_queue(site, smtp_server):
+    settings, app = site
+    smtp_server.handler.script("unlucky@example.org", "451 4.3.0 Try again later", "451 4.3.0 Still busy")
     with httpx.Client() as client:
-        failed = subscribe(client, app.url, "unlucky@example.org")
-        assert failed.status_code == 503 and "try again" in failed.text.lower()
-        assert smtp_server.messages("unlucky@example.org") == []
-        again = subscribe(client, app.url, "unlucky@example.org")
-    assert again.status_code == 200
+        answer = subscribe(client, app.url, "unlucky@example.org")
+    assert answer.status_code == 200  # the reader is not the one to retry
+    drained(settings)
+    assert smtp_server.handler.rcpt_attempts["unlucky@example.org"] == 3
     assert [u for u in links_in(smtp_server, "unlucky@example.org") if "/confirm/" in u]
+
+
+def test_a_confirmation_email_refused_for_good_lets_the_mailbox_ask_again_at_once(site, smtp_server):
+    settings, app = site
+    smtp_server.handler.script("typo@example.org", "550 5.1.1 No such user")
+    with httpx.Client() as client:
+        assert subscribe(client, app.url, "typo@example.org").status_code == 200
+        drained(settings)
+        assert smtp_server.messages("typo@example.org") == []
+        assert subscribe(client, app.url, "typo@example.org").status_code == 200
+    drained(settings)
+    assert [u for u in links_in(smtp_server, "typo@example.org") if "/confirm/" in u]
 
 
 def test_the_form_does_not_reveal_who_is_subscribed(site, smtp_server):
@@ -115,17 +154,22 @@ def test_the_form_does_not_reveal_who_is_subscribed(site, smtp_server):
     set_status(db, gone.id, "unsubscribed")
     add_subscriber(db, "bounced@example.org")
     suppress(db, "bounced@example.org", "hard bounce")
+    suppress(db, "suppressed@example.org", "hard bounce")  # never a subscriber
     db.close()
     answers = {}
-    for address in ("active@example.org", "gone@example.org", "bounced@example.org", "nobody@example.org"):
+    addresses = ("active@example.org", "gone@example.org", "bounced@example.org", "suppressed@example.org")
+    for address in (*addresses, "nobody@example.org"):
         with httpx.Client() as client:
             response = subscribe(client, app.url, address)
         answers[address] = (response.status_code, response.text.replace(address, "ADDRESS"))
     assert len({answer for answer in answers.values()}) == 1  # byte for byte the same page
+    drained(settings)
     # ... while each address gets what it needs by email: its owner learns the truth, nobody else.
     assert any("/preferences/" in u for u in links_in(smtp_server, "active@example.org"))
     assert any("/confirm/" in u for u in links_in(smtp_server, "gone@example.org"))
+    assert any("/confirm/" in u for u in links_in(smtp_server, "nobody@example.org"))
     assert links_in(smtp_server, "bounced@example.org") == []
+    assert links_in(smtp_server, "suppressed@example.org") == []
     db = open_database(settings.database)
     assert find_subscriber(db, "gone@example.org").status == "unsubscribed"  # until the owner confirms
     db.close()
@@ -140,9 +184,10 @@ def test_the_form_does_not_reveal_who_is_subscribed(site, smtp_server):
 
 
 def test_confirmation_links_expire_and_cannot_be_forged(site, smtp_server, monkeypatch):
-    _, app = site
+    settings, app = site
     with httpx.Client() as client:
         subscribe(client, app.url, "late@example.org")
+    drained(settings)
     [link] = [u for u in links_in(smtp_server, "late@example.org") if "/confirm/" in u]
     token = link.rsplit("/", 1)[1]
     with httpx.Client() as client:
@@ -170,7 +215,9 @@ def test_signups_are_rate_limited_and_need_the_form_token(site, smtp_server):
             ).status_code
             for n in range(7)
         ]
+        refused = client.post(f"{app.url}/subscribe", data={"csrf": token, "email": "r9@example.org"})
     assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]
+    assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 600
 
 
 def test_preferences_page_saves_choices(site, smtp_server):
@@ -410,3 +457,285 @@ def test_health_endpoint(site):
     _, app = site
     response = httpx.get(f"{app.url}/healthz")
     assert (response.status_code, response.text) == (200, "ok\n")
+
+
+# --- the sign-up queue: nothing a slow relay, a locked database or a visitor does may freeze or leak -------
+
+
+def unsubscribe_url(settings, app: RunningApp, address: str) -> str:
+    from newsletter.subscribers import add_subscriber
+
+    db = open_database(settings.database)
+    reader = add_subscriber(db, address).subscriber
+    db.close()
+    return f"{app.url}/unsubscribe/{Tokens(settings.web.secret_key).make('unsubscribe', reader.id, reader.email)}"
+
+
+def test_signups_are_answered_while_the_smtp_server_takes_8_seconds_a_message(site, smtp_server):
+    settings, app = site
+    unsubscribe_page = unsubscribe_url(settings, app, "leaving@example.org")
+    smtp_server.handler.delay = 8
+    addresses = [f"patient{n}@example.org" for n in range(3)]
+    with httpx.Client(timeout=30) as client:
+        answers = [subscribe(client, app.url, address).status_code for address in addresses]
+        health = client.get(f"{app.url}/healthz")
+        unsubscribe = client.get(unsubscribe_page)
+    # Every page was answered before the server accepted even the first email.
+    assert smtp_server.handler.arrivals == []
+    assert answers == [200, 200, 200]
+    assert (health.status_code, unsubscribe.status_code) == (200, 200)
+    wait_until(lambda: len(smtp_server.handler.arrivals) == 3, "the three emails", timeout=90)
+    for address in addresses:
+        assert [u for u in links_in(smtp_server, address) if "/confirm/" in u]
+
+
+def test_a_database_locked_past_the_busy_timeout_gives_503_while_other_pages_answer(
+    site, smtp_server, monkeypatch
+):
+    import sqlite3
+
+    import newsletter.db
+
+    settings, app = site
+    monkeypatch.setattr(newsletter.db, "BUSY_TIMEOUT_MS", 5000)  # every connection opened from now on
+    with httpx.Client(timeout=60) as client:
+        data = {"csrf": csrf_of(client.get(f"{app.url}/subscribe").text), "email": "locked@example.org"}
+        holder = sqlite3.connect(settings.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing at length
+        try:
+            outcome: dict[str, httpx.Response] = {}
+            poster = threading.Thread(
+                target=lambda: outcome.update(signup=client.post(f"{app.url}/subscribe", data=data))
+            )
+            poster.start()
+            time.sleep(0.5)  # the sign-up is waiting for the lock
+            with httpx.Client(timeout=30) as other:
+                health = other.get(f"{app.url}/healthz")
+                archive = other.get(f"{app.url}/editions")
+            answered_meanwhile = poster.is_alive()
+            poster.join(timeout=60)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (health.status_code, archive.status_code) == (200, 200)
+        assert answered_meanwhile  # while the sign-up still waited for the lock
+        signup = outcome["signup"]
+        assert signup.status_code == 503 and "try again" in signup.text.lower()
+        assert int(signup.headers["retry-after"]) > 0
+        again = client.post(f"{app.url}/subscribe", data=data)  # the lock is gone
+    assert again.status_code == 200
+    drained(settings)
+    assert [u for u in links_in(smtp_server, "locked@example.org") if "/confirm/" in u]
+
+
+def test_tag_and_case_variants_from_many_clients_get_one_email_per_mailbox(site, smtp_server):
+    settings, app = site
+    answers = []
+    for client_number in range(5):
+        # uvicorn believes X-Forwarded-For from 127.0.0.1: five clients as far as the app can tell.
+        with httpx.Client(headers={"X-Forwarded-For": f"198.51.100.{client_number + 1}"}) as client:
+            for n in range(5):
+                local = "Victim" if n % 2 else "victim"
+                address = f"{local}+c{client_number}n{n}@Example.org"
+                answers.append(subscribe(client, app.url, address).status_code)
+    with httpx.Client(headers={"X-Forwarded-For": "198.51.100.99"}) as client:
+        answers.append(subscribe(client, app.url, "someone.else@example.org").status_code)
+    assert answers == [200] * 26
+    drained(settings)
+    received = {address: n for address, n in smtp_server.counts().items() if address.startswith("victim")}
+    assert sum(received.values()) == 1, received
+    assert smtp_server.counts()["someone.else@example.org"] == 1  # the throttle is per mailbox, not global
+
+
+def test_the_confirmation_email_carries_no_typed_name_and_names_like_links_are_refused(site, smtp_server):
+    settings, app = site
+    with httpx.Client() as client:
+        for name in (
+            "URGENT: your account is locked, verify at https://evil.example/login",
+            "verify at evil.example/login",
+            "write to help@evil.example",
+            "www.evil.example",
+        ):
+            refused = subscribe(client, app.url, "target@example.org", name=name)
+            assert refused.status_code == 400 and "cannot look like a web or email address" in refused.text
+        accepted = subscribe(client, app.url, "target@example.org", name="Ada Lovelace")
+        assert accepted.status_code == 200
+    drained(settings)
+    [stored] = smtp_server.messages("target@example.org")
+    raw = stored.as_bytes()
+    assert b"/confirm/" in raw.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    assert b"Ada" not in raw and b"Lovelace" not in raw and b"evil" not in raw
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["To"] == "target@example.org"
+    assert "Hello," in message.get_body(("plain",)).get_content()
+
+
+def test_only_accepted_signups_count_against_the_client_limit_and_429_says_when(site, smtp_server):
+    _, app = site
+    with httpx.Client() as client:
+        token = csrf_of(client.get(f"{app.url}/subscribe").text)
+        post = lambda **data: client.post(f"{app.url}/subscribe", data={"csrf": token, **data})  # noqa: E731
+        rejected = [
+            post(email="not-an-address"),
+            post(email="a@example.org", name="see https://evil.example"),
+            post(email="b@example.org", categories=["not a category!"]),
+            post(email=""),
+            post(email="c@example.org", name="x" * 101),
+            post(email="d@example"),
+        ]
+        assert [r.status_code for r in rejected] == [400] * 6
+        accepted = [post(email=f"fine{n}@example.org").status_code for n in range(5)]
+        over = post(email="one-more@example.org")
+    assert accepted == [200] * 5
+    assert over.status_code == 429 and 0 < int(over.headers["retry-after"]) <= 600
+
+
+def test_pending_signups_are_pruned_after_their_link_expired(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.config import RetentionSettings
+    from newsletter.ops import prune
+    from newsletter.preferences import Preferences
+    from newsletter.subscribers import add_subscriber, request_subscription, set_status
+
+    db = open_database(tmp_path / "news.db")
+    now = datetime.now(UTC)
+    weeks_ago = now - timedelta(days=15)
+    request_subscription(db, "forgotten@example.org", "", Preferences(), now=weeks_ago)
+    request_subscription(db, "recent@example.org", "", Preferences(), now=now - timedelta(days=6))
+    add_subscriber(db, "reader@example.org", now=weeks_ago)
+    gone = add_subscriber(db, "gone@example.org", now=weeks_ago).subscriber
+    set_status(db, gone.id, "unsubscribed", now=weeks_ago)
+    counts = prune(db, RetentionSettings(), now=now)
+    assert counts["pending_signups"] == 1
+    assert find_subscriber(db, "forgotten@example.org") is None
+    kept = {row[0] for row in db.execute("SELECT email FROM subscribers")}
+    assert kept == {"recent@example.org", "reader@example.org", "gone@example.org"}
+    db.close()
+
+
+def test_the_request_path_does_the_same_work_whatever_the_address(tmp_path, smtp_server):
+    """What reveals a bounced or suppressed address is work the request does only for some addresses. The
+    sender is held back here, so what the requests did is all there is to see: one queued row each, the
+    same for every address, and nothing else changed."""
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.preferences import Preferences
+    from newsletter.signups import SignupSender
+    from newsletter.subscribers import add_subscriber, request_subscription, set_status, suppress
+
+    port = free_port()
+    settings = web_settings(tmp_path, smtp_server.port, port)
+    db = open_database(settings.database)
+    add_subscriber(db, "active@example.org")
+    gone = add_subscriber(db, "gone@example.org").subscriber
+    set_status(db, gone.id, "unsubscribed")
+    add_subscriber(db, "bounced@example.org")
+    suppress(db, "bounced@example.org", "hard bounce")
+    suppress(db, "suppressed@example.org", "hard bounce")
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    request_subscription(db, "waiting@example.org", "", Preferences(), now=an_hour_ago)
+
+    def snapshot() -> dict[str, list[tuple]]:
+        tables = [t for t in db.table_names() if t != "signup_requests"]
+        return {t: sorted(db.execute(f"SELECT * FROM [{t}]").fetchall(), key=repr) for t in tables}
+
+    before = snapshot()
+    addresses = ["nobody@example.org", "waiting@example.org", "active@example.org", "gone@example.org"]
+    addresses += ["bounced@example.org", "suppressed@example.org"]
+    app = RunningApp(create_app(settings, send_signups=False), port=port)
+    try:
+        pages = set()
+        for n, address in enumerate(addresses):
+            with httpx.Client(headers={"X-Forwarded-For": f"198.51.100.{n + 1}"}) as client:
+                answer = subscribe(client, app.url, address, name="Reader", categories=["cs.LG"])
+            pages.add((answer.status_code, answer.text.replace(address, "ADDRESS")))
+    finally:
+        app.stop()
+    assert len(pages) == 1 and next(iter(pages))[0] == 200
+    assert snapshot() == before  # no subscriber, suppression or throttle was read into a write
+    rows = db.execute(
+        "SELECT email, name, categories, keywords, frequency, attempts, subscriber_id, email_kind "
+        "FROM signup_requests ORDER BY id"
+    ).fetchall()
+    assert [row[0] for row in rows] == addresses
+    assert {row[1:] for row in rows} == {("Reader", '["cs.LG"]', "[]", "weekly", 0, None, None)}
+    db.close()
+
+    assert smtp_server.counts() == {}
+    SignupSender(settings).drain()  # now the queue decides, out of every request's way
+    assert queue_length(settings) == 0
+    assert any("/confirm/" in u for u in links_in(smtp_server, "nobody@example.org"))
+    assert any("/confirm/" in u for u in links_in(smtp_server, "waiting@example.org"))
+    assert any("/confirm/" in u for u in links_in(smtp_server, "gone@example.org"))
+    assert any("/preferences/" in u for u in links_in(smtp_server, "active@example.org"))
+    assert smtp_server.messages("bounced@example.org") == []
+    assert smtp_server.messages("suppressed@example.org") == []
+
+
+def test_queued_signups_survive_a_stop_and_two_senders_send_each_once(tmp_path, smtp_server):
+    from newsletter.signups import SignupSender
+
+    port = free_port()
+    settings = web_settings(tmp_path, smtp_server.port, port)
+    addresses = [f"queued{n}@example.org" for n in range(5)]
+    app = RunningApp(create_app(settings, send_signups=False), port=port)
+    try:
+        with httpx.Client() as client:
+            assert [subscribe(client, app.url, a).status_code for a in addresses] == [200] * 5
+    finally:
+        app.stop()
+    assert queue_length(settings) == 5  # recorded, nothing sent, nothing lost with the process gone
+    smtp_server.handler.delay = 0.3  # so that the two senders overlap
+    senders = [SignupSender(settings), SignupSender(settings)]
+    for sender in senders:
+        sender.start()
+    try:
+        drained(settings)
+    finally:
+        for sender in senders:
+            sender.stop()
+    assert {a: smtp_server.counts()[a] for a in addresses} == dict.fromkeys(addresses, 1)
+
+
+def test_a_confirmation_link_sent_before_an_unsubscribe_changes_nothing(site, smtp_server):
+    from datetime import UTC, datetime, timedelta
+
+    from newsletter.preferences import Preferences
+    from newsletter.subscribers import request_subscription
+
+    settings, app = site
+    db = open_database(settings.database)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    reader = request_subscription(db, "fickle@example.org", "", Preferences(), now=an_hour_ago).subscriber
+    db.close()
+    tokens = Tokens(settings.web.secret_key)
+    old_link = f"{app.url}/confirm/{tokens.make('confirm', reader.id, reader.email)}"
+    unsubscribe_link = f"{app.url}/unsubscribe/{tokens.make('unsubscribe', reader.id, reader.email)}"
+
+    def status() -> str:
+        db = open_database(settings.database)
+        try:
+            return find_subscriber(db, "fickle@example.org").status
+        finally:
+            db.close()
+
+    with httpx.Client() as client:
+        page = client.get(old_link)
+        assert client.post(old_link, data={"csrf": csrf_of(page.text)}).status_code == 200
+        assert status() == "active"
+        assert client.post(unsubscribe_link).status_code == 200
+        assert status() == "unsubscribed"
+
+        again = client.get(old_link)
+        assert again.status_code == 400 and "before this address unsubscribed" in again.text
+        replayed = client.post(old_link, data={"csrf": csrf_of(page.text)})
+        assert replayed.status_code == 400 and "before this address unsubscribed" in replayed.text
+        assert status() == "unsubscribed"
+
+        assert subscribe(client, app.url, "fickle@example.org").status_code == 200
+        drained(settings)
+        [fresh_link] = [u for u in links_in(smtp_server, "fickle@example.org") if "/confirm/" in u]
+        page = client.get(fresh_link)
+        assert client.post(fresh_link, data={"csrf": csrf_of(page.text)}).status_code == 200
+        assert status() == "active"

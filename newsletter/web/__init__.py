@@ -9,6 +9,7 @@ through the Referer header.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -39,9 +40,10 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
+    """``send_signups=False``: sign-up requests are recorded but their emails wait for another process."""
     site = Site(settings)
-    readers = public.Public(site)
+    readers = public.Public(site, send_signups=send_signups)
     admins = admin.Admin(site)
     routes = [
         Route("/", readers.home),
@@ -62,6 +64,8 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
+        lifespan=readers.lifespan,
+        exception_handlers={sqlite3.OperationalError: site.database_busy},
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,12 @@ from newsletter.preferences import CATEGORY_NAMES
 from newsletter.render import templates_dir
 from newsletter.store import iso
 from newsletter.subscribers import Subscriber, get_subscriber
-from newsletter.tokens import InvalidToken, Links, Tokens, site_secret
+from newsletter.tokens import InvalidToken, Links, Tokens, TokenSubject, site_secret
 from newsletter.web.security import csrf_token, csrf_valid
 
 T = TypeVar("T")
+# What a page that found the database locked past the busy timeout asks the client to wait.
+BUSY_RETRY_AFTER = 30
 # Worker threads for database work: enough that a request waiting on a locked database (up to the busy
 # timeout) leaves room for the others, few enough to bound the connections a flood can open.
 DATABASE_THREADS = 16
@@ -85,17 +88,39 @@ class Site:
             request, "Please reload the page", "The form has expired or is missing its security token.", 403
         )
 
-    def subscriber_for(self, purpose: str, token: str, *, max_age: float | None = None) -> Subscriber | None:
+    async def database_busy(self, request: Request, exc: Exception) -> HTMLResponse:
+        """The answer for a database locked longer than the busy timeout (another process writing at
+        length): a 503 that says when to come back. Any other database error stays a server error."""
+        message = str(exc).lower()
+        if not isinstance(exc, sqlite3.OperationalError) or (
+            "locked" not in message and "busy" not in message
+        ):
+            raise exc
+        response = self.message(
+            request, "Busy, please try again", "The site is busy just now. Please try again in a minute.", 503
+        )
+        response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return response
+
+    async def subscriber_for(
+        self, purpose: str, token: str, *, max_age: float | None = None
+    ) -> Subscriber | None:
         """The subscriber a signed link names, or None when the link is forged, altered or stale."""
+        found = await self.link_target(purpose, token, max_age=max_age)
+        return found[1] if found else None
+
+    async def link_target(
+        self, purpose: str, token: str, *, max_age: float | None = None
+    ) -> tuple[TokenSubject, Subscriber] | None:
+        """What a signed link says (with when it was issued) and the subscriber it names, or None."""
         try:
             subject = self.tokens.read(purpose, token, max_age=max_age)
         except InvalidToken:
             return None
-        with self.database() as db:
-            subscriber = get_subscriber(db, subject.subscriber_id)
+        subscriber = await self.call(lambda db: get_subscriber(db, subject.subscriber_id))
         if subscriber is None or not subject.matches(subscriber.email):
             return None
-        return subscriber
+        return subject, subscriber
 
     def topic_choices(self, db: sqlite_utils.Database, chosen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         """Categories to offer: those the sources follow, those common in recent papers, the reader's own."""

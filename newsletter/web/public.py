@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
-import smtplib
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio.to_thread
 import jinja2
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.deliver import ServerUnavailable
 from newsletter.editions import (
     Edition,
     EditionNotFound,
@@ -19,18 +22,20 @@ from newsletter.editions import (
     load_published_edition,
     published_editions,
 )
-from newsletter.outbox import CONFIRMATION_DAYS, send_signup_email
 from newsletter.preferences import EMPTY_DIGEST, PreferenceError, Preferences, parse_list
 from newsletter.render import markdown_html, paper_view
+from newsletter.signups import SignupRequest, SignupSender, enqueue
 from newsletter.subscribers import (
+    CONFIRMATION_DAYS,
+    Subscriber,
     SubscriberError,
     confirm,
-    confirmation_not_sent,
-    request_subscription,
+    link_predates_unsubscribe,
     set_preferences,
     set_status,
 )
 from newsletter.text import extract_summary
+from newsletter.tokens import TokenSubject
 from newsletter.web.pages import Site, mask_email
 from newsletter.web.security import RateLimiter, client_key
 
@@ -38,9 +43,22 @@ log = logging.getLogger(__name__)
 
 
 class Public:
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, *, send_signups: bool = True) -> None:
         self.site = site
         self.signups = RateLimiter(limit=5, window=600)
+        # send_signups=False: the requests wait in the queue for a sender in another process.
+        self.sender = SignupSender(site.settings) if send_signups else None
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """The sign-up sender runs while the app does."""
+        if self.sender is not None:
+            self.sender.start()
+        try:
+            yield
+        finally:
+            if self.sender is not None:
+                await anyio.to_thread.run_sync(self.sender.stop)
 
     # --- subscribe and confirm ---------------------------------------------------------------------------
 
@@ -48,19 +66,18 @@ class Public:
         return await self.subscribe_form(request)
 
     async def subscribe_form(self, request: Request) -> Response:
-        return self._subscribe_page(request)
+        return await self._subscribe_page(request)
 
-    def _subscribe_page(
+    async def _subscribe_page(
         self, request: Request, *, error: str = "", form: dict[str, Any] | None = None, status_code: int = 200
     ) -> Response:
         form = form or {}
         chosen = tuple(form.get("categories", ()))
-        with self.site.database() as db:
-            choices = self.site.topic_choices(db, chosen)
-            recent = db.execute(
-                "SELECT id, window_end, paper_count FROM editions WHERE kind = 'digest' AND status != 'built' "
-                "ORDER BY id DESC LIMIT 3"
-            ).fetchall()
+
+        def read(db: Any) -> tuple[list[dict[str, Any]], list[PublishedEdition]]:
+            return self.site.topic_choices(db, chosen), published_editions(db, limit=RECENT_EDITIONS)
+
+        choices, recent = await self.site.call(read)
         return self.site.page(
             request,
             "web/subscribe.html.j2",
@@ -69,10 +86,13 @@ class Public:
             error=error,
             form=form,
             daily=self.site.settings.digest.daily,
-            recent=[{"id": r[0], "date": r[1][:10], "papers": r[2]} for r in recent],
+            recent=[_archive_entry(edition) for edition in recent],
         )
 
     async def subscribe(self, request: Request) -> Response:
+        """Validate, record, answer: the same work and the same page whatever the address's state (it is
+        not even looked up here), so neither the answer nor its timing tells who is subscribed. The
+        email goes out from the sign-up queue."""
         form = await request.form()
         if refused := self.site.refused_form(request, form):
             return refused
@@ -83,44 +103,51 @@ class Public:
             "keywords": str(form.get("keywords", "")),
             "frequency": str(form.get("frequency", "weekly")),
         }
-        if not self.signups.allow(client_key(request)):
-            return self.site.message(
-                request, "Too many requests", "Please wait a few minutes before trying again.", 429
-            )
+        client = client_key(request)
+        if wait := self.signups.retry_after(client):
+            return self._too_many(request, wait)
         try:
             frequency = values["frequency"] if self.site.settings.digest.daily else "weekly"
             preferences = Preferences.create(values["categories"], parse_list(values["keywords"]), frequency)
-            with self.site.database() as db:
-                outcome = request_subscription(db, values["email"], values["name"], preferences)
+            signup = SignupRequest.create(values["email"], values["name"], preferences)
         except (SubscriberError, PreferenceError) as exc:
-            return self._subscribe_page(request, error=str(exc), form=values, status_code=400)
-        if outcome.email and outcome.subscriber:
-            try:
-                send_signup_email(self.site.settings, outcome.subscriber, outcome.email)
-            except (ServerUnavailable, smtplib.SMTPException, OSError) as exc:
-                log.error("could not send the %s email: %s", outcome.email, exc)
-                with self.site.database() as db:
-                    confirmation_not_sent(db, outcome.subscriber.id)
-                return self.site.message(
-                    request,
-                    "Please try again later",
-                    "We could not send the confirmation email just now. Please try again in a few minutes.",
-                    503,
-                )
-        # The same answer whatever the address's status: the form tells nobody who is subscribed.
-        return self.site.message(
+            # Only sign-ups that are accepted count against the client's limit.
+            return await self._subscribe_page(request, error=str(exc), form=values, status_code=400)
+        if not self.signups.allow(client):
+            return self._too_many(request, self.signups.retry_after(client))
+        try:
+            await self.site.call(lambda db: enqueue(db, signup))
+        except BaseException:
+            self.signups.release(client)
+            raise
+        response = self.site.message(
             request,
             "Check your inbox",
             f"If {values['email'].strip()} can receive {self.site.settings.name}, an email with a link is on "
             f"its way. The subscription starts when you open the link (valid for {CONFIRMATION_DAYS} days).",
         )
+        if self.sender is not None:
+            # Woken once the answer is out: the sender's work, which does depend on the address, never
+            # competes with the answer for the CPU.
+            response.background = BackgroundTask(self.sender.wake)
+        return response
+
+    def _too_many(self, request: Request, wait: float) -> Response:
+        response = self.site.message(
+            request, "Too many requests", "Please wait a few minutes before trying again.", 429
+        )
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return response
 
     async def confirm_page(self, request: Request) -> Response:
-        subscriber = self._confirming(request)
-        if subscriber is None:
+        found = await self._confirming(request)
+        if found is None:
             return self._stale_confirmation(request)
+        subject, subscriber = found
         if subscriber.status == "active":
             return self._confirmed(request, subscriber)
+        if link_predates_unsubscribe(subscriber, subject.issued_at):
+            return self._superseded_confirmation(request)
         return self.site.page(
             request, "web/confirm.html.j2", masked_email=mask_email(subscriber.email), action=request.url.path
         )
@@ -130,19 +157,23 @@ class Public:
         form = await request.form()
         if refused := self.site.refused_form(request, form):
             return refused
-        subscriber = self._confirming(request)
-        if subscriber is None:
+        found = await self._confirming(request)
+        if found is None:
             return self._stale_confirmation(request)
-        with self.site.database() as db:
-            confirmed = confirm(db, subscriber.id)
+        subject, subscriber = found
+        confirmed = await self.site.call(
+            lambda db: confirm(db, subscriber.id, link_issued_at=subject.issued_at)
+        )
         if confirmed is None or confirmed.status != "active":
+            if confirmed is not None and link_predates_unsubscribe(confirmed, subject.issued_at):
+                return self._superseded_confirmation(request)
             return self.site.message(
                 request, "Not subscribed", "This address cannot receive our emails.", 400
             )
         return self._confirmed(request, confirmed)
 
-    def _confirming(self, request: Request):  # type: ignore[no-untyped-def]
-        return self.site.subscriber_for(
+    async def _confirming(self, request: Request) -> tuple[TokenSubject, Subscriber] | None:
+        return await self.site.link_target(
             "confirm", request.path_params["token"], max_age=CONFIRMATION_DAYS * 86400
         )
 
@@ -162,15 +193,23 @@ class Public:
             400,
         )
 
+    def _superseded_confirmation(self, request: Request) -> Response:
+        return self.site.message(
+            request,
+            "This link is no longer valid",
+            "It was sent before this address unsubscribed. Subscribe again to get a new one.",
+            400,
+        )
+
     # --- preferences and unsubscribe ----------------------------------------------------------------------
 
     async def preferences_page(self, request: Request) -> Response:
-        subscriber = self.site.subscriber_for("preferences", request.path_params["token"])
+        subscriber = await self.site.subscriber_for("preferences", request.path_params["token"])
         if subscriber is None:
             return self._invalid_link(request)
-        return self._preferences(request, subscriber)
+        return await self._preferences(request, subscriber)
 
-    def _preferences(
+    async def _preferences(
         self,
         request: Request,
         subscriber: Any,
@@ -180,8 +219,7 @@ class Public:
         status_code: int = 200,
     ) -> Response:
         prefs = subscriber.preferences
-        with self.site.database() as db:
-            choices = self.site.topic_choices(db, prefs.categories)
+        choices = await self.site.call(lambda db: self.site.topic_choices(db, prefs.categories))
         return self.site.page(
             request,
             "web/preferences.html.j2",
@@ -204,7 +242,7 @@ class Public:
         form = await request.form()
         if refused := self.site.refused_form(request, form):
             return refused
-        subscriber = self.site.subscriber_for("preferences", request.path_params["token"])
+        subscriber = await self.site.subscriber_for("preferences", request.path_params["token"])
         if subscriber is None:
             return self._invalid_link(request)
         try:
@@ -216,14 +254,13 @@ class Public:
                 str(form.get("empty_digest", "notice")),
             )
         except PreferenceError as exc:
-            return self._preferences(request, subscriber, error=str(exc), status_code=400)
-        with self.site.database() as db:
-            set_preferences(db, subscriber.id, preferences)
+            return await self._preferences(request, subscriber, error=str(exc), status_code=400)
+        await self.site.call(lambda db: set_preferences(db, subscriber.id, preferences))
         subscriber.preferences = preferences
-        return self._preferences(request, subscriber, saved=True)
+        return await self._preferences(request, subscriber, saved=True)
 
     async def unsubscribe_page(self, request: Request) -> Response:
-        subscriber = self.site.subscriber_for("unsubscribe", request.path_params["token"])
+        subscriber = await self.site.subscriber_for("unsubscribe", request.path_params["token"])
         if subscriber is None:
             return self._invalid_link(request)
         if subscriber.status not in ("active", "pending"):
@@ -240,12 +277,11 @@ class Public:
     async def unsubscribe(self, request: Request) -> Response:
         # RFC 8058 one-click: a mail program POSTs "List-Unsubscribe=One-Click" with no session and no
         # CSRF token; the signed token in the URL is the authority. No login, no redirect.
-        subscriber = self.site.subscriber_for("unsubscribe", request.path_params["token"])
+        subscriber = await self.site.subscriber_for("unsubscribe", request.path_params["token"])
         if subscriber is None:
             return self._invalid_link(request)
         if subscriber.status in ("active", "pending"):
-            with self.site.database() as db:
-                set_status(db, subscriber.id, "unsubscribed")
+            await self.site.call(lambda db: set_status(db, subscriber.id, "unsubscribed"))
         return self.site.message(
             request,
             "Unsubscribed",
@@ -305,6 +341,7 @@ class Public:
 
 
 FEED_ENTRIES = 50
+RECENT_EDITIONS = 3  # linked from the sign-up page
 
 
 def edition_page(site: Site, request: Request, edition: Edition, *, preview: bool = False) -> Response:

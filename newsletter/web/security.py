@@ -90,6 +90,22 @@ class RateLimiter:
                 self._events = {k: v for k, v in self._events.items() if v and v[-1] > now - self.window}
             return True
 
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may have another event; 0 when it may now (nothing is counted)."""
+        now = time.monotonic()
+        with self._lock:
+            events = [t for t in self._events.get(key, ()) if t > now - self.window]
+            if len(events) < self.limit:
+                return 0.0
+            return events[-self.limit] + self.window - now
+
+    def release(self, key: str) -> None:
+        """Take back ``key``'s latest event (what it was counted for did not happen)."""
+        with self._lock:
+            events = self._events.get(key)
+            if events:
+                events.pop()
+
 
 def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
