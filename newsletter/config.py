@@ -14,7 +14,8 @@ Adding a setting:
    That alone makes it known in the file and as ``NEWSLETTER_<SECTION>_<KEY>``, type- and range-checked.
 2. A key of [fetch], [digest], [web], [smtp] or [retention] goes by itself into the field of the same name
    of FetchSettings, DigestSettings, WebSettings, SmtpSettings or RetentionSettings: declare that field.
-   Keys without such a field ([newsletter], [scheduler], [smtp] from...) are read by name in ``_build``.
+   The others ([newsletter], [scheduler], [fetch] workers, [smtp] from...) are read by name in
+   ``_build`` and ``_sender``.
 3. Describe it in ``DEFAULT_CONFIG`` (what ``newsletter init`` writes) with its default, or commented out
    when it is ``optional``: tests/test_config.py checks that DEFAULT_CONFIG names exactly the SCHEMA keys.
 A [[sources]] key is one line in ``SOURCE_KEYS``, read in ``_source``.

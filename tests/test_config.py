@@ -368,3 +368,28 @@ def test_doctor_names_the_configuration_file_and_the_variables_it_used(tmp_path,
     defaults = doctor(load_settings(None, database=tmp_path / "news.db", environ={})).checks[0]
     assert (defaults.name, defaults.ok, defaults.warning) == ("configuration", True, True)
     assert defaults.detail.startswith("the built-in defaults")
+
+
+def test_every_key_reaches_its_settings_field_or_is_read_by_name():
+    """A key added to SCHEMA without its field would be silently dropped by config._fill."""
+    from dataclasses import fields
+
+    from newsletter.config import RetentionSettings, WebSettings
+    from newsletter.deliver import SmtpSettings
+    from newsletter.editions import DigestSettings
+    from newsletter.fetch import FetchSettings
+
+    read_by_name = {
+        "fetch": {"workers", "contact"},
+        "smtp": {"from", "reply_to", "list_id", "unsubscribe_mailto"},
+    }
+    types = {
+        "fetch": FetchSettings,
+        "digest": DigestSettings,
+        "web": WebSettings,
+        "smtp": SmtpSettings,
+        "retention": RetentionSettings,
+    }
+    for section, cls in types.items():
+        missing = set(SCHEMA[section]) - {f.name for f in fields(cls)} - read_by_name.get(section, set())
+        assert not missing, f"[{section}] keys without a {cls.__name__} field: {missing}"
