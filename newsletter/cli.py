@@ -64,8 +64,11 @@ if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 column
 
 
 class AppContext:
-    def __init__(self, config_path: Path, database: Path | None, verbosity: int = 0) -> None:
+    def __init__(
+        self, config_path: Path, database: Path | None, verbosity: int = 0, *, config_named: bool = False
+    ) -> None:
         self.config_path = config_path
+        self.config_named = config_named  # by --config or NEWSLETTER_CONFIG: then it must exist
         self.database = database
         self.verbosity = verbosity
         self._settings: Settings | None = None
@@ -73,8 +76,10 @@ class AppContext:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            # Without --config, a missing ./newsletter.toml means the built-in defaults.
+            path = self.config_path if self.config_named or self.config_path.exists() else None
             try:
-                self._settings = load_settings(self.config_path, database=self.database)
+                self._settings = load_settings(path, database=self.database)
             except ConfigError as exc:
                 fail(f"configuration error: {exc}", code=2)
             web, smtp = self._settings.web, self._settings.smtp
@@ -130,7 +135,8 @@ def fail(message: str, *, code: int = 1) -> None:
 def cli(ctx: click.Context, config_path: Path, database: Path | None, verbose: int, log_format: str) -> None:
     """A self-hosted research-paper newsletter: new papers from arXiv, Hugging Face and any feed."""
     logs.setup(verbosity=verbose, json_format=log_format == "json")
-    ctx.obj = AppContext(config_path, database, verbose)
+    named = ctx.get_parameter_source("config_path") is not click.core.ParameterSource.DEFAULT
+    ctx.obj = AppContext(config_path, database, verbose, config_named=named)
 
 
 @cli.command()

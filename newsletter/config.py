@@ -3,7 +3,22 @@
 Secrets never need to live in the file: any scalar setting ``key`` of table ``[section]`` can be set with
 the environment variable ``NEWSLETTER_<SECTION>_<KEY>`` (``NEWSLETTER_SMTP_PASSWORD``...), and
 ``NEWSLETTER_DB`` points at another database. Without a config file the defaults below apply, so every
-command works on a fresh checkout.
+command works on a fresh checkout; a config file that is named but missing is an error.
+
+Nothing is guessed: a section, key or ``NEWSLETTER_*`` variable that is not a setting is refused with its
+file and line (or the variable's name) and a "did you mean", and a value of the wrong type or out of its
+limits is refused, never rounded or converted.
+
+Adding a setting:
+1. One line in ``SCHEMA`` under its section: ``"key": Key(type, default, minimum=..., maximum=...)``.
+   That alone makes it known in the file and as ``NEWSLETTER_<SECTION>_<KEY>``, type- and range-checked.
+2. A key of [fetch], [digest], [web], [smtp] or [retention] goes by itself into the field of the same name
+   of FetchSettings, DigestSettings, WebSettings, SmtpSettings or RetentionSettings: declare that field.
+   The others ([newsletter], [scheduler], [fetch] workers, [smtp] from...) are read by name in
+   ``_build`` and ``_sender``.
+3. Describe it in ``DEFAULT_CONFIG`` (what ``newsletter init`` writes) with its default, or commented out
+   when it is ``optional``: tests/test_config.py checks that DEFAULT_CONFIG names exactly the SCHEMA keys.
+A [[sources]] key is one line in ``SOURCE_KEYS``, read in ``_source``.
 """
 
 from __future__ import annotations
@@ -12,23 +27,33 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from newsletter.config_keys import Key, closest
 from newsletter.deliver import SmtpSettings
 from newsletter.editions import DigestSettings
 from newsletter.fetch import DEFAULT_USER_AGENT, FetchSettings
 from newsletter.message import Sender
 from newsletter.sources import KINDS, arxiv_api, arxiv_rss, hf_daily
 from newsletter.sources.base import SourceConfig
+from newsletter.toml_lines import key_lines
 
 DEFAULT_CONFIG_NAME = "newsletter.toml"
 ENGINES = ("tfidf", "embeddings")  # clustering engines, see newsletter.cluster
 ENV_PREFIX = "NEWSLETTER_"
+# NEWSLETTER_* variables that are not settings (NEWSLETTER_<SECTION>_<KEY>) and are still allowed.
+OTHER_VARIABLES = {
+    "NEWSLETTER_CONFIG": "the configuration file (--config)",
+    "NEWSLETTER_DB": "the database, overriding [newsletter] database (--db)",
+    "NEWSLETTER_LOG_FORMAT": "text or json log lines (--log-format)",
+    "NEWSLETTER_CORPUS": "the captured feeds the tests and benchmarks read",
+    "NEWSLETTER_VENV": "the virtual environment run.py creates",
+}
 
 DEFAULT_CONFIG = """\
 # Configuration of the research-paper newsletter.
@@ -121,8 +146,8 @@ username = ""
 password = ""
 from = "Research digest <digest@localhost.localdomain>"
 # reply_to = "editor@example.org"
-# Identifies the list to mail programs (RFC 2919).
-list_id = "Research digest <research-digest.localhost.localdomain>"
+# Identifies the list to mail programs (RFC 2919); without it, made from the from address.
+# list_id = "Research digest <research-digest.example.org>"
 # Also offer unsubscribing by mail in List-Unsubscribe (the HTTPS one-click link is always there).
 # unsubscribe_mailto = "unsubscribe@example.org"
 # Connections used at once, and a ceiling on messages per second for the whole send (0: none).
@@ -133,11 +158,14 @@ rate = 0
 max_attempts = 5
 retry_backoff = 60
 max_inline_wait = 900
+# Seconds allowed for each SMTP command, and attempts to connect before a send gives up on the server.
 timeout = 30
+connect_attempts = 3
 maildir = "data/maildir"
 
 # Each [[sources]] entry is one feed. kind is one of:
-#   arxiv_rss  rss.arxiv.org announcements; `categories` (joined into one feed) or an explicit `url`
+#   arxiv_rss  rss.arxiv.org announcements; `categories` (joined into one feed) or an explicit `url`;
+#              `format` = "atom" for the Atom flavour
 #   arxiv_api  export.arxiv.org search; `query` (arXiv search syntax) and/or `id_list`, paged with
 #              `page_size` up to `max_results`, `lookback_days` stops at older submissions,
 #              at least `min_interval` = 3 seconds between requests as arXiv asks
@@ -168,21 +196,118 @@ url = "https://huggingface.co/api/daily_papers"
 # kind = "feed"
 # url = "https://www.nature.com/natmachintell.rss"
 """.replace("{user_agent}", DEFAULT_USER_AGENT)
-
+# Every key of every section, with its type, default and limits: the one place a setting is declared.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "newsletter": {
+        "name": Key(str, "Research digest"),
+        "database": Key(str, "data/newsletter.db"),
+        "timezone": Key(str, "UTC"),
+    },
+    "scheduler": {
+        "jobs": Key(str, "jobs"),
+        "misfire_grace_time": Key(float, 3600, minimum=1),
+    },
+    "retention": {
+        "papers_days": Key(float, 180, minimum=1),
+        "deliveries_days": Key(float, 400, minimum=1),
+        "runs_days": Key(float, 90, minimum=1),
+    },
+    "fetch": {
+        "timeout": Key(float, 30, minimum=0.1),
+        "deadline": Key(float, 120, minimum=0.1),
+        "attempts": Key(int, 3, minimum=1),
+        "backoff": Key(float, 2, minimum=0),
+        "max_bytes": Key(int, 50_000_000, minimum=1024),
+        "workers": Key(int, 4, minimum=1),
+        "user_agent": Key(str, DEFAULT_USER_AGENT),
+        "contact": Key(str, "", optional=True),
+    },
+    "digest": {
+        "topics": Key(int, 0, minimum=0),
+        "min_topics": Key(int, 4, minimum=1),
+        "max_topics": Key(int, 15, minimum=1),
+        "min_topic_size": Key(int, 3, minimum=1),
+        "engine": Key(str, "tfidf", choices=ENGINES),
+        "window_days": Key(float, 7, minimum=0.01),
+        "summary_chars": Key(int, 300, minimum=40),
+        "daily": Key(bool, False),
+    },
+    "web": {
+        "base_url": Key(str, "http://127.0.0.1:8000"),
+        "host": Key(str, "127.0.0.1"),
+        "port": Key(int, 8000, minimum=1, maximum=65535),
+        "secret_key": Key(str, "", optional=True),
+        "admin_password_hash": Key(str, "", optional=True),
+        "trusted_proxies": Key(str, "127.0.0.1"),
+    },
+    "smtp": {
+        "host": Key(str, "embedded"),
+        "port": Key(int, 0, minimum=0, maximum=65535),  # 0: 465 with tls, 587 with starttls, else 25
+        "starttls": Key(bool, False),
+        "tls": Key(bool, False),
+        "ca_file": Key(str, "", optional=True),
+        "username": Key(str, ""),
+        "password": Key(str, ""),
+        "from": Key(str, "Research digest <digest@localhost.localdomain>"),
+        "reply_to": Key(str, "", optional=True),
+        "list_id": Key(str, "", optional=True),
+        "unsubscribe_mailto": Key(str, "", optional=True),
+        "concurrency": Key(int, 4, minimum=1),
+        "rate": Key(float, 0, minimum=0),
+        "max_attempts": Key(int, 5, minimum=1),
+        "retry_backoff": Key(float, 60, minimum=0),
+        "max_inline_wait": Key(float, 900, minimum=0),
+        "timeout": Key(float, 30, minimum=1),
+        "connect_attempts": Key(int, 3, minimum=1),
+        "maildir": Key(str, "data/maildir"),
+    },
+}
+# Keys of a [[sources]] entry; None: no default, or one that depends on the kind (see _source).
+SOURCE_KEYS: dict[str, Key] = {
+    "name": Key(str, None),
+    "kind": Key(str, None),  # one of KINDS
+    "url": Key(str, None),
+    "categories": Key(tuple, ()),
+    "format": Key(str, "rss", choices=("rss", "atom")),
+    "query": Key(str, None),
+    "id_list": Key(tuple, ()),
+    "page_size": Key(int, 100, minimum=1),
+    "max_results": Key(int, 1000, minimum=1),
+    "lookback_days": Key(float, None, minimum=0),
+    "min_interval": Key(float, None, minimum=0),
+    "enabled": Key(bool, True),
+}
+SOURCES = "sources"
+_VARIABLES = {
+    f"{ENV_PREFIX}{section}_{key}".upper(): (section, key) for section, keys in SCHEMA.items() for key in keys
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SOURCE_KEYS = {
-    "name", "kind", "url", "categories", "query", "id_list", "page_size", "max_results",
-    "lookback_days", "min_interval", "enabled", "format",
-}  # fmt: skip
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and the setting."""
+    """The configuration cannot be used; the message names the file and line, or the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    papers_days: float = 180
+    deliveries_days: float = 400
+    runs_days: float = 90
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str | None = None
+    admin_password_hash: str | None = None
+    trusted_proxies: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    config_path: Path | None
+    config_path: Path | None  # None: the built-in defaults
     database: Path
     name: str
     fetch: FetchSettings
@@ -196,7 +321,7 @@ class Settings:
     jobs_dir: Path
     misfire_grace_time: float
     retention: RetentionSettings
-    raw: Mapping[str, Any]
+    environment: tuple[str, ...] = ()  # the NEWSLETTER_* variables that set a setting
 
     def source_named(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -212,144 +337,231 @@ def load_settings(
     database: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read ``config_path`` (defaults when it does not exist), apply the environment, validate."""
+    """Read ``config_path`` (None: the built-in defaults), apply the environment, validate.
+
+    A ``config_path`` that does not exist is an error: only the caller knows whether a missing default
+    file should mean the defaults (``newsletter`` without ``--config``) or not."""
     environ = os.environ if environ is None else environ
-    if config_path is not None and config_path.exists():
-        where = str(config_path)
-        try:
-            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
-        base_dir = config_path.resolve().parent
+    if config_path is None:
+        text, where, base_dir = DEFAULT_CONFIG, "built-in defaults", Path.cwd()
     else:
-        where = "built-in defaults"
-        raw = tomllib.loads(DEFAULT_CONFIG)
-        base_dir = Path.cwd()
-        config_path = None
-    _apply_environment(raw, environ)
+        where, text = str(config_path), _read(config_path)
+        base_dir = config_path.resolve().parent
     try:
-        return _build(raw, config_path, base_dir, database, environ)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    located = _Locator(where, key_lines(text) if config_path is not None else {})
+    tables = _read_tables(raw, located)
+    entries = _read_sources(raw, located)
+    variables = _apply_environment(tables, environ)
+    return _build(tables, entries, config_path, base_dir, database, environ, variables)
 
 
-SECTIONS = ("newsletter", "fetch", "digest", "web", "smtp", "scheduler", "retention")
+def _read(config_path: Path) -> str:
+    try:
+        return config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{config_path}: no such configuration file (`newsletter --config {config_path} init` writes one)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{config_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    for section in SECTIONS:  # so that NEWSLETTER_SMTP_PASSWORD works without an [smtp] table
-        if not isinstance(raw.setdefault(section, {}), dict):
-            raise ConfigError(f"[{section}] must be a table")
-    for variable, value in environ.items():
-        if not variable.startswith(ENV_PREFIX):
+@dataclass(frozen=True, slots=True)
+class _Locator:
+    """Names the place a value came from: ``file:line`` (or the file alone when the line is unknown)."""
+
+    where: str
+    lines: Mapping[tuple[str | int, ...], int]
+
+    def at(self, *path: str | int) -> str:
+        line = self.lines.get(path)
+        return f"{self.where}:{line}" if line else self.where
+
+
+@dataclass(slots=True)
+class _Table:
+    """The checked values of one table (defaults filled in), and where each one was set."""
+
+    label: str  # "[smtp]", "[[sources]] entry 2 ('arxiv')"
+    values: dict[str, Any]
+    fallback: str  # where a default is said to come from
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.origins.get(key, self.fallback)}: {message}")
+
+
+def _read_tables(raw: dict[str, Any], located: _Locator) -> dict[str, _Table]:
+    for name, value in raw.items():
+        if name != SOURCES and name not in SCHEMA:
+            raise ConfigError(f"{located.at(name)}: {_unknown_section(name, value)}")
+    tables: dict[str, _Table] = {}
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{located.at(section)}: {section} must be a [{section}] table")
+        tables[section] = _check_table(f"[{section}]", given, keys, located, (section,))
+    return tables
+
+
+def _read_sources(raw: dict[str, Any], located: _Locator) -> list[_Table]:
+    entries = raw.get(SOURCES, [])
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{located.at(SOURCES)}: sources must be [[sources]] tables")
+    tables = []
+    for index, entry in enumerate(entries):
+        name = entry.get("name")
+        label = f"[[sources]] entry {index + 1}" + (f" ({name!r})" if isinstance(name, str) else "")
+        tables.append(_check_table(label, entry, SOURCE_KEYS, located, (SOURCES, index)))
+    return tables
+
+
+def _check_table(
+    label: str, given: dict[str, Any], keys: Mapping[str, Key], located: _Locator, path: tuple[str | int, ...]
+) -> _Table:
+    table = _Table(label, {name: key.default for name, key in keys.items()}, fallback=located.at(*path))
+    for name, value in given.items():
+        at = located.at(*path, name)
+        key = keys.get(name)
+        if key is None:
+            raise ConfigError(f"{at}: unknown key {name!r} in {label}{_key_hint(name, keys)}")
+        try:
+            table.values[name] = key.check(value)
+        except ValueError as exc:
+            raise ConfigError(f"{at}: {label} {name} {exc}") from None
+        table.origins[name] = at
+    return table
+
+
+def _unknown_section(name: str, value: Any) -> str:
+    if not isinstance(value, dict | list):
+        owners = [section for section, keys in SCHEMA.items() if name in keys]
+        if owners:
+            return f"{name!r} is outside any section; did you mean it under [{owners[0]}]?"
+        return f"unknown key {name!r} outside any section{_section_hint(name)}"
+    return f"unknown section [{name}]{_section_hint(name)}"
+
+
+def _section_hint(name: str) -> str:
+    match = closest(name, [*SCHEMA, SOURCES])
+    if match == SOURCES:
+        return "; did you mean [[sources]]?"
+    if match is not None:
+        return f"; did you mean [{match}]?"
+    return f" (sections: {', '.join(f'[{s}]' for s in SCHEMA)}, [[sources]])"
+
+
+def _key_hint(name: str, keys: Mapping[str, Key]) -> str:
+    match = closest(name, keys)
+    if match is not None:
+        return f"; did you mean {match}?"
+    owners = [section for section, section_keys in SCHEMA.items() if name in section_keys]
+    if owners and keys is not SOURCE_KEYS:
+        return f"; it belongs in [{owners[0]}]"
+    return f" (known: {', '.join(keys)})"
+
+
+def _apply_environment(tables: dict[str, _Table], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Override settings from NEWSLETTER_<SECTION>_<KEY>; returns the variables that did."""
+    applied = []
+    for variable, text in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable in OTHER_VARIABLES:
             continue
-        rest = variable[len(ENV_PREFIX) :].lower()
-        for section, table in raw.items():
-            if not isinstance(table, dict) or not rest.startswith(section + "_"):
-                continue
-            key = rest[len(section) + 1 :]
-            table[key] = _coerce(value, table.get(key), variable)
+        where = f"environment variable {variable}"
+        target = _VARIABLES.get(variable.upper())
+        if target is None:
+            raise ConfigError(f"{where} is not a setting{_variable_hint(variable)}")
+        section, name = target
+        try:
+            value = SCHEMA[section][name].parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [{section}] {name} {exc}") from None
+        tables[section].values[name] = value
+        tables[section].origins[name] = where
+        applied.append(variable)
+    return tuple(sorted(applied))
 
 
-def _coerce(value: str, current: Any, variable: str) -> Any:
-    """Environment values are strings; give them the type of the setting they replace."""
-    if isinstance(current, bool):
-        lowered = value.strip().lower()
-        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ConfigError(f"environment variable {variable}={value!r} is not true or false")
-        return lowered in ("1", "true", "yes", "on")
-    if isinstance(current, int | float):
-        for number_type in (int, float):
-            try:
-                return number_type(value)
-            except ValueError:
-                continue
-        raise ConfigError(f"environment variable {variable}={value!r} is not a number")
-    return value
+def _variable_hint(variable: str) -> str:
+    known = [name[len(ENV_PREFIX) :] for name in (*_VARIABLES, *OTHER_VARIABLES)]
+    match = closest(variable[len(ENV_PREFIX) :].upper(), known)
+    if match is not None:
+        return f"; did you mean {ENV_PREFIX}{match}?"
+    return (
+        f" (settings are {ENV_PREFIX}<SECTION>_<KEY>, e.g. {ENV_PREFIX}SMTP_HOST; "
+        f"others: {', '.join(OTHER_VARIABLES)})"
+    )
+
+
+def _fill(cls: Any, table: _Table, **derived: Any) -> Any:
+    """``cls`` with every key of ``table`` that names one of its fields, then the ``derived`` values."""
+    names = {f.name for f in fields(cls)}
+    return cls(**({key: value for key, value in table.values.items() if key in names} | derived))
 
 
 def _build(
-    raw: dict[str, Any],
+    tables: dict[str, _Table],
+    entries: list[_Table],
     config_path: Path | None,
     base_dir: Path,
     database: Path | None,
     environ: Mapping[str, str],
+    variables: tuple[str, ...],
 ) -> Settings:
-    general = _table(raw, "newsletter")
-    fetch = _table(raw, "fetch")
+    general, fetch = tables["newsletter"], tables["fetch"]
     if database is None and environ.get("NEWSLETTER_DB"):
         database = Path(environ["NEWSLETTER_DB"])
     if database is None:
-        database = base_dir / str(general.get("database", "data/newsletter.db"))
-    user_agent = str(fetch.get("user_agent") or DEFAULT_USER_AGENT)
-    if fetch.get("contact"):
+        database = base_dir / general["database"]
+    user_agent = fetch["user_agent"] or DEFAULT_USER_AGENT
+    if fetch["contact"]:
         user_agent = f"{user_agent} mailto:{fetch['contact']}"
-    fetch_settings = FetchSettings(
-        timeout=_number(fetch, "timeout", 30.0, minimum=0.1),
-        deadline=_number(fetch, "deadline", 120.0, minimum=0.1),
-        attempts=int(_number(fetch, "attempts", 3, minimum=1)),
-        backoff=_number(fetch, "backoff", 2.0, minimum=0.0),
-        max_bytes=int(_number(fetch, "max_bytes", 50_000_000, minimum=1024)),
-        user_agent=user_agent,
-    )
-    sources_raw = raw.get("sources", [])
-    if not isinstance(sources_raw, list):
-        raise ConfigError("sources must be a list of [[sources]] tables")
-    sources = tuple(_source(entry, index) for index, entry in enumerate(sources_raw, start=1))
+    sources = tuple(_source(entry) for entry in entries)
     seen: set[str] = set()
-    for source in sources:
+    for source, entry in zip(sources, entries, strict=True):
         if source.name in seen:
-            raise ConfigError(f"two sources are named {source.name!r}; names must be unique")
+            raise entry.error("name", f"two sources are named {source.name!r}; names must be unique")
         seen.add(source.name)
     return Settings(
         config_path=config_path,
         database=database,
-        name=str(general.get("name", "Research digest")),
-        fetch=fetch_settings,
-        workers=int(_number(fetch, "workers", 4, minimum=1)),
+        name=general["name"],
+        fetch=_fill(FetchSettings, fetch, user_agent=user_agent),
+        workers=fetch["workers"],
         sources=sources,
-        digest=_digest(_table(raw, "digest")),
-        web=_web(_table(raw, "web")),
-        smtp=_smtp(_table(raw, "smtp"), base_dir),
-        sender=_sender(_table(raw, "smtp")),
+        digest=_digest(tables["digest"]),
+        web=_web(tables["web"]),
+        smtp=_smtp(tables["smtp"], base_dir),
+        sender=_sender(tables["smtp"]),
         timezone=_timezone(general),
-        jobs_dir=_jobs_dir(_table(raw, "scheduler"), base_dir, config_path),
-        misfire_grace_time=_number(_table(raw, "scheduler"), "misfire_grace_time", 3600, minimum=1),
-        retention=_retention(_table(raw, "retention")),
-        raw=raw,
+        jobs_dir=_jobs_dir(tables["scheduler"], base_dir),
+        misfire_grace_time=tables["scheduler"]["misfire_grace_time"],
+        retention=_fill(RetentionSettings, tables["retention"]),
+        environment=variables,
     )
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    papers_days: float = 180
-    deliveries_days: float = 400
-    runs_days: float = 90
-
-
-def _retention(table: Mapping[str, Any]) -> RetentionSettings:
-    return RetentionSettings(
-        papers_days=_number(table, "papers_days", 180, minimum=1),
-        deliveries_days=_number(table, "deliveries_days", 400, minimum=1),
-        runs_days=_number(table, "runs_days", 90, minimum=1),
-    )
-
-
-def _timezone(general: Mapping[str, Any]) -> str:
-    name = str(general.get("timezone", "UTC"))
+def _timezone(general: _Table) -> str:
+    name = general["timezone"]
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"[newsletter] timezone {name!r} is not a time zone name such as Europe/Paris"
+        raise general.error(
+            "timezone", f"[newsletter] timezone {name!r} is not a time zone name such as Europe/Paris"
         ) from None
     return name
 
 
-def _jobs_dir(table: Mapping[str, Any], base_dir: Path, config_path: Path | None) -> Path:
-    configured = base_dir / str(table.get("jobs", "jobs"))
+def _jobs_dir(table: _Table, base_dir: Path) -> Path:
+    configured = base_dir / table["jobs"]
     if configured.is_dir():
         return configured
     from newsletter.jobs import default_jobs_dir
@@ -357,180 +569,92 @@ def _jobs_dir(table: Mapping[str, Any], base_dir: Path, config_path: Path | None
     return default_jobs_dir()
 
 
-@dataclass(frozen=True, slots=True)
-class WebSettings:
-    base_url: str = "http://127.0.0.1:8000"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    secret_key: str | None = None
-    admin_password_hash: str | None = None
-    trusted_proxies: str = "127.0.0.1"
-
-
-def _web(table: Mapping[str, Any]) -> WebSettings:
-    base_url = str(table.get("base_url", "http://127.0.0.1:8000")).rstrip("/")
+def _web(table: _Table) -> WebSettings:
+    base_url = table["base_url"].rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"[web] base_url must be an http(s) URL, not {base_url!r}")
-    secret = table.get("secret_key") or None
-    if secret is not None and len(str(secret)) < 16:
-        raise ConfigError("[web] secret_key must be at least 16 characters")
-    admin_hash = str(table.get("admin_password_hash", "") or "") or None
+        raise table.error("base_url", f"[web] base_url must be an http(s) URL, not {base_url!r}")
+    secret = table["secret_key"] or None
+    if secret is not None and len(secret) < 16:
+        raise table.error("secret_key", "[web] secret_key must be at least 16 characters")
+    admin_hash = table["admin_password_hash"] or None
     if admin_hash and not admin_hash.startswith("scrypt$"):
-        raise ConfigError("[web] admin_password_hash must come from `newsletter admin-password`")
-    return WebSettings(
-        base_url=base_url,
-        host=str(table.get("host", "127.0.0.1")),
-        port=int(_number(table, "port", 8000, minimum=1)),
-        secret_key=str(secret) if secret else None,
-        admin_password_hash=admin_hash,
-        trusted_proxies=str(table.get("trusted_proxies", "127.0.0.1")),
-    )
-
-
-def _smtp(table: Mapping[str, Any], base_dir: Path) -> SmtpSettings:
-    host = str(table.get("host", "embedded")).strip()
-    if not host:
-        raise ConfigError('[smtp] host is empty (use "embedded" for the built-in server)')
-    starttls, tls = _flag(table, "starttls"), _flag(table, "tls")
-    if starttls and tls:
-        raise ConfigError("[smtp] choose starttls or tls, not both")
-    port = int(_number(table, "port", 0, minimum=0))
-    if port == 0 and host != "embedded":
-        port = 465 if tls else 587 if starttls else 25
-    return SmtpSettings(
-        host=host,
-        port=port,
-        starttls=starttls,
-        tls=tls,
-        username=str(table.get("username", "")),
-        password=str(table.get("password", "")),
-        timeout=_number(table, "timeout", 30, minimum=1),
-        concurrency=int(_number(table, "concurrency", 4, minimum=1)),
-        rate=_number(table, "rate", 0, minimum=0),
-        max_attempts=int(_number(table, "max_attempts", 5, minimum=1)),
-        retry_backoff=_number(table, "retry_backoff", 60, minimum=0),
-        max_inline_wait=_number(table, "max_inline_wait", 900, minimum=0),
-        connect_attempts=int(_number(table, "connect_attempts", 3, minimum=1)),
-        ca_file=str(table.get("ca_file", "") or ""),
-        maildir=base_dir / str(table.get("maildir", "data/maildir")),
-    )
-
-
-def _sender(table: Mapping[str, Any]) -> Sender:
-    from_address = str(table.get("from", "Research digest <digest@localhost.localdomain>"))
-    if "@" not in parseaddr(from_address)[1] or "\n" in from_address or "\r" in from_address:
-        raise ConfigError(
-            f'[smtp] from must be an address such as "Digest <digest@example.org>", not {from_address!r}'
+        raise table.error(
+            "admin_password_hash", "[web] admin_password_hash must come from `newsletter admin-password`"
         )
-    list_id = str(table.get("list_id", "") or f"<{parseaddr(from_address)[1].replace('@', '.')}>")
-    mailto = str(table.get("unsubscribe_mailto", "") or "") or None
-    reply_to = str(table.get("reply_to", "") or "") or None
+    return _fill(WebSettings, table, base_url=base_url, secret_key=secret, admin_password_hash=admin_hash)
+
+
+def _smtp(table: _Table, base_dir: Path) -> SmtpSettings:
+    host = table["host"].strip()
+    if not host:
+        raise table.error("host", '[smtp] host is empty (use "embedded" for the built-in server)')
+    if table["starttls"] and table["tls"]:
+        raise table.error("tls", "[smtp] choose starttls or tls, not both")
+    port = table["port"]
+    if port == 0 and host != "embedded":
+        port = 465 if table["tls"] else 587 if table["starttls"] else 25
+    return _fill(SmtpSettings, table, host=host, port=port, maildir=base_dir / table["maildir"])
+
+
+def _sender(table: _Table) -> Sender:
+    from_address = table["from"]
+    if "@" not in parseaddr(from_address)[1] or "\n" in from_address or "\r" in from_address:
+        raise table.error(
+            "from",
+            f'[smtp] from must be an address such as "Digest <digest@example.org>", not {from_address!r}',
+        )
+    list_id = table["list_id"] or f"<{parseaddr(from_address)[1].replace('@', '.')}>"
+    mailto = table["unsubscribe_mailto"] or None
+    reply_to = table["reply_to"] or None
     for name, value in (("list_id", list_id), ("unsubscribe_mailto", mailto), ("reply_to", reply_to)):
         if value and ("\n" in value or "\r" in value):
-            raise ConfigError(f"[smtp] {name} cannot contain line breaks")
+            raise table.error(name, f"[smtp] {name} cannot contain line breaks")
     return Sender(from_address=from_address, list_id=list_id, unsubscribe_mailto=mailto, reply_to=reply_to)
 
 
-def _flag(table: Mapping[str, Any], key: str) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false")
-    return value
+def _digest(table: _Table) -> DigestSettings:
+    if table["min_topics"] > table["max_topics"]:
+        raise table.error(
+            "min_topics",
+            f"[digest] min_topics ({table['min_topics']}) is above max_topics ({table['max_topics']})",
+        )
+    return _fill(DigestSettings, table, topics=table["topics"] or None)
 
 
-def _digest(table: Mapping[str, Any]) -> DigestSettings:
-    topics = int(_number(table, "topics", 0, minimum=0))
-    min_topics = int(_number(table, "min_topics", 4, minimum=1))
-    max_topics = int(_number(table, "max_topics", 15, minimum=1))
-    if min_topics > max_topics:
-        raise ConfigError(f"[digest] min_topics ({min_topics}) is above max_topics ({max_topics})")
-    engine = table.get("engine", "tfidf")
-    if engine not in ENGINES:
-        raise ConfigError(f"[digest] engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    return DigestSettings(
-        topics=topics or None,
-        min_topics=min_topics,
-        max_topics=max_topics,
-        min_topic_size=int(_number(table, "min_topic_size", 3, minimum=1)),
-        engine=engine,
-        window_days=_number(table, "window_days", 7, minimum=0.01),
-        summary_chars=int(_number(table, "summary_chars", 300, minimum=40)),
-        daily=_flag(table, "daily"),
-    )
-
-
-def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
-    table = raw.get(name, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table")
-    return table
-
-
-def _number(table: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key} must be a number, not {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{key} must be at least {minimum:g}, not {value!r}")
-    return float(value)
-
-
-def _source(entry: Any, index: int) -> SourceConfig:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"sources[{index}] must be a table")
-    name = entry.get("name")
-    label = f"sources[{index}]" + (f" ({name!r})" if name else "")
-    unknown = set(entry) - _SOURCE_KEYS
-    if unknown:
-        raise ConfigError(f"{label}: unknown setting(s) {', '.join(sorted(unknown))}")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"{label}: name must be 1-64 letters, digits, '.', '_' or '-'")
-    kind = entry.get("kind")
+def _source(entry: _Table) -> SourceConfig:
+    label, name, kind = entry.label, entry["name"], entry["kind"]
+    if name is None or not _NAME.match(name):
+        raise entry.error("name", f"{label}: name must be 1-64 letters, digits, '.', '_' or '-'")
     if kind not in KINDS:
-        raise ConfigError(f"{label}: unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
-    categories = _strings(entry, "categories", label)
-    id_list = _strings(entry, "id_list", label)
-    url = entry.get("url")
-    query = entry.get("query")
+        raise entry.error("kind", f"{label}: unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+    url, categories, query, id_list = entry["url"], entry["categories"], entry["query"], entry["id_list"]
     min_interval = 0.0
-    page_size = int(_number(entry, "page_size", 100, minimum=1))
     if kind == "arxiv_rss" and not url:
         if not categories:
-            raise ConfigError(f"{label}: an arxiv_rss source needs categories or a url")
-        flavour = entry.get("format", "rss")
-        if flavour not in ("rss", "atom"):
-            raise ConfigError(f"{label}: format must be 'rss' or 'atom'")
-        url = arxiv_rss.feed_url(categories, flavour)
+            raise entry.error("kind", f"{label}: an arxiv_rss source needs categories or a url")
+        url = arxiv_rss.feed_url(categories, entry["format"])
     elif kind == "arxiv_api":
         url = url or arxiv_api.DEFAULT_URL
         if not query and not id_list:
-            raise ConfigError(f"{label}: an arxiv_api source needs a query or an id_list")
+            raise entry.error("kind", f"{label}: an arxiv_api source needs a query or an id_list")
         min_interval = arxiv_api.DEFAULT_INTERVAL
-        if page_size > arxiv_api.MAX_PAGE_SIZE:
-            raise ConfigError(
-                f"{label}: the arXiv API returns at most {arxiv_api.MAX_PAGE_SIZE} results a page"
+        if entry["page_size"] > arxiv_api.MAX_PAGE_SIZE:
+            raise entry.error(
+                "page_size",
+                f"{label}: the arXiv API returns at most {arxiv_api.MAX_PAGE_SIZE} results a page",
             )
     elif kind == "hf_daily":
         url = url or hf_daily.DEFAULT_URL
-    if not isinstance(url, str) or not url:
-        raise ConfigError(f"{label}: a {kind} source needs a url")
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https", "file"):
-        raise ConfigError(f"{label}: url must be http(s):// or file://, not {url!r}")
-    if "min_interval" in entry:
-        min_interval = _number(entry, "min_interval", min_interval, minimum=0.0)
+    if not url:
+        raise entry.error("url", f"{label}: a {kind} source needs a url")
+    if urlsplit(url).scheme.lower() not in ("http", "https", "file"):
+        raise entry.error("url", f"{label}: url must be http(s):// or file://, not {url!r}")
+    if entry["min_interval"] is not None:
+        min_interval = entry["min_interval"]
         host = urlsplit(url).hostname or ""
         if host.endswith("arxiv.org") and min_interval < arxiv_api.DEFAULT_INTERVAL:
-            raise ConfigError(f"{label}: arXiv asks for at least 3 seconds between requests")
-    lookback = entry.get("lookback_days")
-    if lookback is not None:
-        lookback = _number(entry, "lookback_days", 0, minimum=0.0)
-    if query is not None and not isinstance(query, str):
-        raise ConfigError(f"{label}: query must be a string")
-    enabled = entry.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{label}: enabled must be true or false")
+            raise entry.error("min_interval", f"{label}: arXiv asks for at least 3 seconds between requests")
     return SourceConfig(
         name=name,
         kind=kind,
@@ -538,21 +662,12 @@ def _source(entry: Any, index: int) -> SourceConfig:
         categories=categories,
         query=query,
         id_list=id_list,
-        page_size=page_size,
-        max_results=int(_number(entry, "max_results", 1000, minimum=1)),
-        lookback_days=lookback,
+        page_size=entry["page_size"],
+        max_results=entry["max_results"],
+        lookback_days=entry["lookback_days"],
         min_interval=min_interval,
-        enabled=enabled,
+        enabled=entry["enabled"],
     )
-
-
-def _strings(entry: Mapping[str, Any], key: str, label: str) -> tuple[str, ...]:
-    value = entry.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ConfigError(f"{label}: {key} must be a list of strings")
-    return tuple(v.strip() for v in value)
 
 
 def write_default_config(path: Path, *, overwrite: bool = False) -> bool:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
-from newsletter.config import RetentionSettings, Settings
+from newsletter.config import DEFAULT_CONFIG_NAME, RetentionSettings, Settings
 from newsletter.db import open_database, schema_version, write_transaction
 from newsletter.store import iso
 from newsletter.subscribers import delete_stale_signups
@@ -178,12 +178,24 @@ class Diagnosis:
 
 def doctor(settings: Settings) -> Diagnosis:
     diagnosis = Diagnosis()
+    _check_configuration(settings, diagnosis)
     _check_database(settings, diagnosis)
     _check_smtp(settings, diagnosis)
     _check_links(settings, diagnosis)
     _check_templates(settings, diagnosis)
     _check_jobs(settings, diagnosis)
     return diagnosis
+
+
+def _check_configuration(settings: Settings, diagnosis: Diagnosis) -> None:
+    variables = (
+        f", with {', '.join(settings.environment)} from the environment" if settings.environment else ""
+    )
+    if settings.config_path is None:
+        detail = f"the built-in defaults (no {DEFAULT_CONFIG_NAME} here){variables}"
+        diagnosis.add("configuration", True, detail, warning=True)
+    else:
+        diagnosis.add("configuration", True, f"{settings.config_path.resolve()}{variables}")
 
 
 def _check_database(settings: Settings, diagnosis: Diagnosis) -> None:

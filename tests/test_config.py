@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from newsletter.config import DEFAULT_CONFIG, ConfigError, load_settings, write_default_config
+from newsletter.config import (
+    DEFAULT_CONFIG,
+    OTHER_VARIABLES,
+    SCHEMA,
+    SOURCE_KEYS,
+    ConfigError,
+    load_settings,
+    write_default_config,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -16,7 +28,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_follow_three_arxiv_categories_and_hugging_face(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(tmp_path / "missing.toml", environ={})
+    settings = load_settings(None, environ={})
     assert [(s.name, s.kind, s.url) for s in settings.sources] == [
         ("arxiv", "arxiv_rss", "https://rss.arxiv.org/rss/cs.LG+cs.CL+cs.CV"),
         ("huggingface", "hf_daily", "https://huggingface.co/api/daily_papers"),
@@ -61,14 +73,19 @@ def test_environment_overrides_settings_and_database(tmp_path):
 
 def test_environment_values_are_checked(tmp_path):
     path = write(tmp_path, DEFAULT_CONFIG)
-    with pytest.raises(ConfigError, match="NEWSLETTER_FETCH_TIMEOUT='soon' is not a number"):
+    with pytest.raises(
+        ConfigError, match="NEWSLETTER_FETCH_TIMEOUT: \\[fetch\\] timeout must be a number, not 'soon'"
+    ):
         load_settings(path, environ={"NEWSLETTER_FETCH_TIMEOUT": "soon"})
 
 
 @pytest.mark.parametrize(
     ("sources", "message"),
     [
-        ('[[sources]]\nname = "x"\nkind = "rss"\nurl = "https://e.org"', "unknown kind 'rss'"),
+        (
+            '[[sources]]\nname = "x"\nkind = "rss"\nurl = "https://e.org"',
+            "unknown kind 'rss' (expected one of arxiv_rss, arxiv_api, hf_daily, feed)",
+        ),
         ('[[sources]]\nname = "x"\nkind = "feed"', "a feed source needs a url"),
         ('[[sources]]\nname = "x"\nkind = "arxiv_rss"', "needs categories or a url"),
         ('[[sources]]\nname = "x"\nkind = "arxiv_api"', "needs a query or an id_list"),
@@ -76,7 +93,7 @@ def test_environment_values_are_checked(tmp_path):
         ('[[sources]]\nname = "x"\nkind = "feed"\nurl = "javascript:alert(1)"', "url must be http(s)://"),
         (
             '[[sources]]\nname = "x"\nkind = "feed"\nurl = "https://e.org"\ncolour = "red"',
-            "unknown setting(s) colour",
+            "unknown key 'colour' in [[sources]] entry 1 ('x')",
         ),
         (
             '[[sources]]\nname = "x"\nkind = "arxiv_api"\nquery = "all:x"\nmin_interval = 1',
@@ -127,3 +144,252 @@ def test_digest_settings(tmp_path):
         load_settings(write(tmp_path, "[digest]\nmin_topics = 9\nmax_topics = 5\n"), environ={})
     with pytest.raises(ConfigError, match="engine must be one of tfidf, embeddings, not 'bertopic'"):
         load_settings(write(tmp_path, "[digest]\nengine = 'bertopic'\n"), environ={})
+
+
+def refusal(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ or {})
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[smpt]\nhost = "relay.example.org"\n', ":1: unknown section [smpt]; did you mean [smtp]?"),
+        (
+            '[smtp]\nhost = "relay.example.org"\nstarttsl = true\n',
+            ":3: unknown key 'starttsl' in [smtp]; did you mean starttls?",
+        ),
+        (
+            "[web]\nport = 8000\n\n[smtp]\nconcurency = 8\n",
+            ":5: unknown key 'concurency' in [smtp]; did you mean concurrency?",
+        ),
+        ("[fetch]\nconcurrency = 8\n", ":2: unknown key 'concurrency' in [fetch]; it belongs in [smtp]"),
+        (
+            'name = "Weekly"\n[smtp]\n',
+            ":1: 'name' is outside any section; did you mean it under [newsletter]?",
+        ),
+        ('[[source]]\nname = "x"\n', ":1: unknown section [source]; did you mean [[sources]]?"),
+        ('[smtp]\nhost = "relay.example.org"\nsmtp.starttsl = true\n', ":3: unknown key 'smtp' in [smtp]"),
+        ("smtp.starttsl = true\n", ":1: unknown key 'starttsl' in [smtp]; did you mean starttls?"),
+        (
+            '[[sources]]\nname = "a"\nkind = "feed"\nurl = "https://a.org"\n\n'
+            '[[sources]]\nname = "b"\nkind = "arxiv_rss"\ncategories = [\n  "cs.LG",\n  "[cs.CL]",\n]\n'
+            "categoris = []\n",
+            ":13: unknown key 'categoris' in [[sources]] entry 2 ('b'); did you mean categories?",
+        ),
+        (
+            '[newsletter]\ndescription = """\n[smpt]\nx = 1\n"""\n',
+            ":2: unknown key 'description' in [newsletter]",
+        ),
+        ("[digest]\ntopics = 2.7\n", ":2: [digest] topics must be a whole number, not 2.7"),
+        ('[digest]\ntopics = "3"\n', ":2: [digest] topics must be a whole number, not '3'"),
+        ("[fetch]\nworkers = true\n", ":2: [fetch] workers must be a whole number, not true"),
+        ("[web]\nport = 99999\n", ":2: [web] port must be between 1 and 65535, not 99999"),
+        ("[web]\nport = 0\n", ":2: [web] port must be between 1 and 65535, not 0"),
+        ("[smtp]\nport = 99999\n", ":2: [smtp] port must be between 0 and 65535, not 99999"),
+        ("[smtp]\ntimeout = 0\n", ":2: [smtp] timeout must be at least 1, not 0"),
+        ("[fetch]\ntimeout = nan\n", ":2: [fetch] timeout must be a number, not nan"),
+        (
+            '[newsletter]\nname = ["a", "b"]\n',
+            ":2: [newsletter] name must be a string (in quotes), not a list",
+        ),
+        ("[smtp]\npassword = 123456\n", ":2: [smtp] password must be a string (in quotes), not a number"),
+        ('[digest]\ndaily = "yes"\n', ":2: [digest] daily must be true or false, not 'yes'"),
+        ("[smtp]\ntls = true\nstarttls = true\n", ":2: [smtp] choose starttls or tls, not both"),
+        (
+            '[[sources]]\nname = "x"\nkind = "feed"\nurl = "https://e.org"\npage_size = 1.5\n',
+            ":5: [[sources]] entry 1 ('x') page_size must be a whole number, not 1.5",
+        ),
+    ],
+)
+def test_unknown_names_and_wrong_types_are_refused_at_their_line(tmp_path, text, message):
+    expected = f"{tmp_path / 'newsletter.toml'}{message}"
+    refused = refusal(tmp_path, text)
+    assert refused == expected or refused.startswith(f"{expected} (known: ")
+
+
+def test_unknown_key_without_a_close_name_lists_the_known_ones(tmp_path):
+    refused = refusal(tmp_path, "[scheduler]\nwhatever = 1\n")
+    assert (
+        refused
+        == f"{tmp_path / 'newsletter.toml'}:2: unknown key 'whatever' in [scheduler] (known: jobs, misfire_grace_time)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"NEWSLETTER_SMTP_PROT": "587"},
+            "environment variable NEWSLETTER_SMTP_PROT is not a setting; did you mean NEWSLETTER_SMTP_PORT?",
+        ),
+        (
+            {"NEWSLETTER_SMTP_STARTTSL": "true"},
+            "environment variable NEWSLETTER_SMTP_STARTTSL is not a setting; did you mean NEWSLETTER_SMTP_STARTTLS?",
+        ),
+        ({"NEWSLETTER_CONFG": "x.toml"}, "is not a setting; did you mean NEWSLETTER_CONFIG?"),
+        ({"NEWSLETTER_XYZZY": "1"}, "is not a setting (settings are NEWSLETTER_<SECTION>_<KEY>"),
+        (
+            {"NEWSLETTER_SMTP_PORT": "2.5"},
+            "environment variable NEWSLETTER_SMTP_PORT: [smtp] port must be a whole number, not '2.5'",
+        ),
+        (
+            {"NEWSLETTER_DIGEST_TOPICS": "2.7"},
+            "environment variable NEWSLETTER_DIGEST_TOPICS: [digest] topics must be a whole number, not '2.7'",
+        ),
+        (
+            {"NEWSLETTER_WEB_PORT": "99999"},
+            "environment variable NEWSLETTER_WEB_PORT: [web] port must be between 1 and 65535, not 99999",
+        ),
+        (
+            {"NEWSLETTER_SMTP_STARTTLS": "maybe"},
+            "environment variable NEWSLETTER_SMTP_STARTTLS: [smtp] starttls must be true or false",
+        ),
+        (
+            {"NEWSLETTER_SMTP_TLS": "yes", "NEWSLETTER_SMTP_STARTTLS": "on"},
+            "environment variable NEWSLETTER_SMTP_TLS: [smtp] choose starttls or tls, not both",
+        ),
+    ],
+)
+def test_unknown_and_malformed_environment_variables_are_refused_by_name(tmp_path, environ, message):
+    refused = refusal(tmp_path, '[smtp]\nhost = "relay.example.org"\n', environ)
+    assert refused.startswith("environment variable ") and message in refused
+
+
+def test_environment_values_get_the_setting_type_without_rounding(tmp_path):
+    allowed = {name: "x" for name in OTHER_VARIABLES} | {"NEWSLETTER_DB": str(tmp_path / "x.db")}
+    settings = load_settings(
+        write(tmp_path, '[smtp]\nhost = "relay.example.org"\ntls = true\n'),
+        environ=allowed
+        | {
+            "NEWSLETTER_FETCH_TIMEOUT": "5",
+            "NEWSLETTER_DIGEST_DAILY": "yes",
+            "NEWSLETTER_SMTP_RATE": "2.5",
+            "NEWSLETTER_WEB_SECRET_KEY": "0123456789abcdef",
+        },
+    )
+    assert settings.fetch.timeout == 5.0 and isinstance(settings.fetch.timeout, float)
+    assert settings.digest.daily is True
+    assert settings.smtp.rate == 2.5
+    assert settings.smtp.port == 465  # [smtp] port 0: the default for the TLS mode
+    assert settings.web.secret_key == "0123456789abcdef"
+    assert settings.environment == (
+        "NEWSLETTER_DIGEST_DAILY",
+        "NEWSLETTER_FETCH_TIMEOUT",
+        "NEWSLETTER_SMTP_RATE",
+        "NEWSLETTER_WEB_SECRET_KEY",
+    )
+
+
+def test_a_named_configuration_file_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing.toml: no such configuration file"):
+        load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_default_config_names_exactly_the_known_keys_with_their_defaults():
+    settings_part, sources_part = DEFAULT_CONFIG.split("# Each [[sources]] entry is one feed")
+    parsed = tomllib.loads(settings_part)
+    assert list(parsed) == list(SCHEMA)
+    for section, keys in SCHEMA.items():
+        region = settings_part.split(f"\n[{section}]\n", 1)[1].split("\n[", 1)[0]
+        written = set(re.findall(r"^([a-z_]+) = ", region, re.MULTILINE))
+        commented = set(re.findall(r"^# ([a-z_]+) = ", region, re.MULTILINE))
+        assert written == {name for name, key in keys.items() if not key.optional}, section
+        assert commented == {name for name, key in keys.items() if key.optional}, section
+        for name in written:
+            assert parsed[section][name] == keys[name].default, f"[{section}] {name}"
+            assert keys[name].check(parsed[section][name]) == keys[name].default
+    for name in SOURCE_KEYS:
+        assert re.search(rf"\b{name}\b", sources_part), name
+
+
+def newsletter(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=cwd,
+        env=environment | {"COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_missing_config_file_is_an_error_unless_init_creates_it(tmp_path):
+    for result in (
+        newsletter("--config", "missing.toml", "status", cwd=tmp_path),
+        newsletter("status", cwd=tmp_path, env={"NEWSLETTER_CONFIG": "missing.toml"}),
+        newsletter("--config", "missing.toml", "fetch", cwd=tmp_path),
+    ):
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "error: configuration error: missing.toml: no such configuration file "
+            "(`newsletter --config missing.toml init` writes one)"
+        ]
+        assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database was made on the defaults
+
+    created = newsletter("--config", "conf/new.toml", "init", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "wrote configuration conf/new.toml" in created.stdout
+    assert (tmp_path / "conf" / "new.toml").read_text() == DEFAULT_CONFIG
+    assert (tmp_path / "conf" / "data" / "newsletter.db").exists()
+
+
+def test_without_config_option_a_missing_default_file_means_the_defaults(tmp_path):
+    result = newsletter("fetch", "--source", "nope", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no source named 'nope' (configured: arxiv, huggingface)" in result.stderr
+
+
+def test_the_cli_refuses_a_misspelled_section_in_one_line(tmp_path):
+    write(tmp_path, '[newsletter]\ndatabase = "news.db"\n\n[smpt]\nhost = "relay.example.org"\n')
+    result = newsletter("--config", "newsletter.toml", "status", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: configuration error: newsletter.toml:4: unknown section [smpt]; did you mean [smtp]?"
+    ]
+    assert not (tmp_path / "news.db").exists()
+
+
+def test_doctor_names_the_configuration_file_and_the_variables_it_used(tmp_path, monkeypatch):
+    from newsletter.ops import doctor
+
+    monkeypatch.chdir(tmp_path)  # the built-in defaults put the embedded server's maildir here
+
+    path = write(tmp_path, '[newsletter]\ndatabase = "news.db"\n')
+    settings = load_settings(path, environ={"NEWSLETTER_WEB_SECRET_KEY": "0123456789abcdef"})
+    check = doctor(settings).checks[0]
+    assert (check.name, check.ok, check.warning) == ("configuration", True, False)
+    assert check.detail == f"{path.resolve()}, with NEWSLETTER_WEB_SECRET_KEY from the environment"
+
+    defaults = doctor(load_settings(None, database=tmp_path / "news.db", environ={})).checks[0]
+    assert (defaults.name, defaults.ok, defaults.warning) == ("configuration", True, True)
+    assert defaults.detail.startswith("the built-in defaults")
+
+
+def test_every_key_reaches_its_settings_field_or_is_read_by_name():
+    """A key added to SCHEMA without its field would be silently dropped by config._fill."""
+    from dataclasses import fields
+
+    from newsletter.config import RetentionSettings, WebSettings
+    from newsletter.deliver import SmtpSettings
+    from newsletter.editions import DigestSettings
+    from newsletter.fetch import FetchSettings
+
+    read_by_name = {
+        "fetch": {"workers", "contact"},
+        "smtp": {"from", "reply_to", "list_id", "unsubscribe_mailto"},
+    }
+    types = {
+        "fetch": FetchSettings,
+        "digest": DigestSettings,
+        "web": WebSettings,
+        "smtp": SmtpSettings,
+        "retention": RetentionSettings,
+    }
+    for section, cls in types.items():
+        missing = set(SCHEMA[section]) - {f.name for f in fields(cls)} - read_by_name.get(section, set())
+        assert not missing, f"[{section}] keys without a {cls.__name__} field: {missing}"

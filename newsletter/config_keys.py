@@ -1,0 +1,112 @@
+"""One configuration key: its type, its default and the values it accepts, checked and never coerced."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """``type`` is str, int, float (integers accepted), bool, or tuple for a list of strings
+    (a single string is accepted as a list of one). Limits are inclusive."""
+
+    type: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # `newsletter init` writes it commented out: unset unless given
+
+    def check(self, value: Any) -> Any:
+        """``value`` as read from TOML, returned as the setting's type; ValueError says what is wrong."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"must be true or false, not {_shown(value)}")
+            return value
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"must be a whole number, not {_shown(value)}")
+            return self._within_limits(value)
+        if self.type is float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"must be a number, not {_shown(value)}")
+            return float(self._within_limits(value))
+        if self.type is tuple:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(
+                isinstance(item, str) and item.strip() for item in items
+            ):
+                raise ValueError(f"must be a list of strings, not {_shown(value)}")
+            return tuple(item.strip() for item in items)
+        if not isinstance(value, str):  # the value may be a secret: say only what kind of thing it is
+            raise ValueError(f"must be a string (in quotes), not {_kind(value)}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}, not {value!r}")
+        return value
+
+    def parse(self, text: str) -> Any:
+        """An environment variable's text, returned as the setting's type."""
+        if self.type is bool:
+            word = text.strip().lower()
+            if word in _TRUE or word in _FALSE:
+                return word in _TRUE
+            raise ValueError(f"must be true or false (or 1/0, yes/no, on/off), not {text!r}")
+        if self.type in (int, float):
+            try:
+                number = self.type(text.strip())  # int("2.5") fails: a number is never rounded
+            except ValueError:
+                kind = "a whole number" if self.type is int else "a number"
+                raise ValueError(f"must be {kind}, not {text!r}") from None
+            return self.check(number)
+        if self.type is tuple:
+            raise ValueError("is a list and cannot be set from the environment")
+        return self.check(text)
+
+    def _within_limits(self, value: float) -> float:
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None and not low <= value <= high:
+            raise ValueError(f"must be between {_number(low)} and {_number(high)}, not {value!r}")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least {_number(low)}, not {value!r}")
+        if high is not None and value > high:
+            raise ValueError(f"must be at most {_number(high)}, not {value!r}")
+        return value
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` was probably meant to be, if one is close enough."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return repr(value)
+    return _kind(value)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, str):
+        return "a string"
+    return "a date or time"
