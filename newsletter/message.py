@@ -21,6 +21,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import quoprimime
 from email.charset import Charset
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
@@ -28,6 +29,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from newsletter.render import RenderedEmail, Slot, check_slots, greeting
 
 _HEADER_SAFE = re.compile(r"^[^\r\n\x00]*$")
+MAX_LINE = 998  # octets per line, RFC 5321
 
 
 class MessageError(ValueError):
@@ -98,7 +100,12 @@ class MessageTemplate:
         if sender.reply_to:
             body["Reply-To"] = header_value(sender.reply_to)
         body.set_content(rendered.text, cte="quoted-printable")
-        body.add_alternative(rendered.html, subtype="html", cte="7bit")
+        # SMTP carries lines of at most 998 octets: HTML that ascii_html could not cut that short (a word
+        # or link from a feed longer than a line) travels quoted-printable instead of 7bit.
+        self._html_qp = any(len(line) > MAX_LINE for line in rendered.html.splitlines())
+        body.add_alternative(
+            rendered.html, subtype="html", cte="quoted-printable" if self._html_qp else "7bit"
+        )
         serialized = body.as_bytes()
         if not serialized.endswith(b"\r\n"):
             serialized += b"\r\n"
@@ -120,7 +127,7 @@ class MessageTemplate:
         return self._assemble(self._wire_segments, recipient, now)
 
     def _assemble(self, segments: list[bytes], recipient: Recipient, now: datetime | None) -> bytes:
-        values = _values(recipient)
+        values = _values(recipient, html_qp=self._html_qp)
         pieces = [self._headers(recipient, now or datetime.now(UTC))]
         for segment, slot in zip(segments, self._slots, strict=False):
             pieces.append(segment)
@@ -155,8 +162,9 @@ def personalise_html(rendered: RenderedEmail, recipient: Recipient) -> str:
 SlotKey = tuple[str, str]  # (slot name, part)
 
 
-def _values(recipient: Recipient) -> dict[SlotKey, bytes]:
-    """Each per-reader value encoded for each part: HTML-escaped ASCII, or quoted-printable."""
+def _values(recipient: Recipient, *, html_qp: bool = False) -> dict[SlotKey, bytes]:
+    """Each per-reader value encoded for each part: HTML-escaped ASCII (quoted-printable too if the HTML
+    part is), or quoted-printable."""
     raw = {
         "greeting": greeting(recipient.name),
         "preferences_url": recipient.preferences_url,
@@ -164,7 +172,8 @@ def _values(recipient: Recipient) -> dict[SlotKey, bytes]:
     }
     values = {}
     for name, value in raw.items():
-        values[(name, "html")] = _html_value(value)
+        in_html = _html_value(value)
+        values[(name, "html")] = _qp_html_value(in_html) if html_qp else in_html
         values[(name, "text")] = _qp_value(value)
     return values
 
@@ -186,6 +195,13 @@ def _split(data: bytes, slots: tuple[Slot, ...]) -> tuple[list[bytes], list[Slot
 
 def _html_value(value: str) -> bytes:
     return html.escape(value, quote=True).encode("ascii", "xmlcharrefreplace")
+
+
+def _qp_html_value(value: bytes) -> bytes:
+    # In a quoted-printable HTML part a value may follow a few characters on its line ('href=3D"'), so
+    # its own lines stay shorter than the 76 the encoding allows.
+    encoded = quoprimime.body_encode(value.decode("ascii"), maxlinelen=64, eol="\r\n").encode("ascii")
+    return encoded.replace(b"\r\n.", b"\r\n=2E")
 
 
 def _qp_value(value: str) -> bytes:

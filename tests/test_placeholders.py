@@ -128,7 +128,7 @@ def hostile(tmp_path, smtp_server, feed_server, fixtures):
             [report] = run_ingest(
                 db, [SourceConfig(name="hostile", kind="feed", url=url)], fetcher, now=MONDAY
             )
-        assert report.error is None and report.new == 4
+        assert report.error is None and report.new == 5
         db.execute(
             "UPDATE papers SET title = ?, abstract = ?, authors = ?, url = ? WHERE url LIKE '%/headers?%'",
             [RAW_TITLE, RAW_ABSTRACT, RAW_AUTHORS, RAW_URL],
@@ -149,7 +149,7 @@ def hostile(tmp_path, smtp_server, feed_server, fixtures):
         edition = load_edition(db, edition.id)
     finally:
         db.close()
-    assert sum(len(section.papers) for section in edition.sections) == 4
+    assert sum(len(section.papers) for section in edition.sections) == 5
     return settings, edition, readers
 
 
