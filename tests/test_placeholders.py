@@ -321,6 +321,23 @@ def test_a_one_off_body_that_spells_slots_is_sent_as_text(hostile, smtp_server):
         assert not any(secret in text for other in readers if other is not reader for secret in other.private)
 
 
+def test_a_word_longer_than_an_smtp_line_reaches_every_reader(hostile, smtp_server):
+    settings, _edition, readers = hostile
+    word = "XNLXUNSUBSCRIBEXNLX" + "0123456789" * 150  # no space to cut at: 1,519 characters
+    edition_id = create_one_off(settings, "Long", f"Before {word} after.")
+    report = send_edition(settings, edition_id)
+    assert report.complete and report.counts == {"sent": len(readers)}  # not "500 Line too long"
+    for reader in readers:
+        raw, message = received(smtp_server, reader.email)
+        check_wire_shape(raw, message, reader, readers)
+        html_part = message.get_body(("html",))
+        assert html_part["Content-Transfer-Encoding"] == "quoted-printable"
+        page_html = html_part.get_content()
+        check_html(page_html, reader, readers, None)
+        assert squash(f"Before {word} after.") in squash(page_html) and word in page_html
+        assert f"Before {word} after." in message.get_body(("plain",)).get_content()
+
+
 SETTINGS = RenderSettings(newsletter_name="Research Digest", base_url="https://news.example.org")
 SENDER = Sender(from_address="Research Digest <digest@example.org>", list_id="<digest.example.org>")
 
