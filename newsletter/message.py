@@ -2,9 +2,10 @@
 
 The MIME structure is built once per edition with the ``email`` package: a multipart/alternative with a
 quoted-printable text part and a 7bit HTML part (ASCII, short lines: see ``render.ascii_html``). The
-serialised bytes are then split at the placeholders, so a recipient's message is one ``join`` of the
-static pieces with their own values: greeting, preferences and unsubscribe links, and headers (To,
-Message-ID, Date, List-Unsubscribe). Building a 100 KB message with ``EmailMessage`` takes ~6 ms; this
+serialised bytes are then split at the rendering's slot markers (random, so no text can spell one, and
+counted: each must appear exactly as often as the template placed it), so a recipient's message is one
+``join`` of the static pieces with their own values: greeting, preferences and unsubscribe links, and
+headers (To, Message-ID, Date, List-Unsubscribe). Building a 100 KB message with ``EmailMessage`` takes ~6 ms; this
 takes a few microseconds plus the copy.
 
 Every value is encoded for where it goes: header values are checked and RFC 2047-encoded, HTML values
@@ -20,19 +21,15 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import quoprimime
+from email.charset import Charset
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 
-from newsletter.render import (
-    GREETING,
-    PLACEHOLDERS,
-    PREFERENCES_URL,
-    UNSUBSCRIBE_URL,
-    RenderedEmail,
-    greeting,
-)
+from newsletter.render import RenderedEmail, Slot, check_slots, greeting
 
 _HEADER_SAFE = re.compile(r"^[^\r\n\x00]*$")
+MAX_LINE = 998  # octets per line, RFC 5321
 
 
 class MessageError(ValueError):
@@ -80,15 +77,19 @@ def address_header(name: str, address: str) -> str:
     """``Name <address>`` with the name quoted or RFC 2047-encoded as needed; never a second header."""
     header_value(name)
     header_value(address)
+    if "=?" in name:
+        # Mail programs decode what looks like an RFC 2047 word in a display name: encoded as a whole, the
+        # name reads back as the text it is.
+        return f"{Charset('utf-8').header_encode(name)} <{address}>"
     return formataddr((name, address), charset="utf-8")
 
 
 class MessageTemplate:
     """The bytes of one rendered email, ready to be personalised for any number of recipients."""
 
-    def __init__(self, rendered: RenderedEmail, sender: Sender, *, personal: bool = True) -> None:
-        """``personal``: the email has the per-reader placeholders (greeting, preferences, unsubscribe
-        links) and list headers; a confirmation email has neither."""
+    def __init__(self, rendered: RenderedEmail, sender: Sender) -> None:
+        """An email with slots is personal: each reader's greeting and links fill them, and it carries the
+        list headers; a confirmation email has neither."""
         self.sender = sender
         self.envelope_from = sender.envelope_from
         self.subject = rendered.subject
@@ -99,15 +100,21 @@ class MessageTemplate:
         if sender.reply_to:
             body["Reply-To"] = header_value(sender.reply_to)
         body.set_content(rendered.text, cte="quoted-printable")
-        body.add_alternative(rendered.html, subtype="html", cte="7bit")
+        # SMTP carries lines of at most 998 octets: HTML that ascii_html could not cut that short (a word
+        # or link from a feed longer than a line) travels quoted-printable instead of 7bit.
+        self._html_qp = any(len(line) > MAX_LINE for line in rendered.html.splitlines())
+        body.add_alternative(
+            rendered.html, subtype="html", cte="quoted-printable" if self._html_qp else "7bit"
+        )
         serialized = body.as_bytes()
         if not serialized.endswith(b"\r\n"):
             serialized += b"\r\n"
-        self.personal = personal
-        placeholders = [p.encode() for p in PLACEHOLDERS] if personal else []
-        self._segments, self._slots = _split(serialized, placeholders)
-        # SMTP DATA doubles a dot that starts a line; values never start a line, so the static pieces
-        # can be escaped once here rather than the whole message for every recipient.
+        self.personal = bool(rendered.slots)
+        check_slots(serialized, rendered.slots, "the message")
+        self._segments, self._slots = _split(serialized, rendered.slots)
+        # SMTP DATA doubles a dot that starts a line; no value starts with a dot (a greeting starts with
+        # "Hello", a link with "https", quoted-printable writes a dot after a soft break as "=2E"), so the
+        # static pieces can be escaped once here rather than the whole message for every recipient.
         self._wire_segments = [segment.replace(b"\r\n.", b"\r\n..") for segment in self._segments]
         self.size = len(serialized)
 
@@ -120,15 +127,11 @@ class MessageTemplate:
         return self._assemble(self._wire_segments, recipient, now)
 
     def _assemble(self, segments: list[bytes], recipient: Recipient, now: datetime | None) -> bytes:
-        values = {
-            GREETING: (_html_value(greeting(recipient.name)), _qp_value(greeting(recipient.name))),
-            PREFERENCES_URL: (_html_value(recipient.preferences_url), _qp_value(recipient.preferences_url)),
-            UNSUBSCRIBE_URL: (_html_value(recipient.unsubscribe_url), _qp_value(recipient.unsubscribe_url)),
-        }
+        values = _values(recipient, html_qp=self._html_qp)
         pieces = [self._headers(recipient, now or datetime.now(UTC))]
-        for segment, (placeholder, in_html) in zip(segments, self._slots, strict=False):
+        for segment, slot in zip(segments, self._slots, strict=False):
             pieces.append(segment)
-            pieces.append(values[placeholder][0 if in_html else 1])
+            pieces.append(values[slot])
         pieces.append(segments[-1])
         return b"".join(pieces)
 
@@ -148,37 +151,57 @@ class MessageTemplate:
 
 def personalise_html(rendered: RenderedEmail, recipient: Recipient) -> str:
     """The HTML part exactly as ``recipient`` receives it (for previews and archives)."""
+    values = _values(recipient)
     html_part = rendered.html
-    for placeholder, value in (
-        (GREETING, greeting(recipient.name)),
-        (PREFERENCES_URL, recipient.preferences_url),
-        (UNSUBSCRIBE_URL, recipient.unsubscribe_url),
-    ):
-        html_part = html_part.replace(placeholder, _html_value(value).decode("ascii"))
+    for slot in rendered.slots:
+        if slot.part == "html":
+            html_part = html_part.replace(slot.marker, values[(slot.name, slot.part)].decode("ascii"))
     return html_part
 
 
-def _split(data: bytes, placeholders: list[bytes]) -> tuple[list[bytes], list[tuple[str, bool]]]:
-    """Split ``data`` at every placeholder; note which placeholder and whether it sits in the HTML part."""
-    if not placeholders:
+SlotKey = tuple[str, str]  # (slot name, part)
+
+
+def _values(recipient: Recipient, *, html_qp: bool = False) -> dict[SlotKey, bytes]:
+    """Each per-reader value encoded for each part: HTML-escaped ASCII (quoted-printable too if the HTML
+    part is), or quoted-printable."""
+    raw = {
+        "greeting": greeting(recipient.name),
+        "preferences_url": recipient.preferences_url,
+        "unsubscribe_url": recipient.unsubscribe_url,
+    }
+    values = {}
+    for name, value in raw.items():
+        in_html = _html_value(value)
+        values[(name, "html")] = _qp_html_value(in_html) if html_qp else in_html
+        values[(name, "text")] = _qp_value(value)
+    return values
+
+
+def _split(data: bytes, slots: tuple[Slot, ...]) -> tuple[list[bytes], list[SlotKey]]:
+    """Split ``data`` at the slot markers, and only there; note which slot each cut was."""
+    if not slots:
         return [data], []
-    pattern = re.compile(b"|".join(re.escape(p) for p in placeholders))
-    html_start = data.find(b"Content-Type: text/html")
-    segments, slots, position = [], [], 0
+    by_marker = {slot.marker.encode("ascii"): (slot.name, slot.part) for slot in slots}
+    pattern = re.compile(b"|".join(re.escape(marker) for marker in by_marker))
+    segments, order, position = [], [], 0
     for match in pattern.finditer(data):
         segments.append(data[position : match.start()])
-        slots.append((match.group(0).decode(), match.start() > html_start))
+        order.append(by_marker[match.group(0)])
         position = match.end()
     segments.append(data[position:])
-    found = {slot[0] for slot in slots}
-    missing = [p.decode() for p in placeholders if p.decode() not in found]
-    if missing:
-        raise MessageError(f"placeholders lost in rendering: {', '.join(missing)}")
-    return segments, slots
+    return segments, order
 
 
 def _html_value(value: str) -> bytes:
     return html.escape(value, quote=True).encode("ascii", "xmlcharrefreplace")
+
+
+def _qp_html_value(value: bytes) -> bytes:
+    # In a quoted-printable HTML part a value may follow a few characters on its line ('href=3D"'), so
+    # its own lines stay shorter than the 76 the encoding allows.
+    encoded = quoprimime.body_encode(value.decode("ascii"), maxlinelen=64, eol="\r\n").encode("ascii")
+    return encoded.replace(b"\r\n.", b"\r\n=2E")
 
 
 def _qp_value(value: str) -> bytes:

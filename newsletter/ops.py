@@ -306,7 +306,7 @@ def _check_templates(settings: Settings, diagnosis: Diagnosis) -> None:
             render.one_off("Sample", "Some *text*."),
             render.confirmation(name="Sample", confirm_url="https://example.org/c", expires_in="7 days"),
         ):
-            MessageTemplate(rendered, settings.sender, personal="XNLX" in rendered.html)
+            MessageTemplate(rendered, settings.sender)
     except Exception as exc:
         diagnosis.add("templates", False, f"{type(exc).__name__}: {exc}")
         return

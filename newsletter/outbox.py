@@ -299,7 +299,7 @@ def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> 
             confirm_url=link_maker.confirm(subscriber.id, subscriber.email),
             expires_in=f"{CONFIRMATION_DAYS} days",
         )
-        message = MessageTemplate(rendered, settings.sender, personal=False).render(recipient)
+        message = MessageTemplate(rendered, settings.sender).render(recipient)
     else:
         body = (
             f"Someone, hopefully you, asked to subscribe this address to {settings.name}. It already "

@@ -1,8 +1,10 @@
 """Render emails: Jinja2 fills the MJML and text templates, mjml-python compiles the HTML once per edition.
 
 Paper text is plain text and the templates autoescape, so nothing from a feed can become markup. The
-compiled HTML keeps placeholders for the per-subscriber parts (greeting, preferences and unsubscribe
-links), which ``newsletter.message`` fills in cheaply for each recipient.
+compiled email keeps slots for the per-subscriber parts (greeting, preferences and unsubscribe links),
+which ``newsletter.message`` fills in cheaply for each recipient. A slot is a marker made from a random
+nonce drawn for each rendering: text from a feed, a form or an operator cannot spell a marker it cannot
+know, so a reader's values only ever land where the template put them.
 
 A digest's HTML must stay under Gmail's clipping limit (~102 KB) whatever the week: every section shows
 its best papers, as many per section as fit in ``HTML_BUDGET``, and links to the full edition on the web
@@ -12,7 +14,10 @@ for the rest.
 from __future__ import annotations
 
 import functools
+import re
+import secrets
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,12 +34,8 @@ HTML_BUDGET = 96_000
 MAX_PER_SECTION = 10
 AUTHORS_SHOWN = 3
 
-# Placeholders for what differs per subscriber: letters only, so neither MJML nor quoted-printable
-# encoding alters them.
-GREETING = "XNLXGREETINGXNLX"
-PREFERENCES_URL = "XNLXPREFERENCESXNLX"
-UNSUBSCRIBE_URL = "XNLXUNSUBSCRIBEXNLX"
-PLACEHOLDERS = (GREETING, PREFERENCES_URL, UNSUBSCRIBE_URL)
+# What differs per subscriber: the template variables that hold a slot in a personal email.
+SLOT_NAMES = ("greeting", "preferences_url", "unsubscribe_url")
 
 
 def templates_dir() -> Path:
@@ -58,12 +59,55 @@ class RenderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Slot:
+    """Where the template put one per-reader value in one part, and how many times."""
+
+    name: str  # one of SLOT_NAMES
+    part: str  # "html" (the value is HTML-escaped) or "text" (quoted-printable)
+    marker: str  # stands in the rendered part until the value replaces it
+    count: int  # how many times the template placed it
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedEmail:
     subject: str
-    html: str  # ASCII (non-ASCII as character references), placeholders inside
-    text: str  # placeholders on lines of their own
+    html: str  # ASCII (non-ASCII as character references), HTML slot markers on lines of their own
+    text: str  # text slot markers on lines of their own
     papers_shown: int = 0
     per_section: int = 0
+    slots: tuple[Slot, ...] = ()  # empty for an email that is the same for everyone (confirmation)
+
+
+def new_markers(part: str) -> dict[str, str]:
+    """Markers for one part of one rendering. Letters and digits only, so neither MJML, ``ascii_html``
+    nor quoted-printable alters them, and shorter than a quoted-printable line."""
+    nonce = secrets.token_hex(16)
+    return {name: f"XNLXSLOT{nonce}{name.split('_')[0].upper()}{part.upper()}" for name in SLOT_NAMES}
+
+
+def placed_slots(rendered: str, part: str, markers: dict[str, str], template: str) -> tuple[Slot, ...]:
+    """The slots ``template`` placed; it must place each one (an email without its unsubscribe link is
+    never sent). Nothing but the template can have written a marker."""
+    slots = tuple(Slot(name, part, marker, rendered.count(marker)) for name, marker in markers.items())
+    missing = [slot.name for slot in slots if not slot.count]
+    if missing:
+        raise RenderError(f"template {template} has no {', '.join(missing)} slot")
+    return slots
+
+
+def check_slots(rendered: str | bytes, slots: Iterable[Slot], where: str) -> None:
+    """Every slot is still there as often as the template placed it, or the email cannot be personalised."""
+    for slot in slots:
+        found = (
+            rendered.count(slot.marker)
+            if isinstance(rendered, str)
+            else rendered.count(slot.marker.encode("ascii"))
+        )
+        if found != slot.count:
+            raise RenderError(
+                f"{where}: the {slot.name} slot of the {slot.part} part appears {found} times "
+                f"where the template placed it {slot.count} times"
+            )
 
 
 @functools.cache
@@ -96,7 +140,7 @@ class Renderer:
         chosen = edition.sections if sections is None else sections
         subject = self.digest_subject(edition, sum(len(s.papers) for s in chosen))
         per_section = MAX_PER_SECTION
-        html, text = self._digest_parts(edition, chosen, subject, per_section)
+        html, text, slots = self._digest_parts(edition, chosen, subject, per_section)
         if len(html) > HTML_BUDGET:
             # Largest number of papers per section that fits: the size grows with it monotonically.
             low, high = 1, per_section - 1
@@ -111,16 +155,16 @@ class Renderer:
             if best is None:
                 per_section = 1
                 best = self._digest_parts(edition, chosen, subject, 1)
-            html, text = best
+            html, text, slots = best
         shown = sum(min(len(s.papers), per_section) for s in chosen)
-        return RenderedEmail(subject, html, text, papers_shown=shown, per_section=per_section)
+        return RenderedEmail(subject, html, text, shown, per_section, slots)
 
     def digest_subject(self, edition: Edition, paper_count: int) -> str:
         return f"{self.settings.newsletter_name}: {paper_count} new papers, {_date_range(edition)}"
 
     def _digest_parts(
         self, edition: Edition, sections: list[Section], subject: str, per_section: int
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, tuple[Slot, ...]]:
         archive = self.settings.archive_url(edition.id)
         context_sections = [
             {
@@ -147,7 +191,7 @@ class Renderer:
             "intro": intro,
             "sections": context_sections,
         }
-        return self._compile("email/digest.mjml.j2", context), self._text("email/digest.txt.j2", context)
+        return self._personal("email/digest.mjml.j2", "email/digest.txt.j2", context)
 
     # --- one-off messages and confirmations --------------------------------------------------------------
 
@@ -159,11 +203,8 @@ class Renderer:
             "body_html": jinja2.utils.markupsafe.Markup(body_html),
             "body_text": markdown_body.strip(),
         }
-        return RenderedEmail(
-            subject,
-            self._compile("email/one_off.mjml.j2", context),
-            self._text("email/one_off.txt.j2", context),
-        )
+        html, text, slots = self._personal("email/one_off.mjml.j2", "email/one_off.txt.j2", context)
+        return RenderedEmail(subject, html, text, slots=slots)
 
     def confirmation(self, *, name: str, confirm_url: str, expires_in: str) -> RenderedEmail:
         subject = f"Confirm your subscription to {self.settings.newsletter_name}"
@@ -183,8 +224,8 @@ class Renderer:
         }
         return RenderedEmail(
             subject,
-            self._compile("email/confirm.mjml.j2", context),
-            self._text("email/confirm.txt.j2", context),
+            self._mjml("email/confirm.mjml.j2", self._render("email/confirm.mjml.j2", context), ()),
+            self._render("email/confirm.txt.j2", context),
         )
 
     # --- shared -----------------------------------------------------------------------------------------
@@ -193,26 +234,31 @@ class Renderer:
         return {
             "subject": subject,
             "newsletter_name": self.settings.newsletter_name,
-            "greeting": GREETING,
-            "preferences_url": PREFERENCES_URL,
-            "unsubscribe_url": UNSUBSCRIBE_URL,
             "archive_url": archive_url,
             "why": f"You receive {self.settings.newsletter_name} because you subscribed at "
             f"{self.settings.base_url}.",
         }
 
-    def _compile(self, template: str, context: dict[str, object]) -> str:
-        try:
-            mjml = self._env.get_template(template).render(context)
-        except jinja2.TemplateError as exc:
-            raise RenderError(f"template {template} failed: {exc}") from exc
+    def _personal(
+        self, mjml_template: str, text_template: str, context: dict[str, object]
+    ) -> tuple[str, str, tuple[Slot, ...]]:
+        """Both parts of a personal email, each with fresh slot markers, and the slots they hold."""
+        html_markers, text_markers = new_markers("html"), new_markers("text")
+        mjml = self._render(mjml_template, context | html_markers)
+        html_slots = placed_slots(mjml, "html", html_markers, mjml_template)
+        html = self._mjml(mjml_template, mjml, html_markers.values())
+        check_slots(html, html_slots, f"the compiled {mjml_template}")
+        text = self._render(text_template, context | text_markers)
+        return html, text, html_slots + placed_slots(text, "text", text_markers, text_template)
+
+    def _mjml(self, template: str, mjml: str, markers: Iterable[str]) -> str:
         try:
             html = mjml2html(mjml)
         except ValueError as exc:
             raise RenderError(f"MJML compilation of {template} failed: {exc}") from exc
-        return ascii_html(html)
+        return ascii_html(html, markers)
 
-    def _text(self, template: str, context: dict[str, object]) -> str:
+    def _render(self, template: str, context: dict[str, object]) -> str:
         try:
             return self._env.get_template(template).render(context)
         except jinja2.TemplateError as exc:
@@ -231,11 +277,20 @@ def paper_view(paper: EditionPaper) -> dict[str, object]:
         meta.append(f"▲ {paper.upvotes}")
     return {
         "title": paper.title,
-        "url": paper.url or "",
+        "url": link_url(paper.url),
         "meta": " · ".join(meta),
         "summary": paper.summary,
-        "code_url": paper.github_repo,
+        "code_url": link_url(paper.github_repo),
     }
+
+
+def link_url(url: str | None) -> str:
+    """A URL as a browser reads it: tabs and line breaks dropped (the URL standard ignores them; MJML would
+    write them into the attribute as backslash escapes)."""
+    return (url or "").translate(_URL_IGNORED)
+
+
+_URL_IGNORED = str.maketrans("", "", "\t\r\n")
 
 
 def _date_range(edition: Edition) -> str:
@@ -268,15 +323,17 @@ def markdown_html(markdown_body: str) -> str:
 _LONG_LINE = 500
 
 
-def ascii_html(html: str) -> str:
-    """Non-ASCII characters as numeric references, each placeholder on a line of its own and other lines
+def ascii_html(html: str, markers: Iterable[str] = ()) -> str:
+    """Non-ASCII characters as numeric references, each slot marker on a line of its own and other lines
     of at most ``_LONG_LINE`` characters: the HTML part travels as 7bit text, and no personalised value
     can push a line past SMTP's 998 octets."""
     html = html.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    for url in (PREFERENCES_URL, UNSUBSCRIBE_URL):
-        # Whitespace between attributes is free in HTML: the link's href gets its own line.
-        html = html.replace(f'href="{url}"', f'\nhref="{url}"\n')
-    html = html.replace(GREETING, f"\n{GREETING}\n")  # in text, a line break is just a space
+    alternatives = [re.escape(marker) for marker in markers]
+    if alternatives:
+        # Whitespace between attributes is free in HTML: a link's href gets its own line; in text, a line
+        # break is just a space.
+        slot = re.compile("|".join([f'href="(?:{"|".join(alternatives)})"', *alternatives]))
+        html = slot.sub(lambda match: f"\n{match.group(0)}\n", html)
     lines = []
     for line in html.split("\n"):
         while len(line) > _LONG_LINE:

@@ -157,7 +157,7 @@ def test_headers_and_both_parts(tmp_path, smtp_server):
     link = unsubscribe[1 : unsubscribe.index(">")]
     assert link in text and link in html
     assert "https://news.example.org/preferences/" in text
-    assert "XNLX" not in text and "XNLX" not in html  # no placeholder left behind
+    assert "XNLXSLOT" not in text and "XNLXSLOT" not in html  # every slot filled
     assert len(html.encode()) < 102_000
 
 
