@@ -348,6 +348,13 @@ def _scheduler(db: sqlite_utils.Database) -> None:
     )
 
 
+def _lock_owners(db: sqlite_utils.Database) -> None:
+    # A lock belongs to one acquisition (a random token), not to a process: two runs in one process
+    # (the retry job while the digest job sends) must exclude each other like two processes do.
+    for table in ("send_locks", "job_locks"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -355,4 +362,5 @@ MIGRATIONS: list[Migration] = [
     _subscribers_and_deliveries,
     _preferences,
     _scheduler,
+    _lock_owners,
 ]

@@ -82,7 +82,7 @@ class ServerUnavailable(RuntimeError):
 
 
 class SendInProgress(RuntimeError):
-    """Another live process is sending this edition."""
+    """Another live run (in another process or in this one) is sending this edition."""
 
 
 class LedgerPruned(RuntimeError):
@@ -208,13 +208,18 @@ def create_ledger(
         return cursor.rowcount
 
 
-def recover(db: sqlite_utils.Database, edition_id: int, *, now: datetime | None = None) -> list[str]:
+def recover(
+    db: sqlite_utils.Database, edition_id: int, lock: locks.Lock, *, now: datetime | None = None
+) -> list[str]:
     """After a crash: ``sending`` rows go back to the queue; ``committing`` rows become ``unknown``.
 
-    Returns the addresses whose message may or may not have been accepted by the server.
+    Only the holder of the edition's send lock may do this: the rows in flight of a live send are its
+    own (``locks.LockLost`` otherwise). Returns the addresses whose message may or may not have been
+    accepted by the server.
     """
     stamp = iso(now or datetime.now(UTC))
     with write_transaction(db):
+        locks.check(db, lock)
         unknown = [
             row[0]
             for row in db.execute(
@@ -306,85 +311,122 @@ def deliver(
     a second copy (with the same Message-ID, which lets many mail programs hide it).
     ``interrupt``: when set (SIGTERM), every connection finishes the message in hand and the send stops,
     leaving the rest queued for the next run.
+    Raises ``SendInProgress`` while another run, in this process or another, sends the edition: its rows
+    in flight are its own, and only it can tell what became of them.
     """
     started = time.perf_counter()
     db = open_database(database, migrate=False)
-    report = DeliveryReport(edition_id)
     try:
         try:
-            locks.acquire(db, "send_locks", edition_id)
+            lock = locks.acquire(db, "send_locks", edition_id)
         except locks.LockHeld as exc:
-            raise SendInProgress(
-                f"edition {edition_id} is being sent by process {exc.pid} on {exc.host}"
-            ) from None
-        report.unknown = recover(db, edition_id)
-        if resend_unknown:
-            with write_transaction(db):
-                db.conn.execute(
-                    "UPDATE deliveries SET state = 'queued', next_attempt_at = NULL WHERE edition_id = ? AND state = 'unknown'",
-                    [edition_id],
-                )
-            report.unknown = []
-        stop = threading.Event()
-        limiter = RateLimiter(settings.rate)
-        workers = [
-            _Worker(
-                database, edition_id, templates, links, settings, limiter, stop, progress or (lambda _s: None)
-            )
-            for _ in range(max(1, settings.concurrency))
-        ]
-        threads = [
-            threading.Thread(target=worker.run, name=f"smtp-{n}", daemon=True)
-            for n, worker in enumerate(workers)
-        ]
-        for thread in threads:
-            thread.start()
+            raise SendInProgress(f"edition {edition_id} is being sent by {exc.holder}") from None
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
-                    if interrupt is not None and interrupt.is_set() and not stop.is_set():
-                        stop.set()
-                        report.stopped = "interrupted"
-        except KeyboardInterrupt:
-            stop.set()
-            report.stopped = "interrupted"
-            for thread in threads:
-                thread.join()
-        report.sent_now = sum(worker.sent for worker in workers)
-        stops = [worker.stopped for worker in workers if worker.stopped]
-        if stops and not report.stopped:
-            report.stopped = stops[0]
-        recover_own = [w.leftover for w in workers]
-        _requeue(db, [row for rows in recover_own for row in rows])
-        report.counts = ledger_counts(db, edition_id)
-        report.unknown += [
-            row[0]
-            for row in db.execute(
-                "SELECT email FROM deliveries WHERE edition_id = ? AND state = 'unknown' ORDER BY id",
-                [edition_id],
+            report = _deliver_holding(
+                db,
+                lock,
+                database,
+                edition_id,
+                templates,
+                links,
+                settings,
+                progress,
+                resend_unknown,
+                interrupt,
             )
-            if row[0] not in report.unknown
-        ]
-        report.failures = [
-            (row[0], row[1] or "")
-            for row in db.execute(
-                "SELECT email, last_reply FROM deliveries WHERE edition_id = ? AND state = 'failed' ORDER BY id",
-                [edition_id],
-            )
-        ]
-        next_retry = db.execute(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE edition_id = ? AND state = 'queued'",
-            [edition_id],
-        ).fetchone()[0]
-        report.next_retry_at = datetime.fromisoformat(next_retry) if next_retry else None
-        with write_transaction(db):
-            if report.complete:
-                db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
-        locks.release(db, "send_locks", edition_id)
+        finally:
+            try:
+                locks.release(db, lock)
+            except Exception:  # the error that brought us here matters more; a dead holder is taken over
+                log.exception("could not release the send lock of edition %s", edition_id)
     finally:
         db.close()
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def _deliver_holding(
+    db: sqlite_utils.Database,
+    lock: locks.Lock,
+    database: Path,
+    edition_id: int,
+    templates: Templates,
+    links: Links,
+    settings: SmtpSettings,
+    progress: Progress | None,
+    resend_unknown: bool,
+    interrupt: threading.Event | None,
+) -> DeliveryReport:
+    report = DeliveryReport(edition_id)
+    report.unknown = recover(db, edition_id, lock)
+    if resend_unknown:
+        with write_transaction(db):
+            db.conn.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = NULL WHERE edition_id = ? AND state = 'unknown'",
+                [edition_id],
+            )
+        report.unknown = []
+    stop = threading.Event()
+    limiter = RateLimiter(settings.rate)
+    workers = [
+        _Worker(
+            database,
+            edition_id,
+            templates,
+            links,
+            settings,
+            limiter,
+            stop,
+            progress or (lambda _s: None),
+        )
+        for _ in range(max(1, settings.concurrency))
+    ]
+    threads = [
+        threading.Thread(target=worker.run, name=f"smtp-{n}", daemon=True) for n, worker in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+                if interrupt is not None and interrupt.is_set() and not stop.is_set():
+                    stop.set()
+                    report.stopped = "interrupted"
+    except KeyboardInterrupt:
+        stop.set()
+        report.stopped = "interrupted"
+        for thread in threads:
+            thread.join()
+    report.sent_now = sum(worker.sent for worker in workers)
+    stops = [worker.stopped for worker in workers if worker.stopped]
+    if stops and not report.stopped:
+        report.stopped = stops[0]
+    _requeue(db, [row for worker in workers for row in worker.leftover])
+    report.counts = ledger_counts(db, edition_id)
+    report.unknown += [
+        row[0]
+        for row in db.execute(
+            "SELECT email FROM deliveries WHERE edition_id = ? AND state = 'unknown' ORDER BY id",
+            [edition_id],
+        )
+        if row[0] not in report.unknown
+    ]
+    report.failures = [
+        (row[0], row[1] or "")
+        for row in db.execute(
+            "SELECT email, last_reply FROM deliveries WHERE edition_id = ? AND state = 'failed' ORDER BY id",
+            [edition_id],
+        )
+    ]
+    next_retry = db.execute(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE edition_id = ? AND state = 'queued'",
+        [edition_id],
+    ).fetchone()[0]
+    report.next_retry_at = datetime.fromisoformat(next_retry) if next_retry else None
+    if report.complete:
+        with write_transaction(db):
+            db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
     return report
 
 
@@ -576,7 +618,7 @@ class _Worker:
             return
         except _Aborted:
             self._disconnect()  # mid-DATA the only way to abandon a message is to hang up
-            self._finish(db, delivery_id, "suppressed", "unsubscribed before this edition reached them")
+            self._suppress_unsent(db, delivery_id)
             return
         except (smtplib.SMTPException, OSError) as exc:
             self._disconnect()
@@ -666,6 +708,16 @@ class _Worker:
                 [iso(datetime.now(UTC)), delivery_id],
             )
         return cursor.rowcount == 1
+
+    def _suppress_unsent(self, db: sqlite_utils.Database, delivery_id: int) -> None:
+        """The reader left before the final ".". Only a row still in this worker's hands is written: a row
+        in any other state is not this send's to describe."""
+        with self._transaction(db):
+            db.conn.execute(
+                "UPDATE deliveries SET state = 'suppressed', last_reply = ?, updated_at = ?, sent_at = NULL "
+                "WHERE id = ? AND state = 'sending'",
+                ["unsubscribed before this edition reached them", iso(datetime.now(UTC)), delivery_id],
+            )
 
     def _finish(self, db: sqlite_utils.Database, delivery_id: int, state: str, reply: str) -> None:
         with self._transaction(db):
