@@ -22,7 +22,12 @@ server works on a message's final dot, the worker builds the next message.
 
 Each worker has its own SMTP connection (reused for every message) and its own database connection;
 a shared token bucket keeps the whole run under ``rate`` messages per second. If the server cannot be
-reached the run stops, says so, and leaves the rest queued for ``newsletter resume``.
+reached the run stops, says so, and leaves the rest queued for ``newsletter resume``; so it does when the
+final "." of a few messages in a row gets no answer (a relay slower than ``[smtp] timeout``), since each
+of those becomes ``unknown``.
+
+One run sends an edition at a time: it holds the edition's send lock (``newsletter.locks``), which a
+second run refuses to share even inside the same process, so no run ever touches another's rows.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FINAL_STATES = ("sent", "failed", "suppressed", "skipped", "unknown")
 CLAIM_BATCH = 16
+UNANSWERED_LIMIT = 3  # messages in a row with no answer to their final "." before the send stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +84,8 @@ class SmtpSettings:
 
 
 class ServerUnavailable(RuntimeError):
-    """The SMTP server could not be reached (or refused the login): nothing more can be sent now."""
+    """The SMTP server could not be reached, refused the login, or left message after message without an
+    answer to its final ".": nothing more can be sent now."""
 
 
 class SendInProgress(RuntimeError):
@@ -106,7 +113,8 @@ class DeliveryReport:
 
     @property
     def complete(self) -> bool:
-        return self.pending == 0
+        """Nothing left to do, and the run was not cut short."""
+        return self.pending == 0 and self.stopped is None
 
     @property
     def rate(self) -> float:
@@ -274,6 +282,27 @@ class RateLimiter:
             time.sleep(delay)
 
 
+class UnansweredStreak:
+    """Messages in a row, across all connections of a send, whose final "." got no answer (a timeout or a
+    hang-up). Each becomes ``unknown`` and is never sent again without the operator, so a relay slower
+    than ``[smtp] timeout`` would otherwise turn the whole list into ``unknown`` rows."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def answered(self) -> None:
+        with self._lock:
+            self._count = 0
+
+    def unanswered(self) -> bool:
+        """Count one; True for the one that reaches the limit (that one only: the send stops once)."""
+        with self._lock:
+            self._count += 1
+            return self._count == self.limit
+
+
 class _Reply(Exception):
     """An SMTP reply other than the expected one, at a stage of the transaction."""
 
@@ -368,6 +397,7 @@ def _deliver_holding(
         report.unknown = []
     stop = threading.Event()
     limiter = RateLimiter(settings.rate)
+    unanswered = UnansweredStreak(UNANSWERED_LIMIT)
     workers = [
         _Worker(
             database,
@@ -378,6 +408,7 @@ def _deliver_holding(
             limiter,
             stop,
             progress or (lambda _s: None),
+            unanswered,
         )
         for _ in range(max(1, settings.concurrency))
     ]
@@ -424,7 +455,7 @@ def _deliver_holding(
         [edition_id],
     ).fetchone()[0]
     report.next_retry_at = datetime.fromisoformat(next_retry) if next_retry else None
-    if report.complete:
+    if report.complete:  # never after a run that stopped early: a resume finishes it, and says so
         with write_transaction(db):
             db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
     return report
@@ -466,6 +497,7 @@ class _Worker:
         limiter: RateLimiter,
         stop: threading.Event,
         progress: Progress,
+        unanswered: UnansweredStreak,
     ) -> None:
         self.database = database
         self.edition_id = edition_id
@@ -475,6 +507,7 @@ class _Worker:
         self.limiter = limiter
         self.stop_event = stop
         self.progress = progress
+        self.unanswered = unanswered
         self.sent = 0
         self.stopped: str | None = None
         self.leftover: list[int] = []  # rows this worker claimed but did not get to
@@ -630,15 +663,33 @@ class _Worker:
                     f"connection lost after the whole message was sent ({_describe(exc)}): "
                     "the server may or may not have accepted it, so it is not sent again",
                 )
+                if self.unanswered.unanswered():
+                    raise ServerUnavailable(self._unanswered_reason(exc)) from None
             else:
                 self._retry_later(db, delivery_id, attempts, f"connection lost {stage}: {_describe(exc)}")
             return
+        self.unanswered.answered()
         if code == 250:
             self._accepted.append((delivery_id, f"{code} {_text(text)}", iso(datetime.now(UTC))))
             self.sent += 1
             self.progress("sent")
         else:
             self._settle_reply(db, delivery_id, address, attempts, _Reply(code, _text(text), "end of DATA"))
+
+    def _unanswered_reason(self, error: BaseException) -> str:
+        timed_out = isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError)
+        what = (
+            f"did not answer within [smtp] timeout ({self.settings.timeout:g} s)"
+            if timed_out
+            else "hung up without an answer"
+        )
+        action = "raise [smtp] timeout" if timed_out else "check the server"
+        return (
+            f'the SMTP server {what} after the final "." of {self.unanswered.limit} messages in a row, so '
+            f"the send stopped and the rest stays queued: {action}, then run `newsletter resume "
+            f"{self.edition_id}` (with --resend-unknown to also send the messages whose fate is unknown; "
+            "some readers may then get two copies)"
+        )
 
     def _open_transaction(self, smtp: smtplib.SMTP, sender: str, address: str) -> None:
         """MAIL FROM, RCPT TO and DATA; in one write when the server announces PIPELINING (RFC 2920)."""

@@ -5,6 +5,7 @@ threads and the real ``newsletter`` program in subprocesses."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from newsletter.deliver import SendInProgress, recover
 from newsletter.jobs import Job, JobRunner
 from newsletter.outbox import send_edition
 from tests.support.smtpserver import ScriptedSMTPServer
+from tests.test_cli import run
 from tests.test_deliver import edition_with_sample_papers, ledger, make_settings, subscribe
 from tests.test_scheduler import runs, wait_for
 
@@ -169,3 +171,43 @@ def test_the_retry_job_skips_an_edition_the_digest_job_is_sending_in_the_same_pr
         for job, _, counts, *_ in runs(settings)
         if job == "retry-deliveries"
     )
+
+
+# --- item: a relay that answers the final "." later than the timeout ---------------------------------------------
+
+
+def test_a_relay_slower_than_the_timeout_stops_the_send_and_resume_finishes_it(tmp_path, smtp_server):
+    settings = make_settings(tmp_path, smtp_server.port, concurrency=2, timeout=1)
+    edition_id = edition_with_sample_papers(settings)
+    addresses = subscribe(settings, 12)
+    smtp_server.handler.delay = 4  # answers the final "." after 4 s; the sender waits 1 s
+    config = str(tmp_path / "newsletter.toml")
+
+    stopped = run("--config", config, "digest", "send", str(edition_id), cwd=tmp_path)
+
+    assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+    out = " ".join(stopped.stdout.split())
+    assert 'did not answer within [smtp] timeout (1 s) after the final "." of 3 messages in a row' in out
+    assert "raise [smtp] timeout" in out and f"`newsletter resume {edition_id}`" in out
+    assert "--resend-unknown" in out and "Traceback" not in stopped.stderr
+    counts, rows = ledger(settings, edition_id)
+    unknown = {address for address, row in rows.items() if row[0] == "unknown"}
+    assert 3 <= len(unknown) <= 4  # the third, and what the other connection had in flight then
+    assert counts == {"unknown": len(unknown), "queued": 12 - len(unknown)}
+    assert edition_status(settings, edition_id) == "sending"
+    status = run("--config", config, "status", cwd=tmp_path)
+    assert re.search(rf"\b{edition_id}\b.*\bsending\b", status.stdout), status.stdout
+
+    smtp_server.handler.delay = 0  # the operator raised the timeout, or the relay recovered
+    resumed = run("--config", config, "resume", str(edition_id), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    counts, _ = ledger(settings, edition_id)
+    assert counts == {"sent": 12 - len(unknown), "unknown": len(unknown)}
+    assert edition_status(settings, edition_id) == "sent"
+    # aiosmtpd drops a message whose client hung up before the answer: the unknown ones never arrived.
+    assert smtp_server.counts() == {address: 1 for address in addresses if address not in unknown}
+
+    forced = run("--config", config, "resume", str(edition_id), "--resend-unknown", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert smtp_server.counts() == {address: 1 for address in addresses}
+    assert ledger(settings, edition_id)[0] == {"sent": 12}
