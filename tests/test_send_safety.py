@@ -198,6 +198,14 @@ def test_a_relay_slower_than_the_timeout_stops_the_send_and_resume_finishes_it(t
     status = run("--config", config, "status", cwd=tmp_path)
     assert re.search(rf"\b{edition_id}\b.*\bsending\b", status.stdout), status.stdout
 
+    # The daily retry job picks the edition up; while the relay is still slow it stops the same way.
+    retried = JobRunner(settings).run(Job("retry-deliveries", "30 6 * * *", ZoneInfo("UTC"), "retry"))
+    assert retried.status == "partial" and "did not answer within [smtp] timeout" in retried.error
+    counts, rows = ledger(settings, edition_id)
+    unknown = {address for address, row in rows.items() if row[0] == "unknown"}
+    assert 6 <= len(unknown) <= 8 and counts == {"unknown": len(unknown), "queued": 12 - len(unknown)}
+    assert edition_status(settings, edition_id) == "sending"
+
     smtp_server.handler.delay = 0  # the operator raised the timeout, or the relay recovered
     resumed = run("--config", config, "resume", str(edition_id), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
