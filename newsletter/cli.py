@@ -621,19 +621,21 @@ def _print_delivery(report: DeliveryReport, settings: Settings) -> None:
         console.print(f"[red]... and {len(report.failures) - 10} more failures[/]")
     if report.unknown:
         console.print(
-            f"[yellow]{len(report.unknown)} message(s) were in flight when a previous send stopped; the server "
-            "may or may not have accepted them, so they were not sent again:[/] "
+            f"[yellow]{len(report.unknown)} message(s) were in flight when a send stopped or lost its "
+            "connection; the server may or may not have accepted them, so they were not sent again:[/] "
             + escape(", ".join(report.unknown)),
             soft_wrap=True,
         )
+    resume = f"`newsletter resume {report.edition_id}`"
     if report.pending:
         when = f" (next retry due {report.next_retry_at:%Y-%m-%d %H:%M} UTC)" if report.next_retry_at else ""
         reason = f"{report.stopped}; " if report.stopped else ""
+        hint = "" if resume in reason else f": run {resume} to send them"  # said once is enough
         console.print(
-            f"[red]{escape(reason)}{report.pending} message(s) not sent yet{when}: run "
-            f"`newsletter resume {report.edition_id}` to send them[/]",
-            soft_wrap=True,
+            f"[red]{escape(reason)}{report.pending} message(s) not sent yet{when}{hint}[/]", soft_wrap=True
         )
+    elif report.stopped:
+        console.print(f"[red]{escape(report.stopped)}[/]", soft_wrap=True)
 
 
 # --- subscribers ----------------------------------------------------------------------------------------------

@@ -389,6 +389,13 @@ def _signup_queue(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE signup_mailboxes (mailbox TEXT PRIMARY KEY, sent_at TEXT NOT NULL)")
 
 
+def _lock_owners(db: sqlite_utils.Database) -> None:
+    # A lock belongs to one acquisition (a random token), not to a process: two runs in one process
+    # (the retry job while the digest job sends) must exclude each other like two processes do.
+    for table in ("send_locks", "job_locks"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -398,4 +405,5 @@ MIGRATIONS: list[Migration] = [
     _scheduler,
     _admin_sessions,
     _signup_queue,
+    _lock_owners,
 ]

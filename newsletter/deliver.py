@@ -22,7 +22,12 @@ server works on a message's final dot, the worker builds the next message.
 
 Each worker has its own SMTP connection (reused for every message) and its own database connection;
 a shared token bucket keeps the whole run under ``rate`` messages per second. If the server cannot be
-reached the run stops, says so, and leaves the rest queued for ``newsletter resume``.
+reached the run stops, says so, and leaves the rest queued for ``newsletter resume``; so it does when the
+final "." of a few messages in a row gets no answer (a relay slower than ``[smtp] timeout``), since each
+of those becomes ``unknown``.
+
+One run sends an edition at a time: it holds the edition's send lock (``newsletter.locks``), which a
+second run refuses to share even inside the same process, so no run ever touches another's rows.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FINAL_STATES = ("sent", "failed", "suppressed", "skipped", "unknown")
 CLAIM_BATCH = 16
+UNANSWERED_LIMIT = 3  # messages in a row with no answer to their final "." before the send stops
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +84,12 @@ class SmtpSettings:
 
 
 class ServerUnavailable(RuntimeError):
-    """The SMTP server could not be reached (or refused the login): nothing more can be sent now."""
+    """The SMTP server could not be reached, refused the login, or left message after message without an
+    answer to its final ".": nothing more can be sent now."""
 
 
 class SendInProgress(RuntimeError):
-    """Another live process is sending this edition."""
+    """Another live run (in another process or in this one) is sending this edition."""
 
 
 class LedgerPruned(RuntimeError):
@@ -106,7 +113,8 @@ class DeliveryReport:
 
     @property
     def complete(self) -> bool:
-        return self.pending == 0
+        """Nothing left to do, and the run was not cut short."""
+        return self.pending == 0 and self.stopped is None
 
     @property
     def rate(self) -> float:
@@ -208,13 +216,18 @@ def create_ledger(
         return cursor.rowcount
 
 
-def recover(db: sqlite_utils.Database, edition_id: int, *, now: datetime | None = None) -> list[str]:
+def recover(
+    db: sqlite_utils.Database, edition_id: int, lock: locks.Lock, *, now: datetime | None = None
+) -> list[str]:
     """After a crash: ``sending`` rows go back to the queue; ``committing`` rows become ``unknown``.
 
-    Returns the addresses whose message may or may not have been accepted by the server.
+    Only the holder of the edition's send lock may do this: the rows in flight of a live send are its
+    own (``locks.LockLost`` otherwise). Returns the addresses whose message may or may not have been
+    accepted by the server.
     """
     stamp = iso(now or datetime.now(UTC))
     with write_transaction(db):
+        locks.check(db, lock)
         unknown = [
             row[0]
             for row in db.execute(
@@ -269,6 +282,27 @@ class RateLimiter:
             time.sleep(delay)
 
 
+class UnansweredStreak:
+    """Messages in a row, across all connections of a send, whose final "." got no answer (a timeout or a
+    hang-up). Each becomes ``unknown`` and is never sent again without the operator, so a relay slower
+    than ``[smtp] timeout`` would otherwise turn the whole list into ``unknown`` rows."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def answered(self) -> None:
+        with self._lock:
+            self._count = 0
+
+    def unanswered(self) -> bool:
+        """Count one; True for the one that reaches the limit (that one only: the send stops once)."""
+        with self._lock:
+            self._count += 1
+            return self._count == self.limit
+
+
 class _Reply(Exception):
     """An SMTP reply other than the expected one, at a stage of the transaction."""
 
@@ -306,85 +340,124 @@ def deliver(
     a second copy (with the same Message-ID, which lets many mail programs hide it).
     ``interrupt``: when set (SIGTERM), every connection finishes the message in hand and the send stops,
     leaving the rest queued for the next run.
+    Raises ``SendInProgress`` while another run, in this process or another, sends the edition: its rows
+    in flight are its own, and only it can tell what became of them.
     """
     started = time.perf_counter()
     db = open_database(database, migrate=False)
-    report = DeliveryReport(edition_id)
     try:
         try:
-            locks.acquire(db, "send_locks", edition_id)
+            lock = locks.acquire(db, "send_locks", edition_id)
         except locks.LockHeld as exc:
-            raise SendInProgress(
-                f"edition {edition_id} is being sent by process {exc.pid} on {exc.host}"
-            ) from None
-        report.unknown = recover(db, edition_id)
-        if resend_unknown:
-            with write_transaction(db):
-                db.conn.execute(
-                    "UPDATE deliveries SET state = 'queued', next_attempt_at = NULL WHERE edition_id = ? AND state = 'unknown'",
-                    [edition_id],
-                )
-            report.unknown = []
-        stop = threading.Event()
-        limiter = RateLimiter(settings.rate)
-        workers = [
-            _Worker(
-                database, edition_id, templates, links, settings, limiter, stop, progress or (lambda _s: None)
-            )
-            for _ in range(max(1, settings.concurrency))
-        ]
-        threads = [
-            threading.Thread(target=worker.run, name=f"smtp-{n}", daemon=True)
-            for n, worker in enumerate(workers)
-        ]
-        for thread in threads:
-            thread.start()
+            raise SendInProgress(f"edition {edition_id} is being sent by {exc.holder}") from None
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
-                    if interrupt is not None and interrupt.is_set() and not stop.is_set():
-                        stop.set()
-                        report.stopped = "interrupted"
-        except KeyboardInterrupt:
-            stop.set()
-            report.stopped = "interrupted"
-            for thread in threads:
-                thread.join()
-        report.sent_now = sum(worker.sent for worker in workers)
-        stops = [worker.stopped for worker in workers if worker.stopped]
-        if stops and not report.stopped:
-            report.stopped = stops[0]
-        recover_own = [w.leftover for w in workers]
-        _requeue(db, [row for rows in recover_own for row in rows])
-        report.counts = ledger_counts(db, edition_id)
-        report.unknown += [
-            row[0]
-            for row in db.execute(
-                "SELECT email FROM deliveries WHERE edition_id = ? AND state = 'unknown' ORDER BY id",
-                [edition_id],
+            report = _deliver_holding(
+                db,
+                lock,
+                database,
+                edition_id,
+                templates,
+                links,
+                settings,
+                progress,
+                resend_unknown,
+                interrupt,
             )
-            if row[0] not in report.unknown
-        ]
-        report.failures = [
-            (row[0], row[1] or "")
-            for row in db.execute(
-                "SELECT email, last_reply FROM deliveries WHERE edition_id = ? AND state = 'failed' ORDER BY id",
-                [edition_id],
-            )
-        ]
-        next_retry = db.execute(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE edition_id = ? AND state = 'queued'",
-            [edition_id],
-        ).fetchone()[0]
-        report.next_retry_at = datetime.fromisoformat(next_retry) if next_retry else None
-        with write_transaction(db):
-            if report.complete:
-                db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
-        locks.release(db, "send_locks", edition_id)
+        finally:
+            try:
+                locks.release(db, lock)
+            except Exception:  # the error that brought us here matters more; a dead holder is taken over
+                log.exception("could not release the send lock of edition %s", edition_id)
     finally:
         db.close()
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def _deliver_holding(
+    db: sqlite_utils.Database,
+    lock: locks.Lock,
+    database: Path,
+    edition_id: int,
+    templates: Templates,
+    links: Links,
+    settings: SmtpSettings,
+    progress: Progress | None,
+    resend_unknown: bool,
+    interrupt: threading.Event | None,
+) -> DeliveryReport:
+    report = DeliveryReport(edition_id)
+    report.unknown = recover(db, edition_id, lock)
+    if resend_unknown:
+        with write_transaction(db):
+            db.conn.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = NULL WHERE edition_id = ? AND state = 'unknown'",
+                [edition_id],
+            )
+        report.unknown = []
+    stop = threading.Event()
+    limiter = RateLimiter(settings.rate)
+    unanswered = UnansweredStreak(UNANSWERED_LIMIT)
+    workers = [
+        _Worker(
+            database,
+            edition_id,
+            templates,
+            links,
+            settings,
+            limiter,
+            stop,
+            progress or (lambda _s: None),
+            unanswered,
+        )
+        for _ in range(max(1, settings.concurrency))
+    ]
+    threads = [
+        threading.Thread(target=worker.run, name=f"smtp-{n}", daemon=True) for n, worker in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+                if interrupt is not None and interrupt.is_set() and not stop.is_set():
+                    stop.set()
+                    report.stopped = "interrupted"
+    except KeyboardInterrupt:
+        stop.set()
+        report.stopped = "interrupted"
+        for thread in threads:
+            thread.join()
+    report.sent_now = sum(worker.sent for worker in workers)
+    stops = [worker.stopped for worker in workers if worker.stopped]
+    if stops and not report.stopped:
+        report.stopped = stops[0]
+    _requeue(db, [row for worker in workers for row in worker.leftover])
+    report.counts = ledger_counts(db, edition_id)
+    report.unknown += [
+        row[0]
+        for row in db.execute(
+            "SELECT email FROM deliveries WHERE edition_id = ? AND state = 'unknown' ORDER BY id",
+            [edition_id],
+        )
+        if row[0] not in report.unknown
+    ]
+    report.failures = [
+        (row[0], row[1] or "")
+        for row in db.execute(
+            "SELECT email, last_reply FROM deliveries WHERE edition_id = ? AND state = 'failed' ORDER BY id",
+            [edition_id],
+        )
+    ]
+    next_retry = db.execute(
+        "SELECT min(next_attempt_at) FROM deliveries WHERE edition_id = ? AND state = 'queued'",
+        [edition_id],
+    ).fetchone()[0]
+    report.next_retry_at = datetime.fromisoformat(next_retry) if next_retry else None
+    if report.complete:  # never after a run that stopped early: a resume finishes it, and says so
+        with write_transaction(db):
+            db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
     return report
 
 
@@ -424,6 +497,7 @@ class _Worker:
         limiter: RateLimiter,
         stop: threading.Event,
         progress: Progress,
+        unanswered: UnansweredStreak,
     ) -> None:
         self.database = database
         self.edition_id = edition_id
@@ -433,6 +507,7 @@ class _Worker:
         self.limiter = limiter
         self.stop_event = stop
         self.progress = progress
+        self.unanswered = unanswered
         self.sent = 0
         self.stopped: str | None = None
         self.leftover: list[int] = []  # rows this worker claimed but did not get to
@@ -576,7 +651,7 @@ class _Worker:
             return
         except _Aborted:
             self._disconnect()  # mid-DATA the only way to abandon a message is to hang up
-            self._finish(db, delivery_id, "suppressed", "unsubscribed before this edition reached them")
+            self._suppress_unsent(db, delivery_id)
             return
         except (smtplib.SMTPException, OSError) as exc:
             self._disconnect()
@@ -588,15 +663,33 @@ class _Worker:
                     f"connection lost after the whole message was sent ({_describe(exc)}): "
                     "the server may or may not have accepted it, so it is not sent again",
                 )
+                if self.unanswered.unanswered():
+                    raise ServerUnavailable(self._unanswered_reason(exc)) from None
             else:
                 self._retry_later(db, delivery_id, attempts, f"connection lost {stage}: {_describe(exc)}")
             return
+        self.unanswered.answered()
         if code == 250:
             self._accepted.append((delivery_id, f"{code} {_text(text)}", iso(datetime.now(UTC))))
             self.sent += 1
             self.progress("sent")
         else:
             self._settle_reply(db, delivery_id, address, attempts, _Reply(code, _text(text), "end of DATA"))
+
+    def _unanswered_reason(self, error: BaseException) -> str:
+        timed_out = isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError)
+        what = (
+            f"did not answer within [smtp] timeout ({self.settings.timeout:g} s)"
+            if timed_out
+            else "hung up without an answer"
+        )
+        action = "raise [smtp] timeout" if timed_out else "check the server"
+        return (
+            f'the SMTP server {what} after the final "." of {self.unanswered.limit} messages in a row, so '
+            f"the send stopped and the rest stays queued: {action}, then run `newsletter resume "
+            f"{self.edition_id}` (with --resend-unknown to also send the messages whose fate is unknown; "
+            "some readers may then get two copies)"
+        )
 
     def _open_transaction(self, smtp: smtplib.SMTP, sender: str, address: str) -> None:
         """MAIL FROM, RCPT TO and DATA; in one write when the server announces PIPELINING (RFC 2920)."""
@@ -666,6 +759,16 @@ class _Worker:
                 [iso(datetime.now(UTC)), delivery_id],
             )
         return cursor.rowcount == 1
+
+    def _suppress_unsent(self, db: sqlite_utils.Database, delivery_id: int) -> None:
+        """The reader left before the final ".". Only a row still in this worker's hands is written: a row
+        in any other state is not this send's to describe."""
+        with self._transaction(db):
+            db.conn.execute(
+                "UPDATE deliveries SET state = 'suppressed', last_reply = ?, updated_at = ?, sent_at = NULL "
+                "WHERE id = ? AND state = 'sending'",
+                ["unsubscribed before this edition reached them", iso(datetime.now(UTC)), delivery_id],
+            )
 
     def _finish(self, db: sqlite_utils.Database, delivery_id: int, state: str, reply: str) -> None:
         with self._transaction(db):

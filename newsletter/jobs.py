@@ -41,6 +41,7 @@ from apscheduler.triggers.cron import CronTrigger
 from newsletter import locks, outbox
 from newsletter.config import Settings
 from newsletter.db import open_database, write_transaction
+from newsletter.deliver import SendInProgress
 from newsletter.store import iso
 
 log = logging.getLogger(__name__)
@@ -170,33 +171,44 @@ class JobRunner:
         db = open_database(self.settings.database)
         try:
             try:
-                locks.acquire(db, "job_locks", job.name)
+                lock = locks.acquire(db, "job_locks", job.name)
             except locks.LockHeld as exc:
-                run = JobRun(job.name, "skipped", error=f"already running in process {exc.pid} on {exc.host}")
+                run = JobRun(job.name, "skipped", error=f"already running in {exc.holder}")
                 self._finish(db, self._start(db, job, scheduled_for), run)
                 log.warning("job %s skipped: %s", job.name, run.error)
                 return run
-            run_id = self._start(db, job, scheduled_for)
-            log.info("job %s started (%s)", job.name, job.action)
             try:
-                run = self._actions[job.action](db, job, moment)
-            except Exception as exc:
-                log.exception("job %s failed", job.name)
-                run = JobRun(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
-            run.seconds = time.perf_counter() - started
-            self._finish(db, run_id, run)
-            locks.release(db, "job_locks", job.name)
-            log.info(
-                "job %s %s in %.1fs %s%s",
-                job.name,
-                run.status,
-                run.seconds,
-                json.dumps(run.counts),
-                f": {run.error}" if run.error else "",
-            )
+                run = self._run_holding(db, job, scheduled_for, moment, started)
+            finally:
+                try:
+                    locks.release(db, lock)
+                except Exception:  # what went wrong before matters more; a dead holder is taken over
+                    log.exception("could not release the lock of job %s", job.name)
             return run
         finally:
             db.close()
+
+    def _run_holding(
+        self, db: Any, job: Job, scheduled_for: datetime | None, moment: datetime, started: float
+    ) -> JobRun:
+        run_id = self._start(db, job, scheduled_for)
+        log.info("job %s started (%s)", job.name, job.action)
+        try:
+            run = self._actions[job.action](db, job, moment)
+        except Exception as exc:
+            log.exception("job %s failed", job.name)
+            run = JobRun(job.name, "failed", error=f"{type(exc).__name__}: {exc}")
+        run.seconds = time.perf_counter() - started
+        self._finish(db, run_id, run)
+        log.info(
+            "job %s %s in %.1fs %s%s",
+            job.name,
+            run.status,
+            run.seconds,
+            json.dumps(run.counts),
+            f": {run.error}" if run.error else "",
+        )
+        return run
 
     # --- the actions ----------------------------------------------------------------------------------------
 
@@ -237,7 +249,10 @@ class JobRunner:
             return JobRun(
                 job.name, "ok", counts | {"note": "already sent" if status == "sent" else "built only"}
             )
-        report = outbox.send_edition(self.settings, edition_id, interrupt=self.interrupt)
+        try:
+            report = outbox.send_edition(self.settings, edition_id, interrupt=self.interrupt)
+        except SendInProgress as exc:  # that run sends this period's edition: nothing to add to it
+            return JobRun(job.name, "skipped", counts, str(exc))
         counts |= {"sent": report.sent_now, **report.counts}
         if report.stopped:
             state = "interrupted" if report.stopped == "interrupted" else "failed"
@@ -252,19 +267,24 @@ class JobRunner:
                 "ORDER BY edition_id"
             )
         ]
-        sent, problems = 0, []
+        sent, problems, skipped = 0, [], []
         for edition_id in editions:
             if self.interrupt.is_set():
                 break
             try:
                 report = outbox.send_edition(self.settings, edition_id, interrupt=self.interrupt)
+            except SendInProgress as exc:  # the run sending it finishes it; resuming beside it would not help
+                skipped.append(f"{exc}: skipped")
+                continue
             except Exception as exc:
                 problems.append(f"edition {edition_id}: {exc}")
                 continue
             sent += report.sent_now
             if report.stopped:
                 problems.append(f"edition {edition_id}: {report.stopped}")
-        counts = {"editions": len(editions), "sent": sent}
+        counts: dict[str, Any] = {"editions": len(editions), "sent": sent}
+        if skipped:
+            counts["note"] = "; ".join(skipped)
         return JobRun(job.name, "ok" if not problems else "partial", counts, "; ".join(problems) or None)
 
     def _cleanup(self, db: Any, job: Job, moment: datetime) -> JobRun:

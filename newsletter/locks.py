@@ -1,14 +1,21 @@
-"""Process locks kept in the database: one sender per edition, one running instance per job.
+"""Locks kept in the database: one sender per edition, one running instance per job.
 
-A lock names its holder (host and process id). A holder that died without releasing it (``kill -9``, a
-crash) is recognised on the same host because its process is gone, and the lock is taken over; a holder
-on another host is assumed alive.
+A lock belongs to one acquisition, not to a process: it stores a random owner token with the holder's
+host and process id, so a second acquisition in the same process (the retry job while the digest job
+sends, a one-off sent from the admin page of ``newsletter run``) is refused like one from another
+process. A holder that died without releasing it (``kill -9``, a crash) is recognised on the same host
+because its process is gone, and the lock is taken over; a holder on another host is assumed alive. A row
+naming this very process with a token it does not hold was left by an earlier process that had the same
+id (a restarted container's process 1), and is taken over too.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlite_utils
@@ -19,40 +26,93 @@ from newsletter.store import iso
 # Lock tables and the column that names what is locked.
 TABLES = {"send_locks": "edition_id", "job_locks": "job"}
 
+# Owner tokens of the locks this process holds now.
+_held: set[str] = set()
+_held_guard = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    table: str
+    key: object
+    owner: str
+
 
 class LockHeld(RuntimeError):
-    """Another live process holds the lock."""
+    """Another live holder (another process, or another run in this one) holds the lock."""
 
     def __init__(self, what: str, host: str, pid: int) -> None:
-        super().__init__(f"{what} is held by process {pid} on {host}")
         self.host = host
         self.pid = pid
+        super().__init__(f"{what} is held by {self.holder}")
+
+    @property
+    def this_process(self) -> bool:
+        return self.host == socket.gethostname() and self.pid == os.getpid()
+
+    @property
+    def holder(self) -> str:
+        return "this process (another run)" if self.this_process else f"process {self.pid} on {self.host}"
 
 
-def acquire(db: sqlite_utils.Database, table: str, key: object) -> None:
+class LockLost(RuntimeError):
+    """The lock no longer names this acquisition: another holder took it over."""
+
+
+def acquire(db: sqlite_utils.Database, table: str, key: object) -> Lock:
     column = TABLES[table]
+    lock = Lock(table, key, secrets.token_hex(16))
     host, pid = socket.gethostname(), os.getpid()
-    with write_transaction(db):
-        row = db.execute(f"SELECT host, pid FROM {table} WHERE {column} = ?", [key]).fetchone()
-        if row and not (row[0] == host and row[1] == pid) and alive(row[0], row[1]):
-            raise LockHeld(f"{column} {key}", row[0], row[1])
-        db.conn.execute(
-            f"""
-            INSERT INTO {table} ({column}, host, pid, acquired_at) VALUES (?, ?, ?, ?)
-            ON CONFLICT ({column}) DO UPDATE SET host = excluded.host, pid = excluded.pid,
-                acquired_at = excluded.acquired_at
-            """,
-            [key, host, pid, iso(datetime.now(UTC))],
-        )
+    try:
+        with write_transaction(db):
+            row = db.execute(f"SELECT host, pid, owner FROM {table} WHERE {column} = ?", [key]).fetchone()
+            if row and _holder_alive(row[0], row[1], row[2]):
+                raise LockHeld(f"{column} {key}", row[0], row[1])
+            db.conn.execute(
+                f"""
+                INSERT INTO {table} ({column}, host, pid, owner, acquired_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT ({column}) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                    owner = excluded.owner, acquired_at = excluded.acquired_at
+                """,
+                [key, host, pid, lock.owner, iso(datetime.now(UTC))],
+            )
+            # Registered before the commit: once the row is visible, a rival in this process must find
+            # its token held, or it would take the lock over as one left by a dead process.
+            with _held_guard:
+                _held.add(lock.owner)
+    except BaseException:
+        with _held_guard:
+            _held.discard(lock.owner)
+        raise
+    return lock
 
 
-def release(db: sqlite_utils.Database, table: str, key: object) -> None:
-    column = TABLES[table]
-    with write_transaction(db):
-        db.conn.execute(
-            f"DELETE FROM {table} WHERE {column} = ? AND host = ? AND pid = ?",
-            [key, socket.gethostname(), os.getpid()],
-        )
+def release(db: sqlite_utils.Database, lock: Lock) -> None:
+    try:
+        with write_transaction(db):
+            db.conn.execute(
+                f"DELETE FROM {lock.table} WHERE {TABLES[lock.table]} = ? AND owner = ?",
+                [lock.key, lock.owner],
+            )
+    finally:
+        # Even if the row could not be deleted, this process no longer holds it: it is taken over later.
+        with _held_guard:
+            _held.discard(lock.owner)
+
+
+def check(db: sqlite_utils.Database, lock: Lock) -> None:
+    """Raise ``LockLost`` unless ``lock`` still holds its key; call it inside the write transaction
+    whose changes only the holder may make."""
+    row = db.execute(f"SELECT owner FROM {lock.table} WHERE {TABLES[lock.table]} = ?", [lock.key]).fetchone()
+    if not row or row[0] != lock.owner:
+        raise LockLost(f"{TABLES[lock.table]} {lock.key}: the lock was taken over by another holder")
+
+
+def _holder_alive(host: str, pid: int, owner: str) -> bool:
+    if host == socket.gethostname() and pid == os.getpid():
+        with _held_guard:
+            return owner in _held
+    return alive(host, pid)
 
 
 def alive(host: str, pid: int) -> bool:

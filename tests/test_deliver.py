@@ -354,7 +354,7 @@ def test_crash_mid_send_then_resume_delivers_each_message_exactly_once(tmp_path,
         assert received.get(address, 0) in expected, address
     assert all(count == 1 for count in received.values())  # nobody got it twice
     if unknown:
-        assert "were in flight when a previous send stopped" in resumed.stdout
+        assert "were in flight when a send stopped" in resumed.stdout
 
 
 # --- test copies, one-off messages, subscribers -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import outbox
-from newsletter.deliver import ServerUnavailable
+from newsletter.deliver import SendInProgress, ServerUnavailable
 from newsletter.editions import EditionNotFound, load_edition, public_among
 from newsletter.ops import delivery_summaries
 from newsletter.subscribers import (
@@ -333,6 +333,8 @@ class Admin:
             report = outbox.send_edition(self.site.settings, edition_id)
             if report.stopped:
                 log.error("edition %s stopped: %s", edition_id, report.stopped)
+        except (SendInProgress, outbox.SendError) as exc:
+            log.error("edition %s was not sent: %s", edition_id, exc)
         except Exception:
             log.exception("sending edition %s failed", edition_id)
 
