@@ -267,14 +267,15 @@ def test_unsubscribing_takes_effect_before_the_next_message_leaves(tmp_path, smt
 
 
 def test_rate_limit_spaces_messages(tmp_path, smtp_server):
-    settings = make_settings(tmp_path, smtp_server.port, rate=20)
+    settings = make_settings(tmp_path, smtp_server.port, rate=10)
     edition_id = edition_with_sample_papers(settings)
     subscribe(settings, 8)
     send_edition(settings, edition_id)
     times = sorted(at for at, _ in smtp_server.handler.arrivals)
     assert len(times) == 8
-    # 20 messages per second: no two arrivals much closer than 50 ms apart on average.
-    assert (times[-1] - times[0]) >= 7 * 0.05 * 0.9
+    # 10 messages per second: 8 arrivals span at least 0.7 s; the margin absorbs a late first arrival
+    # on a loaded machine (arrival times are taken at the server).
+    assert (times[-1] - times[0]) >= 7 * 0.1 * 0.7
 
 
 def test_ledger_marks_each_message_before_its_final_dot_and_never_more_than_one_per_connection(
