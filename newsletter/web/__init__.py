@@ -4,7 +4,7 @@ Atom feed for readers; subscribers, imports, editions and one-off messages for a
 Pages are server-rendered with autoescaping and small CSS, usable on a phone. Every form carries a CSRF
 token bound to the session; the admin pages need a login (scrypt password hash from the configuration);
 sign-ups and logins are rate-limited; every response has security headers, and tokens in URLs never leak
-through the Referer header.
+through the Referer header. Request bodies are capped by path before anything reads them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,24 @@ from starlette.staticfiles import StaticFiles
 from newsletter.config import Settings
 from newsletter.web import admin, public
 from newsletter.web.pages import Site
-from newsletter.web.security import SecurityHeaders
+from newsletter.web.security import BodyLimit, SecurityHeaders, SlashRedirect
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Request body caps: every public form and the login form are a few fields; the admin forms behind the
+# session carry at most a one-off message's text; the CSV import is the only upload.
+FORM_BYTES = 64 * 1024
+ADMIN_FORM_BYTES = 1024 * 1024
+IMPORT_BYTES = admin.MAX_UPLOAD + 64 * 1024
+
+
+def body_limit(path: str) -> int:
+    """The largest request body a path takes. The admin paths' larger caps only matter to a logged-in
+    admin: without the session a handler refuses before reading the body."""
+    if path == "/admin/import":
+        return IMPORT_BYTES
+    if path.startswith("/admin/") and path != "/admin/login":
+        return ADMIN_FORM_BYTES
+    return FORM_BYTES
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
@@ -60,10 +75,11 @@ def create_app(settings: Settings) -> Starlette:
         *admins.routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders),
+            Middleware(BodyLimit, limit_for=body_limit),
             Middleware(
                 SessionMiddleware,
                 secret_key=site.secret,
@@ -74,3 +90,6 @@ def create_app(settings: Settings) -> Starlette:
             ),
         ],
     )
+    app.router.redirect_slashes = False  # SlashRedirect instead: a relative Location, never the Host header
+    app.router.default = SlashRedirect(app.router.routes, fallback=app.router.not_found)
+    return app
