@@ -106,6 +106,12 @@ port = 8000
 # admin_password_hash = ""
 # Behind a reverse proxy, the proxies whose X-Forwarded-For is believed (comma-separated addresses).
 trusted_proxies = "127.0.0.1"
+# Slow or greedy clients: seconds for a request's headers and for its body to arrive (else 408); open
+# connections in all and from one address (trusted_proxies have no per-address limit: the proxy has its own).
+# header_timeout = 10
+# body_timeout = 60
+# max_connections = 1000
+# max_connections_per_client = 50
 
 [smtp]
 # "embedded" runs the built-in SMTP server, which stores every message in `maildir` (demo and testing).
@@ -365,6 +371,10 @@ class WebSettings:
     secret_key: str | None = None
     admin_password_hash: str | None = None
     trusted_proxies: str = "127.0.0.1"
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 1000
+    max_connections_per_client: int = 50
 
 
 def _web(table: Mapping[str, Any]) -> WebSettings:
@@ -385,6 +395,10 @@ def _web(table: Mapping[str, Any]) -> WebSettings:
         secret_key=str(secret) if secret else None,
         admin_password_hash=admin_hash,
         trusted_proxies=str(table.get("trusted_proxies", "127.0.0.1")),
+        header_timeout=_number(table, "header_timeout", 10.0, minimum=0.1),
+        body_timeout=_number(table, "body_timeout", 60.0, minimum=0.1),
+        max_connections=int(_number(table, "max_connections", 1000, minimum=1)),
+        max_connections_per_client=int(_number(table, "max_connections_per_client", 50, minimum=1)),
     )
 
 

@@ -7,8 +7,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import resource
 import select
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -91,6 +97,132 @@ def test_a_chunked_upload_is_cut_off_at_the_cap_without_touching_the_disk(server
     assert os.listdir(server.tmpdir) == [] and server.open_files_under(server.tmpdir) == []
 
 
+# --- item 7: slow clients and greedy clients -----------------------------------------------------------------
+
+
+def test_trickling_headers_are_cut_off_after_the_header_timeout(tmp_path):
+    server = ServeProcess(tmp_path, "header_timeout = 2\n")
+    try:
+        tricklers = [server.connect("127.0.0.3") for _ in range(3)]
+        request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"a" * 40 + b"\r\n\r\n"
+        answers: dict[socket.socket, bytes] = {}
+        for byte in request[:-4]:  # one byte a second; the headers never end within the loop
+            waiting = [sock for sock in tricklers if sock not in answers]
+            if not waiting:
+                break
+            for sock in waiting:
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    answers[sock] = b""
+            for sock in select.select(waiting, [], [], 1.0)[0]:
+                answers[sock] = read_response(sock, bound=5)
+        assert len(answers) == 3, "trickling connections were still open when their headers were due"
+        assert [status(answer) for answer in answers.values()] == [408] * 3, answers
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        for sock in tricklers:
+            sock.close()
+    finally:
+        server.stop()
+    closed = [line for line in server.log().splitlines() if "request headers did not arrive" in line]
+    # Three identical lines about one client: the first, then the count of the others at shutdown.
+    assert len(closed) == 2 and "[2 identical messages left out" in closed[1], closed
+
+
+def test_a_body_sent_too_slowly_gets_408(tmp_path):
+    server = ServeProcess(tmp_path, "body_timeout = 2\n")
+    try:
+        with server.connect("127.0.0.3") as sock:
+            sock.sendall(
+                b"POST /subscribe HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            answer = b""
+            for _ in range(90):  # one byte a second: the 100 bytes would take longer
+                try:
+                    sock.send(b"a")
+                except OSError:
+                    break
+                if select.select([sock], [], [], 1.0)[0]:
+                    answer = read_response(sock, bound=5)
+                    break
+        assert status(answer) == 408, answer
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def test_one_client_cannot_take_every_connection(server):
+    greedy = [server.connect("127.0.0.2") for _ in range(40)]
+    try:
+        answers = []
+        for sock in greedy:
+            try:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            except OSError:
+                answers.append(b"")
+                continue
+            answers.append(read_response(sock, bound=10))
+        served = [answer for answer in answers if status(answer) == 200]
+        assert len(served) == 5 and answers.count(b"") == 35, answers
+        # Another client is served meanwhile.
+        with server.connect("127.0.0.4") as other:
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert status(read_response(other)) == 200
+    finally:
+        for sock in greedy:
+            sock.close()
+    server.stop()
+    refusals = [line for line in server.log().splitlines() if "refusing connections from 127.0.0.2" in line]
+    # 35 refused connections: the first is logged, the count of the others at shutdown.
+    assert len(refusals) == 2 and "[34 identical messages left out" in refusals[1], refusals
+
+
+def test_connections_beyond_max_connections_are_closed_at_once(tmp_path):
+    server = ServeProcess(tmp_path, "header_timeout = 60\nmax_connections = 3\n")
+    try:
+        held = [server.connect(f"127.0.0.{10 + n}") for n in range(3)]  # three clients, one connection each
+        for sock in held:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert status(read_response(sock)) == 200
+        with server.connect("127.0.0.20") as late:
+            try:
+                late.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            except OSError:
+                pass
+            assert read_response(late) == b""  # closed without an answer
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 30  # room again once the server has seen them go
+        while True:
+            with server.connect("127.0.0.20") as late:
+                late.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                if status(read_response(late)) == 200:
+                    break
+            assert time.monotonic() < deadline, "no connection was accepted after the others closed"
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+
+def test_serve_raises_the_open_files_limit_to_the_hard_limit(tmp_path):
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:
+        pytest.skip(f"the hard limit on open files is {hard}: nothing to raise")
+
+    def lower_the_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    server = ServeProcess(tmp_path, preexec=lower_the_soft_limit)
+    try:
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        [line] = [line for line in limits.splitlines() if line.startswith("Max open files")]
+        assert line.split()[3:5] == [str(hard), str(hard)]
+    finally:
+        server.stop()
+
+
 def test_repeated_identical_errors_are_logged_once_with_a_count(tmp_path):
     from newsletter.logs import RepeatedErrors
 
@@ -151,3 +283,56 @@ def test_the_trailing_slash_redirect_stays_on_the_site(tmp_path):
             assert response.status_code == 404 and "location" not in response.headers
     finally:
         app.stop()
+
+
+# --- items 15 and 17: starting on a bad or taken port --------------------------------------------------------
+
+
+def newsletter(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", "--db", str(cwd / "news.db"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_port_out_of_range_is_a_usage_error_in_one_line(tmp_path, command):
+    result = newsletter(command, "--port", "99999", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --port must be a number from 1 to 65535, not 99999"]
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_port_in_use_is_one_line_naming_it(tmp_path, command):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = newsletter(command, "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}: the port is already in use"), line
+
+
+def test_serve_warns_when_base_url_names_another_port(tmp_path):
+    server = ServeProcess(tmp_path, 'base_url = "http://127.0.0.1:8000"\n')
+    server.stop()
+    warnings = [line for line in server.log().splitlines() if "base_url" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0]
+    assert f"listening on port {server.port}" in warnings[0] and "points to port 8000" in warnings[0]
+
+    (tmp_path / "proxied").mkdir()
+    quiet = ServeProcess(tmp_path / "proxied", 'base_url = "https://news.example.org"\n')
+    quiet.stop()
+    assert "base_url" not in quiet.log()
+
+
+def test_run_stops_the_scheduler_after_the_web_app_on_sigterm(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "cleanup.toml").write_text('cron = "0 4 1 1 *"\naction = "cleanup"\n')
+    run = ServeProcess(
+        tmp_path, command="run", more_config='[scheduler]\njobs = "jobs"\nmisfire_grace_time = 1\n'
+    )
+    run.process.send_signal(signal.SIGTERM)
+    assert run.process.wait(timeout=60) == 0, run.log()
+    assert "scheduler stopped" in run.log()
