@@ -4,8 +4,8 @@ Passwords and keys from the configuration are replaced wherever they would appea
 tokens in unsubscribe, preferences and confirmation links (each one is a key to a reader's subscription),
 including in the web server's access log.
 
-A warning or error repeated word for word (a flood of refused connections, or the event loop failing to
-accept while file descriptors run out) is logged at most once a minute, saying how many copies were left out.
+A warning or error that repeats (a flood of refused connections, or the event loop failing to accept while
+file descriptors run out) is logged at most once a minute, saying how many copies were left out.
 """
 
 from __future__ import annotations
@@ -47,21 +47,24 @@ class _Repeats:
 
 
 class RepeatedErrors(logging.Filter):
-    """Lets a warning or error through once per ``window`` seconds when it repeats word for word; the next
-    one let through says how many copies were left out."""
+    """Lets a warning or error through once per ``window`` seconds when it repeats (the same first line
+    from the same logger, with the same exception); the next one let through says how many copies were
+    left out."""
 
     def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.window = window
         self.clock = clock
-        self._seen: dict[tuple[str, int, str, str], _Repeats] = {}
+        self._seen: dict[tuple[str, int, str, str], _Repeats] = {}  # logger, level, first line, exception
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        exception = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        key = (record.name, record.levelno, record.getMessage(), exception)
+        exception = record.exc_info[1] if record.exc_info else None
+        # The first line: asyncio puts the changing repr of a timer or socket on the lines after it.
+        first_line, newline, rest = record.getMessage().partition("\n")
+        key = (record.name, record.levelno, first_line, f"{type(exception).__name__}: {exception}")
         now = self.clock()
         with self._lock:
             repeats = self._seen.get(key)
@@ -72,11 +75,11 @@ class RepeatedErrors(logging.Filter):
                 self._seen = {k: v for k, v in self._seen.items() if now - v.since < self.window}
             self._seen[key] = _Repeats(since=now)
         if repeats is not None and repeats.suppressed:
-            record.msg, record.args = f"{record.getMessage()} {_left_out(repeats.suppressed)}", ()
+            record.msg, record.args = f"{first_line} {_left_out(repeats.suppressed)}{newline}{rest}", ()
         return True
 
     def take_left_out(self) -> list[tuple[str, int, str, int]]:
-        """(logger, level, message, copies left out) for each message with copies not yet reported."""
+        """(logger, level, first line, copies left out) for each message with copies not yet reported."""
         with self._lock:
             pending = [(key, repeats) for key, repeats in self._seen.items() if repeats.suppressed]
             taken = [

@@ -4,6 +4,7 @@ serve` subprocesses (and a real uvicorn) hit by raw sockets, with bounded counts
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -187,10 +188,8 @@ def test_connections_beyond_max_connections_are_closed_at_once(tmp_path):
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert status(read_response(sock)) == 200
         with server.connect("127.0.0.20") as late:
-            try:
+            with contextlib.suppress(OSError):
                 late.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            except OSError:
-                pass
             assert read_response(late) == b""  # closed without an answer
         for sock in held:
             sock.close()
@@ -204,6 +203,37 @@ def test_connections_beyond_max_connections_are_closed_at_once(tmp_path):
             time.sleep(0.1)
     finally:
         server.stop()
+
+
+def test_a_crowd_of_clients_cannot_run_the_server_out_of_files_nor_flood_the_log(tmp_path):
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 256:
+        pytest.skip(f"the hard limit on open files is {hard}")
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    server = ServeProcess(tmp_path, "header_timeout = 60\n", preexec=few_files)
+    crowd: list[socket.socket] = []
+    try:
+        for n in range(400):  # 100 clients, 4 connections each: within the per-client limit
+            sock = server.connect(f"127.0.{1 + n // 100}.{1 + n % 100}")
+            crowd.append(sock)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answers = [read_response(sock) for sock in crowd]
+        assert 0 < sum(status(answer) == 200 for answer in answers) < 400
+    finally:
+        for sock in crowd:
+            sock.close()
+    deadline = time.monotonic() + 30  # served again once the crowd has gone
+    while not server.answers():
+        assert time.monotonic() < deadline, "the server did not answer after the crowd had gone"
+        time.sleep(0.1)
+    server.stop()
+    log = server.log()
+    assert "out of system resource" not in log and "Traceback" not in log, log[-3000:]
+    assert len([line for line in log.splitlines() if "refusing new connections" in line]) <= 2
 
 
 def test_serve_raises_the_open_files_limit_to_the_hard_limit(tmp_path):

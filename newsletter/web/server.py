@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 # File descriptors kept free of connections: the database connections of the worker threads, the SMTP
 # connections of a send, log files and the listening sockets.
 RESERVED_FILES = 100
-BACKLOG = 1024
+# Connections waiting to be accepted. asyncio accepts up to this many at once before any is looked at (and
+# refused), so it also counts against the open files.
+BACKLOG = 128
 
 
 class ServeError(Exception):
@@ -145,7 +147,7 @@ class ClientLimits:
     @classmethod
     def from_settings(cls, web: WebSettings, open_files: int) -> ClientLimits:
         max_connections = web.max_connections
-        room = max(16, open_files - RESERVED_FILES)
+        room = max(16, open_files - RESERVED_FILES - BACKLOG)
         if room < max_connections:
             log.warning(
                 "[web] max_connections lowered from %d to %d: the process may open only %d files",
@@ -284,12 +286,9 @@ class GuardedH11Protocol(H11Protocol):
         if answer:
             self.transport.write(_TIMED_OUT)
         if answer or awaiting == "body":
-            log.warning(
-                "closed a connection from %s: the request %s did not arrive within %g s",
-                self._address,
-                awaiting,
-                timeout,
-            )
+            # Without the client's address: the same line for every client, so that a crowd of slow
+            # clients adds one line a minute to the log, not one per connection.
+            log.warning("closed a connection: the request %s did not arrive within %g s", awaiting, timeout)
         self.transport.close()
 
 

@@ -68,13 +68,13 @@ class ServeProcess:
                 cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec,
             )  # fmt: skip
         deadline = time.monotonic() + 30
-        while not self._answers():
+        while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"newsletter serve did not start:\n{self.log()}")
             time.sleep(0.1)
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
         except httpx.TransportError:
