@@ -804,11 +804,21 @@ def subscribers_list(app: AppContext, status: str | None, search: str | None) ->
 @click.pass_obj
 def serve(app: AppContext, host: str | None, port: int | None) -> None:
     """Run the web app: unsubscribe pages and the archive of editions."""
+    from newsletter.web import ServeError
     from newsletter.web import serve as serve_web
 
+    _check_port(port)
     settings = app.settings
     _log_events(app)
-    serve_web(settings, host=host, port=port)
+    try:
+        serve_web(settings, host=host, port=port)
+    except ServeError as exc:
+        fail(str(exc), code=exc.exit_code)
+
+
+def _check_port(port: int | None) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        fail(f"--port must be a number from 1 to 65535, not {port}", code=2)
 
 
 def _log_events(app: AppContext) -> None:
@@ -830,13 +840,17 @@ def run_command(app: AppContext, no_web: bool, host: str | None, port: int | Non
     """
     from newsletter.jobs import JobError
     from newsletter.scheduler import run_forever
+    from newsletter.web import ServeError
 
+    _check_port(port)
     settings = app.settings
     _log_events(app)
     try:
         run_forever(settings, web=not no_web, host=host, port=port)
     except JobError as exc:
         fail(str(exc), code=2)
+    except ServeError as exc:
+        fail(str(exc), code=exc.exit_code)
 
 
 @cli.group()

@@ -131,6 +131,12 @@ port = 8000
 # admin_password_hash = ""
 # Behind a reverse proxy, the proxies whose X-Forwarded-For is believed (comma-separated addresses).
 trusted_proxies = "127.0.0.1"
+# Slow or greedy clients: seconds for a request's headers and for its body to arrive (else 408); open
+# connections in all and from one address (trusted_proxies have no per-address limit: the proxy has its own).
+header_timeout = 10
+body_timeout = 60
+max_connections = 1000
+max_connections_per_client = 50
 
 [smtp]
 # "embedded" runs the built-in SMTP server, which stores every message in `maildir` (demo and testing).
@@ -239,6 +245,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "secret_key": Key(str, "", optional=True),
         "admin_password_hash": Key(str, "", optional=True),
         "trusted_proxies": Key(str, "127.0.0.1"),
+        "header_timeout": Key(float, 10.0, minimum=0.1),
+        "body_timeout": Key(float, 60.0, minimum=0.1),
+        "max_connections": Key(int, 1000, minimum=1),
+        "max_connections_per_client": Key(int, 50, minimum=1),
     },
     "smtp": {
         "host": Key(str, "embedded"),
@@ -303,6 +313,10 @@ class WebSettings:
     secret_key: str | None = None
     admin_password_hash: str | None = None
     trusted_proxies: str = "127.0.0.1"
+    header_timeout: float = 10.0  # seconds for a request's headers to arrive
+    body_timeout: float = 60.0  # seconds for its body
+    max_connections: int = 1000
+    max_connections_per_client: int = 50
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,9 @@
 Passwords and keys from the configuration are replaced wherever they would appear, and so are the signed
 tokens in unsubscribe, preferences and confirmation links (each one is a key to a reader's subscription),
 including in the web server's access log.
+
+A warning or error that repeats (a flood of refused connections, or the event loop failing to accept while
+file descriptors run out) is logged at most once a minute, saying how many copies were left out.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 _TOKEN_PATH = re.compile(r"/(unsubscribe|preferences|confirm)/[A-Za-z0-9_\-.~%]+")
@@ -33,6 +40,60 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+@dataclass(slots=True)
+class _Repeats:
+    since: float
+    suppressed: int = 0
+
+
+class RepeatedErrors(logging.Filter):
+    """Lets a warning or error through once per ``window`` seconds when it repeats (the same first line
+    from the same logger, with the same exception); the next one let through says how many copies were
+    left out."""
+
+    def __init__(self, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self.clock = clock
+        self._seen: dict[tuple[str, int, str, str], _Repeats] = {}  # logger, level, first line, exception
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        exception = record.exc_info[1] if record.exc_info else None
+        # The first line: asyncio puts the changing repr of a timer or socket on the lines after it.
+        first_line, newline, rest = record.getMessage().partition("\n")
+        key = (record.name, record.levelno, first_line, f"{type(exception).__name__}: {exception}")
+        now = self.clock()
+        with self._lock:
+            repeats = self._seen.get(key)
+            if repeats is not None and now - repeats.since < self.window:
+                repeats.suppressed += 1
+                return False
+            if len(self._seen) >= 10_000:  # a flood of distinct messages must not grow memory
+                self._seen = {k: v for k, v in self._seen.items() if now - v.since < self.window}
+            self._seen[key] = _Repeats(since=now)
+        if repeats is not None and repeats.suppressed:
+            record.msg, record.args = f"{first_line} {_left_out(repeats.suppressed)}{newline}{rest}", ()
+        return True
+
+    def take_left_out(self) -> list[tuple[str, int, str, int]]:
+        """(logger, level, first line, copies left out) for each message with copies not yet reported."""
+        with self._lock:
+            pending = [(key, repeats) for key, repeats in self._seen.items() if repeats.suppressed]
+            taken = [
+                (name, level, message, repeats.suppressed) for (name, level, message, _), repeats in pending
+            ]
+            for _, repeats in pending:
+                repeats.suppressed = 0
+        return taken
+
+
+def _left_out(count: int) -> str:
+    return f"[{count} identical message{'s' if count != 1 else ''} left out since this one was last logged]"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -50,11 +111,13 @@ class JsonFormatter(logging.Formatter):
 
 
 REDACTOR = RedactSecrets()
+REPEATS = RepeatedErrors()
 
 
 def setup(*, verbosity: int = 0, json_format: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(REDACTOR)
+    handler.addFilter(REPEATS)
     if json_format:
         handler.setFormatter(JsonFormatter())
     else:
@@ -67,3 +130,9 @@ def setup(*, verbosity: int = 0, json_format: bool = False) -> None:
 def hide_secrets(*values: str | None) -> None:
     """Register configured secrets so that no log line ever shows them."""
     REDACTOR.secrets.update(v for v in values if v)
+
+
+def report_left_out() -> None:
+    """Say how many copies of repeated messages were left out since each was last logged (at shutdown)."""
+    for name, level, message, count in REPEATS.take_left_out():
+        logging.getLogger(name).log(level, "%s %s", message, _left_out(count))

@@ -115,16 +115,25 @@ def run_forever(
     port: int | None = None,
     on_ready: Callable[[Scheduler], Any] | None = None,
 ) -> None:
-    """The long-running process: the scheduler, and the web app unless ``web`` is False."""
-    scheduler = Scheduler(settings)
-    scheduler.start()
+    """The long-running process: the scheduler, and the web app unless ``web`` is False. The web app's
+    address is bound before any job starts, so a taken port stops here with ServeError."""
+    listener = None
+    if web:
+        from newsletter.web import listen_for, serve
+
+        listener = listen_for(settings, host=host, port=port)
+    try:
+        scheduler = Scheduler(settings)
+        scheduler.start()
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
     if on_ready:
         on_ready(scheduler)
     try:
-        if web:
-            from newsletter.web import serve
-
-            serve(settings, host=host, port=port)  # returns once SIGTERM or Ctrl-C has shut it down
+        if listener is not None:
+            serve(settings, listener=listener)  # returns once SIGTERM or Ctrl-C has shut it down
         else:
             stopping = threading.Event()
 

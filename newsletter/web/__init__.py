@@ -4,11 +4,14 @@ Atom feed for readers; subscribers, imports, editions and one-off messages for a
 Pages are server-rendered with autoescaping and small CSS, usable on a phone. Every form carries a CSRF
 token bound to the session; the admin pages need a login (scrypt password hash from the configuration);
 sign-ups and logins are rate-limited; every response has security headers, and tokens in URLs never leak
-through the Referer header.
+through the Referer header. Request bodies are capped by path before anything reads them, and the server
+(newsletter/web/server.py) limits how long a request may take to arrive and how many connections one client
+may hold.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -18,26 +21,58 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from newsletter import logs
 from newsletter.config import Settings
 from newsletter.web import admin, public
 from newsletter.web.pages import Site
-from newsletter.web.security import SecurityHeaders
+from newsletter.web.security import BodyLimit, SecurityHeaders, SlashRedirect
+from newsletter.web.server import Listener, ServeError, listen, port_mismatch, run
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Listener", "ServeError", "create_app", "listen_for", "serve"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Request body caps: every public form and the login form are a few fields; the admin forms behind the
+# session carry at most a one-off message's text; the CSV import is the only upload.
+FORM_BYTES = 64 * 1024
+ADMIN_FORM_BYTES = 1024 * 1024
+IMPORT_BYTES = admin.MAX_UPLOAD + 64 * 1024
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
-    """Run the web app in this process until SIGTERM or Ctrl-C (uvicorn handles both)."""
-    import uvicorn
+def body_limit(path: str) -> int:
+    """The largest request body a path takes. The admin paths' larger caps only matter to a logged-in
+    admin: without the session a handler refuses before reading the body."""
+    if path == "/admin/import":
+        return IMPORT_BYTES
+    if path.startswith("/admin/") and path != "/admin/login":
+        return ADMIN_FORM_BYTES
+    return FORM_BYTES
 
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.web.host,
-        port=port or settings.web.port,
-        log_config=None,  # our handler: one format, secrets and link tokens redacted
-        proxy_headers=True,
-        forwarded_allow_ips=settings.web.trusted_proxies,
-    )
+
+def listen_for(settings: Settings, *, host: str | None = None, port: int | None = None) -> Listener:
+    """Bind the web app's address (``[web] host`` and ``port`` unless given); raises ServeError."""
+    return listen(host or settings.web.host, port or settings.web.port)
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    listener: Listener | None = None,
+) -> None:
+    """Run the web app in this process until SIGTERM or Ctrl-C. Binds first (unless given a ``listener``):
+    a taken port or a wrong address raises ServeError before anything else. Returns after SIGTERM, so that
+    the caller can stop what it runs beside the web app."""
+    listener = listener or listen_for(settings, host=host, port=port)
+    try:
+        if warning := port_mismatch(settings.web.base_url, listener.port):
+            log.warning(warning)
+        run(create_app(settings), settings.web, listener)
+    finally:
+        listener.close()
+        logs.report_left_out()
 
 
 def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
@@ -62,12 +97,13 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
         *admins.routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=readers.lifespan,
         exception_handlers={sqlite3.OperationalError: site.database_busy},
         middleware=[
             Middleware(SecurityHeaders),
+            Middleware(BodyLimit, limit_for=body_limit),
             Middleware(
                 SessionMiddleware,
                 secret_key=site.secret,
@@ -78,3 +114,6 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
             ),
         ],
     )
+    app.router.redirect_slashes = False  # SlashRedirect instead: a relative Location, never the Host header
+    app.router.default = SlashRedirect(app.router.routes, fallback=app.router.not_found)
+    return app

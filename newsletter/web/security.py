@@ -1,4 +1,5 @@
-"""What keeps the web app safe: security headers, CSRF tokens, rate limits, admin passwords."""
+"""What keeps the web app safe: security headers, request body caps, redirects that stay on the site, CSRF
+tokens, rate limits, admin passwords."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SECURITY_HEADERS = {
@@ -46,6 +51,99 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+# --- request bodies -------------------------------------------------------------------------------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a request body larger than its path allows (``limit_for(path)`` bytes) with 413, before any
+    handler reads it: at once when Content-Length says so, else as soon as the streamed bytes pass the cap.
+    Form parsing spools file parts to disk, so the cap must act before it, whoever sends the form.
+
+    A client that goes away while its body is read (or that the server cuts off for sending it too slowly)
+    has nobody left to answer; that ends the request quietly instead of as an error with a traceback."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _too_large(limit, scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def noted_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, noted_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(limit, scope, receive, send)
+        except ClientDisconnect:
+            pass
+
+
+async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    # Connection: close, so that the server stops reading the rest of the body instead of draining it.
+    response = PlainTextResponse(
+        f"The request is too large: at most {limit:,} bytes here.\n",
+        status_code=413,
+        headers={"connection": "close"},
+    )
+    await response(scope, receive, send)
+
+
+# --- redirects ------------------------------------------------------------------------------------------------
+
+
+class SlashRedirect:
+    """Redirects ``/editions/`` to ``/editions`` (and ``/static`` to ``/static/``) when only the other
+    spelling has a route, with a relative Location. Starlette's own redirect builds an absolute URL from
+    the request's Host header, which any client can set: ``Host: evil.example`` would send the reader
+    there. Everything else goes to ``fallback`` (the 404)."""
+
+    def __init__(self, routes: Sequence[BaseRoute], fallback: ASGIApp) -> None:
+        self.routes = routes
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if scope["type"] == "http" and path != "/":
+            other = path.rstrip("/") if path.endswith("/") else path + "/"
+            # A Location starting "//host" or "/\host" would take the browser to another site.
+            if other[1:2] not in ("", "/", "\\") and self._routed({**scope, "path": other}):
+                query = scope.get("query_string", b"").decode("latin-1")
+                location = other + (f"?{query}" if query else "")
+                await RedirectResponse(location, status_code=307)(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+    def _routed(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is not Match.NONE for route in self.routes)
 
 
 # --- CSRF -------------------------------------------------------------------------------------------------------
