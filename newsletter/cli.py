@@ -300,7 +300,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
     table = Table(title=None, show_edge=False, pad_edge=False)
     table.add_column("source", no_wrap=True)
     table.add_column("status")
-    for column in ("fetched", "new", "updated", "duplicates", "errors"):
+    for column in ("fetched", "new", "updated", "revisions", "duplicates", "errors"):
         table.add_column(column, justify="right")
     table.add_column("time", justify="right")
     for report in reports:
@@ -313,6 +313,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
             str(report.fetched),
             str(report.new),
             str(report.updated),
+            str(report.revisions),
             str(report.duplicates),
             f"[red]{report.errors}[/]" if report.errors else "0",
             f"{report.seconds:.1f}s",
@@ -887,7 +888,7 @@ def schedule_table(defined: Sequence[Job], runs: list[dict[str, Any]], title: st
 @click.pass_obj
 def jobs_run(app: AppContext, name: str) -> None:
     """Run one job now (recorded like a scheduled run; one instance at a time)."""
-    from newsletter.jobs import JobError, JobRunner, load_jobs
+    from newsletter.jobs import JobError, JobRunner, describe_counts, load_jobs
 
     settings = app.settings
     try:
@@ -903,7 +904,8 @@ def jobs_run(app: AppContext, name: str) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     console.print(
-        f"job {escape(name)}: {run.status} in {run.seconds:.1f}s {escape(json.dumps(run.counts))}"
+        f"job {escape(name)}: {run.status} in {run.seconds:.1f}s: "
+        + escape(describe_counts(defined[name].action, run.counts))
         + (f"\n{escape(run.error)}" if run.error else ""),
         soft_wrap=True,
     )

@@ -348,6 +348,11 @@ def _scheduler(db: sqlite_utils.Database) -> None:
     )
 
 
+def _revisions_counted(db: sqlite_utils.Database) -> None:
+    # Replace announcements of papers never seen before are stored but neither new nor updates: counted apart.
+    db.execute("ALTER TABLE fetch_runs ADD COLUMN revisions INTEGER NOT NULL DEFAULT 0")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -355,4 +360,5 @@ MIGRATIONS: list[Migration] = [
     _subscribers_and_deliveries,
     _preferences,
     _scheduler,
+    _revisions_counted,
 ]
