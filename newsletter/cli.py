@@ -167,7 +167,10 @@ def fetch(app: AppContext, names: tuple[str, ...]) -> None:
     """
     settings = app.settings
     try:
-        sources = [settings.source_named(name) for name in names] if names else _enabled(settings)
+        # dict.fromkeys: a source named twice is fetched once, in the order first given
+        sources = (
+            [settings.source_named(name) for name in dict.fromkeys(names)] if names else _enabled(settings)
+        )
     except ConfigError as exc:
         fail(str(exc), code=2)
     if not sources:
@@ -1004,7 +1007,7 @@ def admin_password() -> None:
     if len(password) < 10:
         fail("use at least 10 characters", code=2)
     hashed = hash_password(password)
-    err_console.print("put this in newsletter.toml under [web], or in the environment:")
+    err_console.print(escape("put this in newsletter.toml under [web], or in the environment:"))
     click.echo(f'admin_password_hash = "{hashed}"')
     click.echo(f"NEWSLETTER_WEB_ADMIN_PASSWORD_HASH='{hashed}'")
 
