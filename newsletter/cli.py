@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import sqlite_utils
@@ -31,11 +31,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from newsletter import __version__, logs, outbox, samples
+from newsletter import __version__, logs, outbox, samples, trouble
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
-from newsletter.db import open_database
+from newsletter.db import DatabaseMissing, open_database
 from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
-from newsletter.devsmtp import EmbeddedSMTPServer
+from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
 from newsletter.editions import Edition, EditionPaper, EngineUnavailable, build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
@@ -90,21 +90,55 @@ class AppContext:
         self._settings = None
         return self.settings
 
+    @property
+    def loaded_database(self) -> Path | None:
+        """The database in use, once the settings are loaded (for error messages)."""
+        return self._settings.database if self._settings is not None else self.database
 
-def open_db(settings: Settings) -> sqlite_utils.Database:
+
+def open_db(settings: Settings, *, create: bool = True) -> sqlite_utils.Database:
+    """The database; read-only commands pass ``create=False`` and tell the user to run init instead."""
     try:
-        return open_database(settings.database)
-    except (sqlite3.Error, OSError, RuntimeError) as exc:
-        fail(f"cannot open the database {settings.database}: {exc}", code=2)
+        return open_database(settings.database, create=create)
+    except (sqlite3.Error, DatabaseMissing):
+        raise  # explained by _Commands, the same way whichever command hits it
+    except (OSError, RuntimeError) as exc:
+        fail(f"cannot open the database {settings.database}: {exc}", code=trouble.USAGE)
         raise  # unreachable: fail() exits
 
 
-def fail(message: str, *, code: int = 1) -> None:
+def fail(message: str, *, code: int = trouble.FAILURE) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def check_output(path: Path | str, option: str) -> None:
+    """Refuse an output file that cannot be written before doing the work that would fill it."""
+    problem = trouble.output_problem(Path(path))
+    if problem:
+        fail(f"{option} {path}: {problem}", code=trouble.USAGE)
+
+
+class _Commands(click.Group):
+    """Ordinary trouble in any command (newsletter.trouble) ends as one line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise click.exceptions.Exit(trouble.INTERRUPTED) from None
+        except (click.ClickException, click.exceptions.Exit):
+            raise  # click's own usage errors and exits, shown the way click shows them
+        except Exception as exc:
+            app = ctx.find_object(AppContext)
+            explained = trouble.explain(exc, database=app.loaded_database if app else None)
+            if explained is None:
+                raise
+            fail(explained.message, code=explained.code)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -173,7 +207,10 @@ def fetch(app: AppContext, names: tuple[str, ...]) -> None:
     """
     settings = app.settings
     try:
-        sources = [settings.source_named(name) for name in names] if names else _enabled(settings)
+        # dict.fromkeys: a source named twice is fetched once, in the order first given
+        sources = (
+            [settings.source_named(name) for name in dict.fromkeys(names)] if names else _enabled(settings)
+        )
     except ConfigError as exc:
         fail(str(exc), code=2)
     if not sources:
@@ -306,7 +343,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
     table = Table(title=None, show_edge=False, pad_edge=False)
     table.add_column("source", no_wrap=True)
     table.add_column("status")
-    for column in ("fetched", "new", "updated", "duplicates", "errors"):
+    for column in ("fetched", "new", "updated", "revisions", "duplicates", "errors"):
         table.add_column(column, justify="right")
     table.add_column("time", justify="right")
     for report in reports:
@@ -319,6 +356,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
             str(report.fetched),
             str(report.new),
             str(report.updated),
+            str(report.revisions),
             str(report.duplicates),
             f"[red]{report.errors}[/]" if report.errors else "0",
             f"{report.seconds:.1f}s",
@@ -396,6 +434,8 @@ def digest_build(
     section; small sections are gathered in a final "Other papers" section.
     """
     _check_frequency(app.settings, frequency)
+    if json_path and json_path != "-":
+        check_output(json_path, "--json")
     request = DigestRequest(
         since=_parse_when(since, "--since"),
         until=_parse_when(until, "--until"),
@@ -408,7 +448,12 @@ def digest_build(
         if json_path == "-":
             click.echo(text)
             return
-        Path(json_path).write_text(text + "\n", encoding="utf-8")
+        try:
+            Path(json_path).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            explained = trouble.explain(exc)
+            reason = explained.message if explained else str(exc)
+            fail(f"edition {edition.id} is stored, but {json_path} could not be written: {reason}")
     _print_edition(edition, papers_per_section=1)
     if json_path:
         console.print(f"wrote {escape(json_path)}")
@@ -495,6 +540,8 @@ def digest_preview(
     app: AppContext, edition_id: int, out_path: Path | None, address: str | None, open_browser: bool
 ) -> None:
     """Write the HTML of EDITION exactly as a subscriber receives it."""
+    if out_path:
+        check_output(out_path, "--out")
     try:
         html = outbox.preview_html(app.settings, edition_id, address)
     except outbox.SendError as exc:
@@ -518,7 +565,9 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
     if address:
         try:
             reply = outbox.send_test_copy(app.settings, edition_id, address)
-        except (outbox.SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+        except outbox.SendError as exc:  # not an address, no such edition: what was asked cannot be done
+            fail(f"the test copy was not sent: {exc}", code=trouble.USAGE)
+        except (ServerUnavailable, smtplib.SMTPException, OSError) as exc:
             fail(f"the test copy was not sent: {exc}")
         console.print(f"test copy of edition {edition_id} sent to {escape(address)}: {escape(reply)}")
         return
@@ -682,10 +731,25 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     line required) or plain email[,name]. Bad rows are listed with their line numbers; good rows are
     imported; importing the same file again adds nothing."""
     db = open_db(app.settings)
+    before = _subscriber_count(db)
     try:
         report = import_csv(db, csv_path)
     except SubscriberError as exc:
         fail(str(exc), code=2)
+    except (sqlite3.Error, OSError) as exc:
+        # Rows are written in batches, each committed on its own: say how far it got. Importing the same
+        # file again skips the addresses already imported, so a re-run finishes the job.
+        explained = trouble.explain(exc, database=app.settings.database)
+        if explained is None:
+            raise
+        committed = _subscriber_count(db) - before
+        remedy = explained.remedy or "fix that and run the command again"
+        fail(
+            f"the import stopped: {explained.cause}; {committed} new subscribers were committed and are "
+            f"kept, the rest of {csv_path} was not imported: {remedy} (the same import again skips the "
+            "addresses already imported)",
+            code=explained.code,
+        )
     finally:
         db.close()
     console.print(
@@ -697,13 +761,22 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
         raise SystemExit(1)
 
 
+def _subscriber_count(db: sqlite_utils.Database) -> int:
+    return int(db.execute("SELECT count(*) FROM subscribers").fetchone()[0])
+
+
 @subscribers.command("export")
-@click.argument("out_path", metavar="FILE.csv", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument(
+    "out_path", metavar="[FILE.csv]", default="-", type=click.Path(dir_okay=False, allow_dash=True)
+)
 @click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
 @click.pass_obj
 def subscribers_export(app: AppContext, out_path: str, status: str | None) -> None:
-    """Write subscribers as CSV (status, preferences and timestamps included); '-' is standard output."""
-    db = open_db(app.settings)
+    """Write subscribers as CSV (status, preferences and timestamps included) to FILE.csv, or to standard
+    output when it is '-' or left out."""
+    if out_path != "-":
+        check_output(out_path, "FILE.csv")
+    db = open_db(app.settings, create=False)
     try:
         if out_path == "-":
             count = export_csv(db, sys.stdout, status=status)
@@ -774,7 +847,7 @@ def _check_frequency(settings: Settings, frequency: str) -> None:
 @click.pass_obj
 def subscribers_list(app: AppContext, status: str | None, search: str | None) -> None:
     """List subscribers."""
-    db = open_db(app.settings)
+    db = open_db(app.settings, create=False)
     try:
         table = Table(show_edge=False, pad_edge=False)
         for column in ("id", "email", "name", "status", "since"):
@@ -870,7 +943,7 @@ def jobs_list(app: AppContext) -> None:
         defined = load_jobs(settings.jobs_dir, settings.timezone)
     except JobError as exc:
         fail(str(exc), code=2)
-    db = open_db(settings)
+    db = open_db(settings, create=False)
     try:
         runs = latest_job_runs(db)
     finally:
@@ -909,7 +982,7 @@ def schedule_table(defined: Sequence[Job], runs: list[dict[str, Any]], title: st
 @click.pass_obj
 def jobs_run(app: AppContext, name: str) -> None:
     """Run one job now (recorded like a scheduled run; one instance at a time)."""
-    from newsletter.jobs import JobError, JobRunner, load_jobs
+    from newsletter.jobs import JobError, JobRunner, describe_counts, load_jobs
 
     settings = app.settings
     try:
@@ -925,7 +998,8 @@ def jobs_run(app: AppContext, name: str) -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     console.print(
-        f"job {escape(name)}: {run.status} in {run.seconds:.1f}s {escape(json.dumps(run.counts))}"
+        f"job {escape(name)}: {run.status} in {run.seconds:.1f}s: "
+        + escape(describe_counts(defined[name].action, run.counts))
         + (f"\n{escape(run.error)}" if run.error else ""),
         soft_wrap=True,
     )
@@ -944,7 +1018,7 @@ def status_command(app: AppContext) -> None:
     from newsletter.ops import status
 
     settings = app.settings
-    db = open_db(settings)
+    db = open_db(settings, create=False)
     try:
         data = status(db)
     finally:
@@ -1024,13 +1098,13 @@ def admin_password() -> None:
     if len(password) < 10:
         fail("use at least 10 characters", code=2)
     hashed = hash_password(password)
-    err_console.print("put this in newsletter.toml under [web], or in the environment:")
+    err_console.print(escape("put this in newsletter.toml under [web], or in the environment:"))
     click.echo(f'admin_password_hash = "{hashed}"')
     click.echo(f"NEWSLETTER_WEB_ADMIN_PASSWORD_HASH='{hashed}'")
 
 
 @cli.command("dev-smtp")
-@click.option("--port", type=int, default=2525, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=2525, show_default=True)
 @click.option(
     "--maildir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -1040,6 +1114,7 @@ def admin_password() -> None:
 def dev_smtp(app: AppContext, port: int, maildir: Path | None) -> None:
     """Run the embedded SMTP server on 127.0.0.1, storing what it receives in a Maildir."""
     target = maildir or app.settings.smtp.maildir
+    prepare_maildir(target)  # now, so that a path that cannot hold a Maildir is said at start
     server = EmbeddedSMTPServer(target, port=port).start()
     console.print(
         f"SMTP on 127.0.0.1:{server.port}, storing messages in {escape(str(target))}; Ctrl-C stops it"

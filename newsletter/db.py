@@ -7,10 +7,12 @@ version lives in ``PRAGMA user_version``; each migration runs once, in order, in
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import sqlite_utils
@@ -18,27 +20,66 @@ import sqlite_utils
 BUSY_TIMEOUT_MS = 10_000
 
 
-def open_database(path: Path | str, *, migrate: bool = True) -> sqlite_utils.Database:
-    """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+class DatabaseMissing(FileNotFoundError):
+    """``open_database(..., create=False)`` found no database file: ``newsletter init`` makes one."""
+
+
+class DatabaseReadOnly(PermissionError):
+    """The database file or its directory cannot be written by this process."""
+
+
+def check_writable(path: Path | str) -> None:
+    """Raise ``DatabaseReadOnly`` unless this process may write the database and its directory (SQLite
+    writes the -wal and -shm files there). Long-running processes check once at start, rather than
+    failing at their first write hours later."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        return  # open_database creates it, or says why it cannot
+    for target in (path, path.parent):
+        if not os.access(target, os.W_OK):
+            raise DatabaseReadOnly(errno.EACCES, "not writable", str(target))
+
+
+def open_database(path: Path | str, *, migrate: bool = True, create: bool = True) -> sqlite_utils.Database:
+    """Open the database at ``path`` and bring its schema up to date.
+
+    With ``create`` (the default) a missing file and its directory are created; without it, a missing
+    database raises ``DatabaseMissing`` and nothing is created (the read-only commands: status, doctor...).
+    """
+    path = Path(path)
+    if not create:
+        if not path.is_file():
+            raise DatabaseMissing(errno.ENOENT, "no database", str(path))
+        # mode=rw: SQLite itself never creates the file, even if it disappears after the check above.
+        target: Path | str = f"{path.resolve().as_uri()}?mode=rw"
+    else:
+        target = path
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; every write goes through write_transaction().
     # check_same_thread=False: one connection may be handed to a worker thread, never used by two at once.
     conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
+        target,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        check_same_thread=False,
+        isolation_level=None,
+        uri=not create,
     )
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    journal_mode = _enable_wal(conn)
-    if journal_mode.lower() != "wal":
-        raise RuntimeError(
-            f"{path}: SQLite refused WAL mode (got {journal_mode!r}); is it on a network share?"
-        )
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    db = sqlite_utils.Database(conn)
-    if migrate:
-        migrate_database(db)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        journal_mode = _enable_wal(conn)
+        if journal_mode.lower() != "wal":
+            raise RuntimeError(
+                f"{path}: SQLite refused WAL mode (got {journal_mode!r}); is it on a network share?"
+            )
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        db = sqlite_utils.Database(conn)
+        if migrate:
+            migrate_database(db)
+    except BaseException:
+        conn.close()
+        raise
     return db
 
 
@@ -49,10 +90,14 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.conn.execute("COMMIT")
     except BaseException:
-        db.conn.execute("ROLLBACK")
+        # SQLite may already have rolled back (a full disk can end the transaction); and a COMMIT that
+        # failed can leave it open, which would let this connection go on seeing rows nobody committed.
+        if db.conn.in_transaction:
+            with suppress(sqlite3.Error):
+                db.conn.execute("ROLLBACK")
         raise
-    db.conn.execute("COMMIT")
 
 
 def _enable_wal(conn: sqlite3.Connection) -> str:
@@ -396,6 +441,11 @@ def _lock_owners(db: sqlite_utils.Database) -> None:
         db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
 
+def _revisions_counted(db: sqlite_utils.Database) -> None:
+    # Replace announcements of papers never seen before are stored but neither new nor updates: counted apart.
+    db.execute("ALTER TABLE fetch_runs ADD COLUMN revisions INTEGER NOT NULL DEFAULT 0")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -406,4 +456,5 @@ MIGRATIONS: list[Migration] = [
     _admin_sessions,
     _signup_queue,
     _lock_owners,
+    _revisions_counted,
 ]

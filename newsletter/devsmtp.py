@@ -8,6 +8,8 @@ recipient, openable in any mail program that reads Maildir.
 
 from __future__ import annotations
 
+import errno
+import logging
 import mailbox
 import socket
 import threading
@@ -20,23 +22,50 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPProtocol
 from aiosmtpd.smtp import Envelope, Session
 
+log = logging.getLogger(__name__)
+
+# aiosmtpd logs every SMTP command and reply at INFO, some 18 lines per message, which buried the log of
+# `serve` and `run` (their level is INFO) whenever the embedded server sent a mail. Its warnings still show.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+MAILDIR_FOLDERS = ("tmp", "new", "cur")
+
+
+def prepare_maildir(path: Path) -> mailbox.Maildir:
+    """The Maildir at ``path`` with its folders. ``mailbox`` creates them only along with a new directory,
+    so an existing empty directory would otherwise fail every message."""
+    for folder in MAILDIR_FOLDERS:
+        (path / folder).mkdir(parents=True, exist_ok=True)
+    return mailbox.Maildir(path, create=False)
+
 
 class MaildirHandler:
-    """Stores each accepted message once per recipient in a Maildir."""
+    """Stores each accepted message once per recipient in a Maildir, created when the first one arrives
+    (starting the server, e.g. for `newsletter doctor`, leaves no trace on disk)."""
 
     def __init__(self, maildir: Path) -> None:
         self.maildir_path = Path(maildir)
-        self.maildir_path.parent.mkdir(parents=True, exist_ok=True)
-        self.maildir = mailbox.Maildir(self.maildir_path, create=True)
+        self._maildir: mailbox.Maildir | None = None
         self._lock = threading.Lock()
         self.received = 0
 
+    def _open_maildir(self) -> mailbox.Maildir:
+        # A method, not a property: aiosmtpd looks at every attribute of its handler (inspect.getmembers).
+        if self._maildir is None:
+            self._maildir = prepare_maildir(self.maildir_path)
+        return self._maildir
+
     async def handle_DATA(self, server: SMTPProtocol, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        with self._lock:
-            for recipient in envelope.rcpt_tos:
-                self.maildir.add(f"Delivered-To: {recipient}\r\n".encode() + content)
-                self.received += 1
+        try:
+            with self._lock:
+                maildir = self._open_maildir()
+                for recipient in envelope.rcpt_tos:
+                    maildir.add(f"Delivered-To: {recipient}\r\n".encode() + content)
+                    self.received += 1
+        except OSError as exc:  # a full disk or a wrong path is temporary trouble, not the message's fault
+            log.error("cannot store a message in %s: %s", self.maildir_path, exc)
+            return "451 4.3.0 Cannot store the message now"
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -44,6 +73,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: any free port), or an OSError that names the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
+        raise OSError(exc.errno, f"{host}:{port} {reason}") from None
+
+
+class _BoundController(Controller):
+    """aiosmtpd's controller serving a socket bound beforehand: a port in use fails at once, in the
+    caller's thread, instead of after aiosmtpd's ready timeout (10 s) in its own."""
+
+    def __init__(self, handler: Any, listener: socket.socket, **options: Any) -> None:
+        self._listener = listener
+        host, port = listener.getsockname()[:2]
+        super().__init__(handler, hostname=host, port=port, **options)
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._listener, ssl=self.ssl_context)
 
 
 class EmbeddedSMTPServer:
@@ -60,11 +112,11 @@ class EmbeddedSMTPServer:
     ) -> None:
         self.handler = handler or MaildirHandler(maildir)
         self.host = host
-        self.port = port or free_port(host)
-        self._controller = Controller(
+        listener = listening_socket(host, port)
+        self.port = int(listener.getsockname()[1])
+        self._controller = _BoundController(
             self.handler,
-            hostname=host,
-            port=self.port,
+            listener,
             server_hostname="newsletter.embedded",
             ready_timeout=10,
             **smtp_options,
@@ -90,6 +142,8 @@ def embedded_smtp_server(maildir: Path, *, port: int = 0) -> Iterator[EmbeddedSM
 def messages_by_recipient(maildir: Path) -> dict[str, list[mailbox.MaildirMessage]]:
     """Every stored message, grouped by the recipient in its ``Delivered-To`` line."""
     grouped: dict[str, list[mailbox.MaildirMessage]] = {}
+    if not (maildir / "new").is_dir():
+        return grouped  # nothing has arrived yet
     for message in mailbox.Maildir(maildir, create=False):
         grouped.setdefault(str(message["Delivered-To"]).lower(), []).append(message)
     return grouped

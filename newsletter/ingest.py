@@ -35,6 +35,7 @@ class SourceReport:
     new: int = 0
     updated: int = 0
     duplicates: int = 0
+    revisions: int = 0  # replace announcements of papers never seen before: stored, not new
     problems: list[str] = field(default_factory=list)
     error: str | None = None
     unreachable: bool = False  # the failure was the network itself (no connection, DNS, timeout)
@@ -135,11 +136,12 @@ def _store(
     try:
         with write_transaction(db):
             counts = store_papers(db, collected.papers, source=source.name, now=now)
-            report.fetched, report.new, report.updated, report.duplicates = (
+            report.fetched, report.new, report.updated, report.duplicates, report.revisions = (
                 counts.fetched,
                 counts.new,
                 counts.updated,
                 counts.duplicates,
+                counts.revisions,
             )
             _save_state(db, source, collected.state, report, now)
             _record_run(db, source, report, now)
@@ -147,7 +149,7 @@ def _store(
         log.exception("storing source %s failed", source.name)
         report.status = "failed"
         report.error = f"could not store papers: {error}"
-        report.fetched = report.new = report.updated = report.duplicates = 0
+        report.fetched = report.new = report.updated = report.duplicates = report.revisions = 0
         _record_failure(db, source, report, now)
     report.seconds += time.perf_counter() - started
     return report
@@ -176,6 +178,7 @@ def _counts_json(report: SourceReport) -> str:
             "new": report.new,
             "updated": report.updated,
             "duplicates": report.duplicates,
+            "revisions": report.revisions,
             "errors": report.errors,
         }
     )
@@ -231,8 +234,8 @@ def _record_run(db: sqlite_utils.Database, source: SourceConfig, report: SourceR
     db.conn.execute(
         """
         INSERT INTO fetch_runs (source, started_at, finished_at, status, fetched, new, updated, duplicates,
-                                errors, error, problems)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                revisions, errors, error, problems)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """,
         [
             source.name,
@@ -243,6 +246,7 @@ def _record_run(db: sqlite_utils.Database, source: SourceConfig, report: SourceR
             report.new,
             report.updated,
             report.duplicates,
+            report.revisions,
             report.errors,
             report.error,
             json.dumps(report.problems, ensure_ascii=False),

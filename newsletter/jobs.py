@@ -201,11 +201,11 @@ class JobRunner:
         run.seconds = time.perf_counter() - started
         self._finish(db, run_id, run)
         log.info(
-            "job %s %s in %.1fs %s%s",
+            "job %s %s in %.1fs: %s%s",
             job.name,
             run.status,
             run.seconds,
-            json.dumps(run.counts),
+            describe_counts(job.action, run.counts),
             f": {run.error}" if run.error else "",
         )
         return run
@@ -225,6 +225,7 @@ class JobRunner:
             "sources": len(reports),
             "new": sum(r.new for r in reports),
             "updated": sum(r.updated for r in reports),
+            "revisions": sum(r.revisions for r in reports),
             "failed": len(failed),
         }
         error = "; ".join(f"{r.name}: {r.error}" for r in failed) or None
@@ -343,3 +344,29 @@ def missed_run(job: Job, last: datetime | None, now: datetime, grace: float) -> 
         start = last
     times = job.fire_times(start, now)
     return times[-1] if times else None
+
+
+_CLEANUP_WORDS = {
+    "papers": "papers",
+    "deliveries": "delivery records",
+    "fetch_runs": "fetch records",
+    "job_runs": "job run records",
+    "pending_signups": "unconfirmed sign-ups",
+}
+
+
+def describe_counts(action: str, counts: dict[str, Any]) -> str:
+    """What a run did, in words for people (``job_runs.counts`` keeps the numbers as JSON)."""
+    if action == "cleanup":
+        deleted = [f"{counts.get(key, 0)} {words}" for key, words in _CLEANUP_WORDS.items()]
+        return "deleted " + ", ".join(deleted[:-1]) + f" and {deleted[-1]}"
+    parts = []
+    for key, value in counts.items():
+        label = key.replace("_", " ")
+        if key == "note":
+            parts.append(str(value))
+        elif key in ("edition", "period"):
+            parts.append(f"{label} {value}")
+        else:
+            parts.append(f"{value} {label}")
+    return ", ".join(parts) or "nothing to do"

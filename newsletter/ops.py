@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import sqlite_utils
 
 from newsletter.config import DEFAULT_CONFIG_NAME, RetentionSettings, Settings
-from newsletter.db import open_database, schema_version, write_transaction
+from newsletter.db import DatabaseMissing, open_database, schema_version, write_transaction
 from newsletter.store import iso
 from newsletter.subscribers import delete_stale_signups
 
@@ -200,7 +200,7 @@ def _check_configuration(settings: Settings, diagnosis: Diagnosis) -> None:
 
 def _check_database(settings: Settings, diagnosis: Diagnosis) -> None:
     try:
-        db = open_database(settings.database)
+        db = open_database(settings.database, create=False)  # a check never creates what it checks
         try:
             with write_transaction(db):
                 db.conn.execute("CREATE TABLE doctor_probe (x)")
@@ -209,6 +209,11 @@ def _check_database(settings: Settings, diagnosis: Diagnosis) -> None:
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         finally:
             db.close()
+    except DatabaseMissing:
+        diagnosis.add(
+            "database", False, f"there is no database at {settings.database}: run `newsletter init`"
+        )
+        return
     except (sqlite3.Error, OSError, RuntimeError) as exc:
         diagnosis.add("database", False, f"{settings.database}: {exc}")
         return

@@ -1,6 +1,7 @@
 """What a reader follows, and the part of an edition that is theirs.
 
-A reader follows arXiv categories (``cs.LG``, or a whole archive such as ``cs``) and/or keywords, and
+A reader follows arXiv categories (``cs.LG``, or a whole archive such as ``cs``; only codes of arXiv's
+taxonomy, see ``newsletter.taxonomy``) and/or keywords, and
 chooses weekly or daily digests and whether an edition with nothing for them sends a short notice or
 nothing at all. Following nothing means everything. A paper matches when one of its categories is
 followed or a keyword appears in its title or abstract (whole words, any case). The personal digest keeps
@@ -12,6 +13,7 @@ choices share one rendered email.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -19,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from newsletter.editions import EditionPaper, Section
+from newsletter.taxonomy import ARCHIVES, CATEGORIES, canonical_category
 
 FREQUENCIES = ("weekly", "daily")
 EMPTY_DIGEST = ("notice", "skip")
 MAX_KEYWORDS = 20
 MAX_CATEGORIES = 50
-_CATEGORY = re.compile(r"^[a-z]+(?:-[a-z]+)?(?:\.[A-Za-z]{2,10}(?:-[A-Za-z]+)?)?$")
 
 # Names for the arXiv categories most readers of a machine-learning digest follow.
 CATEGORY_NAMES = {
@@ -83,10 +85,7 @@ class Preferences:
         frequency: str = "weekly",
         empty_digest: str = "notice",
     ) -> Preferences:
-        clean_categories = tuple(sorted({c.strip() for c in categories if c.strip()}))
-        for category in clean_categories:
-            if len(category) > 32 or not _CATEGORY.match(category):
-                raise PreferenceError(f"{category!r} is not an arXiv category such as cs.LG or math")
+        clean_categories = tuple(sorted({_arxiv_category(c) for c in categories if c.strip()}))
         if len(clean_categories) > MAX_CATEGORIES:
             raise PreferenceError(f"follow at most {MAX_CATEGORIES} categories")
         clean_keywords = tuple(sorted({" ".join(k.lower().split()) for k in keywords if k.strip()}))
@@ -162,6 +161,19 @@ class Preferences:
         # Most matches first; "Other papers" stays last; ties keep the edition's order.
         kept.sort(key=lambda item: (item[2].is_other, -item[0], item[1]))
         return [section for _, _, section in kept]
+
+
+def _arxiv_category(code: str) -> str:
+    """arXiv's spelling of a category or archive code; anything else is refused, with a suggestion."""
+    canonical = canonical_category(code)
+    if canonical is not None:
+        return canonical
+    shown = code.strip()[:40]
+    close = difflib.get_close_matches(
+        shown.lower(), sorted(c.lower() for c in ARCHIVES | CATEGORIES), n=1, cutoff=0.75
+    )
+    hint = f" (did you mean {canonical_category(close[0])}?)" if close else ""
+    raise PreferenceError(f"{shown!r} is not an arXiv category or archive such as cs.LG or math{hint}")
 
 
 def canonical_json(values: Any) -> str:

@@ -21,7 +21,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from newsletter.config import Settings
-from newsletter.db import open_database
+from newsletter.db import check_writable, open_database
 from newsletter.jobs import Job, JobRunner, last_scheduled_run, load_jobs, missed_run
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class Scheduler:
         self._scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
 
     def start(self, *, now: datetime | None = None) -> None:
+        # The database is read before anything starts: one that cannot be used stops `run` right here.
+        missed = self._missed_runs(now or datetime.now(UTC))
         for job in self.jobs:
             self._scheduler.add_job(
                 self._run_scheduled,
@@ -54,7 +56,11 @@ class Scheduler:
                 name=job.name,
             )
         self._scheduler.start()
-        self._catch_up(now or datetime.now(UTC))
+        for job, when in missed:
+            log.info("job %s missed its run at %s: running it now", job.name, when)
+            self._scheduler.add_job(
+                self._run_scheduled, args=[job, when], id=f"{job.name}-catch-up", name=job.name
+            )
         for job in self.jobs:
             log.info(
                 "job %s (%s, %s %s) next at %s",
@@ -84,20 +90,16 @@ class Scheduler:
             scheduled_for = due[-1] if due else now
         self.runner.run(job, scheduled_for)
 
-    def _catch_up(self, now: datetime) -> None:
+    def _missed_runs(self, now: datetime) -> list[tuple[Job, datetime]]:
+        check_writable(self.settings.database)
         db = open_database(self.settings.database)
         try:
-            for job in self.jobs:
-                missed = missed_run(
-                    job, last_scheduled_run(db, job.name), now, self.settings.misfire_grace_time
-                )
-                if missed is not None:
-                    log.info("job %s missed its run at %s: running it now", job.name, missed)
-                    self._scheduler.add_job(
-                        self._run_scheduled, args=[job, missed], id=f"{job.name}-catch-up", name=job.name
-                    )
+            last = {job.name: last_scheduled_run(db, job.name) for job in self.jobs}
         finally:
             db.close()
+        grace = self.settings.misfire_grace_time
+        missed = [(job, missed_run(job, last[job.name], now, grace)) for job in self.jobs]
+        return [(job, when) for job, when in missed if when is not None]
 
     def _missed(self, event: JobExecutionEvent) -> None:
         log.warning(

@@ -4,7 +4,8 @@ A record matches a stored paper by its strong keys (arXiv id, then DOI); a recor
 matches by its weak keys (normalised title, then link or guid). A record with a strong key never matches
 on title alone, so two different papers that happen to share a title stay two papers. Seeing a paper
 again (another category, another source, a new version, an arXiv ``replace`` announcement) updates its row
-and never makes it new again; a revision of a paper never seen before is stored but not counted as new.
+and never makes it new again; a revision of a paper never seen before is stored but not counted as new
+(it is counted as a revision: it was announced new in an earlier week).
 
 Callers wrap ``store_papers`` in ``db.write_transaction`` so a source's papers land all together or not at all.
 """
@@ -34,6 +35,7 @@ class StoreCounts:
     new: int = 0
     updated: int = 0
     duplicates: int = 0
+    revisions: int = 0  # replace announcements of papers never seen before: stored, neither new nor updated
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -73,7 +75,7 @@ def store_papers(
             if row["is_new"]:
                 counts.new += 1
             else:
-                counts.updated += 1  # a revision of a paper we never saw: stored, not new
+                counts.revisions += 1  # a revision of a paper we never saw: stored, not new
         else:
             row = rows[paper_id]
             changed = _merge(row, paper, source)

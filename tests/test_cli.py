@@ -81,9 +81,10 @@ def test_fetch_prints_counts_per_source(tmp_path, feed_server, fixtures):
     header = next(line for line in result.stdout.splitlines() if "duplicates" in line)
     assert header.split()[:8] == ["source", "┃", "status", "┃", "fetched", "┃", "new", "┃"]
     arxiv_line = next(line for line in result.stdout.splitlines() if line.startswith("arxiv"))
-    assert [cell.strip() for cell in arxiv_line.split("│")][:7] == ["arxiv", "ok", "4", "2", "2", "0", "0"]
+    # columns: fetched, new, updated, revisions (replaces of papers never seen), duplicates, errors
+    assert [cell.strip() for cell in arxiv_line.split("│")][:8] == ["arxiv", "ok", "4", "2", "0", "2", "0", "0"]  # fmt: skip
     hf_line = next(line for line in result.stdout.splitlines() if line.startswith("hf "))
-    assert [cell.strip() for cell in hf_line.split("│")][:7] == ["hf", "ok", "2", "1", "1", "0", "1"]
+    assert [cell.strip() for cell in hf_line.split("│")][:8] == ["hf", "ok", "2", "1", "1", "0", "0", "1"]
     assert "hf: entry 3 skipped: no arXiv id" in result.stdout
 
     second = run("--config", str(config), "fetch", "--source", "arxiv", cwd=tmp_path)

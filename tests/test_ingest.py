@@ -69,7 +69,7 @@ def test_dedupe_across_categories_sources_versions_and_journals(db, feed_server,
 
     lg = reports["arxiv-lg"]
     # two announced as new or cross; two revisions (replace, replace-cross) of papers never seen: stored, not new
-    assert (lg.fetched, lg.new, lg.updated, lg.duplicates, lg.errors) == (4, 2, 2, 0, 0)
+    assert (lg.fetched, lg.new, lg.updated, lg.revisions, lg.duplicates, lg.errors) == (4, 2, 0, 2, 0, 0)
     cl = reports["arxiv-cl"]  # 2501.00001 again (gains cs.CL), 2501.00010 new
     assert (cl.fetched, cl.new, cl.updated, cl.duplicates) == (2, 1, 1, 0)
     hf_report = reports["hf"]  # upvotes for 2501.00001, one new paper, one entry without an id
@@ -210,7 +210,8 @@ def test_corpus_arxiv_rss_hf_and_api_dedupe_by_id(db, feed_server, fetcher, corp
     again = reports[-1]
     assert (again.fetched, again.new, again.updated, again.duplicates) == (1504, 0, 0, 1504)
     first = reports[0]
-    assert (first.new, first.updated) == (926 + 9, 569)  # new and cross are new; replacements are not
+    # new and cross are new; replacements of papers not seen before are revisions, neither new nor updates
+    assert (first.new, first.updated, first.revisions) == (926 + 9, 0, 569)
     new_flags = dict(
         db.execute(
             "SELECT is_new, count(*) FROM papers WHERE 'arxiv_rss-0' IN (SELECT value FROM json_each(sources)) GROUP BY is_new"
@@ -316,7 +317,7 @@ def test_a_source_whose_papers_cannot_be_stored_keeps_its_old_state(db, feed_ser
     db.execute("DROP TRIGGER refuse")
     [retried] = run_ingest(db, [feed], fetcher, now=TUESDAY)
     assert "if-none-match" not in feed_server.requests_to("/rss")[1].headers  # fetched in full again
-    assert (retried.status, retried.new, retried.updated) == ("ok", 2, 2)
+    assert (retried.status, retried.new, retried.updated, retried.revisions) == ("ok", 2, 0, 2)
 
 
 def test_hostile_feed_content_is_stored_as_inert_text(db, feed_server, fetcher, fixtures):

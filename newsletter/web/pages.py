@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from newsletter.config import Settings
-from newsletter.db import open_database
+from newsletter.db import check_writable, open_database
 from newsletter.preferences import CATEGORY_NAMES
 from newsletter.render import templates_dir
 from newsletter.store import iso
 from newsletter.subscribers import Subscriber, get_subscriber
+from newsletter.taxonomy import is_category
 from newsletter.tokens import InvalidToken, Links, Tokens, TokenSubject, site_secret
 from newsletter.web.security import csrf_token, csrf_valid
 
@@ -41,6 +42,7 @@ class Site:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        check_writable(settings.database)  # a web app that cannot write would fail every sign-up
         with self.database() as db:
             self.secret = site_secret(db, settings.web.secret_key)
         self.tokens = Tokens(self.secret)
@@ -136,6 +138,7 @@ class Site:
             if category not in offered:
                 offered.append(category)
         offered += [c for c in chosen if c not in offered]
+        offered = [c for c in offered if is_category(c)]  # only what the form would accept back
         return [
             {"value": c, "label": CATEGORY_NAMES.get(c, c), "checked": c in chosen}
             for c in sorted(offered, key=lambda c: (c.split(".")[0], c))
