@@ -67,9 +67,10 @@ def serve(
     the caller can stop what it runs beside the web app."""
     listener = listener or listen_for(settings, host=host, port=port)
     try:
+        app = create_app(settings)  # opens the database: a broken one stops here, before any warning
         if warning := port_mismatch(settings.web.base_url, listener.port):
             log.warning(warning)
-        run(create_app(settings), settings.web, listener)
+        run(app, settings.web, listener)
     finally:
         listener.close()
         logs.report_left_out()
