@@ -9,6 +9,7 @@ Everything else becomes a ``FetchError`` whose message says what happened in wor
 from __future__ import annotations
 
 import html
+import io
 import logging
 import os
 import random
@@ -242,7 +243,9 @@ class Fetcher:
                         kind="too_large",
                         status=response.status_code,
                     )
-                chunks: list[bytes] = []
+                # One growing buffer whose bytes become the body without a copy: a list of chunks
+                # joined at the end would hold the body twice.
+                buffer = io.BytesIO()
                 received = 0
                 for chunk in response.iter_bytes():
                     received += len(chunk)
@@ -257,8 +260,9 @@ class Fetcher:
                             f"response still arriving after {self.settings.deadline:g} s; gave up",
                             kind="timeout",
                         )
-                    chunks.append(chunk)
-                body = b"".join(chunks)
+                    buffer.write(chunk)
+                body = buffer.getvalue()
+                del buffer
                 status = response.status_code
                 if status >= 400:
                     raise FetchError(
@@ -368,7 +372,7 @@ _HTML_START = re.compile(
 
 
 def looks_like_html(body: bytes) -> bool:
-    return bool(_HTML_START.match(body.lstrip(b"\xef\xbb\xbf")[:2048]))
+    return bool(_HTML_START.match(body[:2051].lstrip(b"\xef\xbb\xbf")[:2048]))
 
 
 def describe_body(body: bytes, limit: int = 160) -> str:

@@ -157,6 +157,26 @@ Abstract: Text {id}.</description><guid>oai:arXiv.org:{id}v1</guid><category>cs.
 # --- the captured corpus, served over HTTP ----------------------------------------------------------------------
 
 
+def test_arxiv_feeds_are_read_as_a_stream_that_lets_go_of_each_entry(fixtures):
+    from newsletter.sources.base import XmlStream
+
+    # 2,000 items (~0.6 MB): a whole tree would hold all of them at once.
+    text = (fixtures / "arxiv_rss_small.xml").read_text()
+    first, last = text.index("<item>"), text.rindex("</item>") + len("</item>")
+    body = (text[:first] + text[first:last] * 500 + text[last:]).encode()
+    xml = XmlStream(body)
+    held = []
+    for item in xml.entries("item", depth=2):
+        assert item.findtext("title")  # complete when handed out
+        held.append(len(xml.root.find("channel").findall("item")))
+    assert xml.entries_seen == 2000
+    assert max(held) < 500  # only the items of the piece of input being parsed, never the whole feed
+    channel = xml.root.find("channel")
+    assert channel.findall("item") == [] and channel.findtext("title") == "cs.LG updates on arXiv.org"
+    parsed = arxiv_rss_module.parse(body)
+    assert (parsed.entries_seen, len(parsed.papers)) == (2000, 2000)
+
+
 def _ids_in(raw: str) -> set[str]:
     return {
         m.group(1)
