@@ -753,11 +753,13 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     finally:
         db.close()
     console.print(
-        f"imported {report.added} new subscribers; {report.existing} already known; {len(report.errors)} rows rejected"
+        f"imported {report.added} new subscribers; {report.existing} already known; {report.rejected} rows rejected"
     )
     for line, reason in report.errors[:50]:
         console.print(f"[yellow]line {line}:[/] {escape(reason)}", soft_wrap=True)
-    if report.errors:
+    if report.rejected > 50:
+        console.print(f"[yellow]... and {report.rejected - 50} more rejected lines[/]")
+    if report.rejected:
         raise SystemExit(1)
 
 

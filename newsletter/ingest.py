@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,12 +84,14 @@ def run_ingest(
     states = {source.name: load_state(db, source) for source in sources}
     reports: dict[str, SourceReport] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources) or 1))) as pool:
-        futures: dict[Future[tuple[Collected, float]], SourceConfig] = {}
+        futures: deque[tuple[Future[tuple[Collected, float]], SourceConfig]] = deque()
         for source in sources:
             progress.started(source)
-            futures[pool.submit(_collect, source, fetcher, states[source.name], progress)] = source
-        # Stored in configuration order, whatever finishes first, so counts do not depend on timing.
-        for future, source in futures.items():
+            futures.append((pool.submit(_collect, source, fetcher, states[source.name], progress), source))
+        # Stored in configuration order, whatever finishes first, so counts do not depend on timing; each
+        # source's papers are let go of once stored, not kept until the last source is done.
+        while futures:
+            future, source = futures.popleft()
             report = _store(db, source, future, now or datetime.now(UTC), progress)
             reports[source.name] = report
             progress.finished(source, report)

@@ -16,11 +16,11 @@ import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
@@ -419,56 +419,95 @@ def delete_stale_signups(db: sqlite_utils.Database, *, now: datetime | None = No
 # --- CSV import and export ----------------------------------------------------------------------------------
 
 
+# A cell that a spreadsheet would read as a formula (OWASP's "CSV Injection": =, +, -, @, tab, carriage
+# return) is written with one leading quote, which the spreadsheet shows as text. Names come from public
+# sign-ups, so an exported list must never run what a visitor typed.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# One CSV record per physical line, at most this long (the csv module's own field limit): a broken line
+# (an unclosed quote, a huge field) is rejected alone and can never swallow the rows after it.
+MAX_CSV_LINE = 131_072
+# Every rejected line is counted; the first ones are kept with their reasons, so a file of garbage
+# cannot fill the memory with its report.
+MAX_REPORTED_ERRORS = 1000
+
+
+def spreadsheet_safe(value: str) -> str:
+    """``value`` as a CSV cell no spreadsheet runs: a leading quote before what would be a formula, and
+    before a value that already looks like such a quoted formula, so that ``from_spreadsheet_safe``
+    gives back exactly the original."""
+    return "'" + value if value.lstrip("'")[:1] in FORMULA_START else value
+
+
+def from_spreadsheet_safe(cell: str) -> str:
+    """The value of a cell written by ``spreadsheet_safe``: the one added quote removed."""
+    return cell[1:] if cell[:1] == "'" and cell.lstrip("'")[:1] in FORMULA_START else cell
+
+
 @dataclass(slots=True)
 class ImportReport:
     added: int = 0
     existing: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    rejected: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason), the first ones
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append((line, reason))
 
 
 def import_csv(db: sqlite_utils.Database, path: Path, *, now: datetime | None = None) -> ImportReport:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SubscriberError(f"cannot read {path}: {exc}") from None
-    return import_rows(db, text, now=now)
+        raw = path.open("rb")
+    except OSError as exc:
+        raise SubscriberError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with raw:
+        return import_file(db, raw, now=now)
+
+
+def import_file(db: sqlite_utils.Database, raw: BinaryIO, *, now: datetime | None = None) -> ImportReport:
+    """Import from a binary file (a path opened, an upload), read line by line as UTF-8."""
+    # Undecodable bytes become lone surrogates, so that only their line is rejected, not the file.
+    text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+    try:
+        return import_lines(db, text, now=now)
+    finally:
+        text.detach()  # the caller owns the file
 
 
 def import_rows(db: sqlite_utils.Database, text: str, *, now: datetime | None = None) -> ImportReport:
-    """Import subscribers from CSV text; imported subscribers are active (an admin vouches for them).
+    return import_lines(db, io.StringIO(text, newline=None), now=now)
+
+
+def import_lines(db: sqlite_utils.Database, lines: TextIO, *, now: datetime | None = None) -> ImportReport:
+    """Import subscribers from CSV; imported subscribers are active (an admin vouches for them).
 
     Accepts listmonk's columns (``email,name,attributes`` with attributes as JSON; a header line names
-    them) and plain ``email`` or ``email,name`` rows with or without a header. Bad rows are reported with
-    their line number and reason while the good ones are imported; importing the same file again adds
-    nothing. Rows are validated first and written in large transactions: 100,000 rows take seconds.
+    them) and plain ``email`` or ``email,name`` rows with or without a header. Each record is one line;
+    bad lines are reported with their number and reason while the good ones are imported; importing the
+    same file again adds nothing. The text is read a line at a time and written in large transactions:
+    memory stays flat however long the file, and 100,000 rows take seconds. An address seen twice counts
+    as existing the second time (the database's unique index sees it).
     """
     report = ImportReport()
     stamp = iso(now or datetime.now(UTC))
-    reader = csv.reader(io.StringIO(text))
-    first = next(reader, None)
-    if first is None:
-        return report
-    header = [cell.strip().lower() for cell in first]
-    if "email" in header:
-        columns = {name: header.index(name) for name in ("email", "name", "attributes") if name in header}
-        rows: Iterable[tuple[int, list[str]]] = ((reader.line_num, row) for row in reader)
-    else:
-        columns = {"email": 0, "name": 1, "attributes": 2}
-        rows = _chain_first(first, reader)
+    columns = {"email": 0, "name": 1, "attributes": 2}
     pending: list[tuple[Any, ...]] = []
-    seen: set[str] = set()
-    for line_number, row in rows:
-        if not row or not any(cell.strip() for cell in row):
+    for line_number, row in _csv_records(lines, report):
+        if line_number == 1:
+            header = [cell.strip().lower() for cell in row]
+            if "email" in header:
+                columns = {
+                    name: header.index(name) for name in ("email", "name", "attributes") if name in header
+                }
+                continue
+        if not any(cell.strip() for cell in row):
             continue
         try:
             record = _import_record(row, columns, stamp)
         except SubscriberError as exc:
-            report.errors.append((line_number, str(exc)))
+            report.reject(line_number, str(exc))
             continue
-        if record[0].lower() in seen:
-            report.existing += 1
-            continue
-        seen.add(record[0].lower())
         pending.append(record)
         if len(pending) >= IMPORT_BATCH:
             _write_batch(db, pending, report)
@@ -477,16 +516,37 @@ def import_rows(db: sqlite_utils.Database, text: str, *, now: datetime | None = 
     return report
 
 
-def _chain_first(first: list[str], reader: Any) -> Iterator[tuple[int, list[str]]]:
-    yield 1, first
-    for row in reader:
-        yield reader.line_num, row
+def _csv_records(lines: TextIO, report: ImportReport) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each line that is one whole CSV record; the others go to the report."""
+    line_number = 0
+    while line := lines.readline(MAX_CSV_LINE + 1):
+        line_number += 1
+        if len(line) > MAX_CSV_LINE and not line.endswith("\n"):
+            while (rest := lines.readline(65536)) and not rest.endswith("\n"):
+                pass  # the rest of the overlong line, a piece at a time
+            report.reject(line_number, f"the line is longer than {MAX_CSV_LINE:,} characters")
+            continue
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            report.reject(line_number, "the line is not UTF-8 text")
+            continue
+        try:
+            yield line_number, next(csv.reader((line,), strict=True), [])
+        except csv.Error as exc:
+            report.reject(line_number, _csv_problem(exc))
+
+
+def _csv_problem(error: csv.Error) -> str:
+    if "unexpected end of data" in str(error):
+        return "a quoted value is not closed on its line (each record must be on one line)"
+    return f"not a valid CSV line: {error}"
 
 
 def _import_record(row: list[str], columns: dict[str, int], stamp: str | None) -> tuple[Any, ...]:
     def cell(name: str) -> str:
         index = columns.get(name)
-        return row[index] if index is not None and index < len(row) else ""
+        return from_spreadsheet_safe(row[index]) if index is not None and index < len(row) else ""
 
     address = normalise_email(cell("email"))
     name = clean_name(cell("name"))
@@ -527,15 +587,20 @@ EXPORT_COLUMNS = (
 
 
 def export_csv(db: sqlite_utils.Database, out: io.TextIOBase, *, status: str | None = None) -> int:
-    """Write every subscriber (or those with ``status``) as CSV, row by row; returns the count."""
+    """Write every subscriber (or those with ``status``) as CSV, row by row; returns the count. Cells a
+    spreadsheet would run as formulas are quoted (``spreadsheet_safe``); importing the file undoes it."""
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     where, params = _filters(status, None)
     count = 0
     for row in db.execute(f"SELECT {', '.join(EXPORT_COLUMNS)} FROM subscribers {where} ORDER BY id", params):
-        writer.writerow(["" if value is None else value for value in row])
+        writer.writerow(["" if value is None else _export_cell(value) for value in row])
         count += 1
     return count
+
+
+def _export_cell(value: Any) -> Any:
+    return spreadsheet_safe(value) if isinstance(value, str) else value
 
 
 _COLUMNS = (

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from newsletter.fetch import Fetcher, FetchError, FetchSettings
+from newsletter.fetch import Document, Fetcher, FetchError, FetchSettings
 from tests.support.feedserver import Reply
+from tests.test_cli import config_with_sources
 
 FEED = b"<?xml version='1.0'?><rss version='2.0'><channel><title>t</title></channel></rss>"
 
@@ -133,6 +141,79 @@ def test_file_urls_and_unsupported_schemes(tmp_path, fetcher):
         fetcher.get("ftp://example.org/feed")
     with pytest.raises(FetchError, match="cannot read"):
         fetcher.get((tmp_path / "missing.xml").as_uri())
+
+
+def test_file_urls_read_only_regular_files_and_stop_at_the_cap(tmp_path):
+    fetcher = Fetcher(FetchSettings(max_bytes=1024))
+    big = tmp_path / "big.xml"
+    big.write_bytes(b"x" * 2000)
+    with pytest.raises(FetchError, match=r"exceeds the 1\.0 KB size cap") as caught:
+        fetcher.get(big.as_uri())
+    assert caught.value.kind == "too_large"
+    # A /proc file says it holds 0 bytes and then gives more: only cap + 1 bytes are ever read.
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        with pytest.raises(FetchError, match="size cap") as caught:
+            fetcher.get(maps.as_uri())
+        assert caught.value.kind == "too_large"
+    # (file:///dev/zero is tried through the program, with its memory bounded, in the next test.)
+    with pytest.raises(FetchError, match="it is a directory"):
+        fetcher.get(tmp_path.as_uri())
+
+    # A named pipe nobody writes to: refused at once, not waited on (the read runs in a thread so that a
+    # hang shows as a failure; a writer is then connected to free it).
+    fifo = tmp_path / "feed.pipe"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | Document] = []
+    reader = threading.Thread(
+        target=lambda: outcome.append(_get_or_error(fetcher, fifo.as_uri())), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY))
+        reader.join(timeout=10)
+        pytest.fail("reading a named pipe waited for a writer")
+    assert isinstance(outcome[0], FetchError) and "it is a named pipe, not a regular file" in str(outcome[0])
+    fetcher.close()
+
+
+def _get_or_error(fetcher: Fetcher, url: str) -> BaseException | Document:
+    try:
+        return fetcher.get(url)
+    except FetchError as error:
+        return error
+
+
+def test_a_dev_zero_source_fails_at_once_and_the_other_sources_are_fetched(tmp_path, fixtures):
+    config = config_with_sources(
+        tmp_path,
+        [
+            ("zero", "feed", "file:///dev/zero"),
+            ("good", "arxiv_rss", (fixtures / "arxiv_rss_small.xml").as_uri()),
+        ],
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    environment["COLUMNS"] = "200"
+
+    def address_space_limit() -> None:
+        # Without the fix the process reads /dev/zero until it runs out of memory: keep that bounded.
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--config", str(config), "fetch"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=address_space_limit,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "zero failed: cannot read /dev/zero: it is a character device, not a regular file" in result.stdout
+    assert "1 of 2 sources failed: zero" in result.stderr and "Traceback" not in result.stderr
+    with sqlite3.connect(tmp_path / "news.db") as conn:
+        assert conn.execute("SELECT count(*) FROM papers").fetchone()[0] > 0  # the file:// feed still works
 
 
 def test_a_long_retry_after_is_not_waited_for(feed_server, fetcher):

@@ -157,6 +157,97 @@ Abstract: Text {id}.</description><guid>oai:arXiv.org:{id}v1</guid><category>cs.
 # --- the captured corpus, served over HTTP ----------------------------------------------------------------------
 
 
+def test_arxiv_feeds_are_read_as_a_stream_that_lets_go_of_each_entry(fixtures):
+    from newsletter.sources.base import XmlStream
+
+    # 2,000 items (~0.6 MB): a whole tree would hold all of them at once.
+    text = (fixtures / "arxiv_rss_small.xml").read_text()
+    first, last = text.index("<item>"), text.rindex("</item>") + len("</item>")
+    body = (text[:first] + text[first:last] * 500 + text[last:]).encode()
+    xml = XmlStream(body)
+    held = []
+    for item in xml.entries("item", depth=2):
+        assert item.findtext("title")  # complete when handed out
+        held.append(len(xml.root.find("channel").findall("item")))
+    assert xml.entries_seen == 2000
+    assert max(held) < 500  # only the items of the piece of input being parsed, never the whole feed
+    channel = xml.root.find("channel")
+    assert channel.findall("item") == [] and channel.findtext("title") == "cs.LG updates on arXiv.org"
+    parsed = arxiv_rss_module.parse(body)
+    assert (parsed.entries_seen, len(parsed.papers)) == (2000, 2000)
+
+
+def _generic_feed(flavour: str, count: int) -> bytes:
+    """A generic feed of ``count`` entries, with characters far outside ASCII in every one."""
+    abstract = "Tiny experts route tokens \U0001f600 across layers, " * 12
+    if flavour == "atom":
+        entry = (
+            "<entry><title>Study {n} of small models \u2013 part {n}</title>"
+            '<link href="https://journal.example.org/a/{n}"/><id>https://journal.example.org/a/{n}</id>'
+            "<updated>2025-01-10T09:00:00Z</updated><summary>" + abstract + "</summary></entry>\n"
+        )
+        head = '<feed xmlns="http://www.w3.org/2005/Atom"><title>Journal \u2713</title><id>urn:j</id>\n'
+        tail = "</feed>\n"
+    else:
+        entry = (
+            "<item{about}><title>Study {n} of small models \u2013 part {n}</title>"
+            "<link>https://journal.example.org/a/{n}</link><description>&lt;p&gt;"
+            + abstract
+            + "&lt;/p&gt;</description></item>\n"
+        )
+        if flavour == "rdf":
+            head = (
+                '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">'
+                '<channel rdf:about="https://journal.example.org/"><title>Journal \u2713</title>'
+                "<link>https://journal.example.org/</link><description>d</description></channel>\n"
+            )
+            tail = "</rdf:RDF>\n"
+        else:
+            head = '<rss version="2.0"><channel><title>Journal \u2713</title><link>https://journal.example.org/</link>\n'
+            tail = "<textInput><title>Search</title></textInput></channel></rss>\n"
+    about = ' rdf:about="https://journal.example.org/a/{n}"' if flavour == "rdf" else ""
+    items = "".join(entry.replace("{about}", about).replace("{n}", str(n)) for n in range(count))
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n' + head + items + tail).encode()
+
+
+@pytest.mark.parametrize("flavour", ["rss2", "atom", "rdf"])
+def test_a_large_generic_feed_is_read_in_pieces_with_every_entry_once_in_order(flavour):
+    import feedparser
+
+    from newsletter.sources import feed as feed_module
+    from newsletter.sources.pieces import PIECE_BYTES, feed_pieces
+
+    body = _generic_feed(flavour, 3000)
+    assert len(body) > 2 * PIECE_BYTES  # large enough to be cut
+    pieces = list(feed_pieces(body))
+    assert len(pieces) >= 2
+    titles = []
+    for piece in pieces:
+        parsed = feedparser.parse(piece)
+        assert not parsed.bozo, parsed.get("bozo_exception")
+        assert parsed.feed.title == "Journal \u2713"
+        titles += [entry.title for entry in parsed.entries]
+    expected = [f"Study {n} of small models \u2013 part {n}" for n in range(3000)]
+    assert titles == expected
+    result = feed_module.parse(body)
+    assert (result.entries_seen, result.problems) == (3000, [])
+    assert [paper.title for paper in result.papers] == expected
+    assert result.papers[0].venue == "Journal \u2713" and "\U0001f600" in result.papers[-1].abstract
+
+
+def test_feeds_that_cannot_be_cut_safely_are_read_whole():
+    from newsletter.sources.pieces import feed_pieces
+
+    entry = "<item><title>t</title></item>"
+    doctype = f'<!DOCTYPE rss [<!ENTITY a "x">]><rss><channel>{entry * 5}</channel></rss>'.encode()
+    broken = f"<rss><channel>{entry * 5}</rss>".encode()
+    scattered = f"<rss><channel>{entry * 3}</channel><channel>{entry * 3}</channel></rss>".encode()
+    for body in (doctype, broken, scattered):
+        assert list(feed_pieces(body, piece_bytes=10)) == [body]
+    cut = list(feed_pieces(f"<rss><channel>{entry * 5}</channel></rss>".encode(), piece_bytes=10))
+    assert cut == [f"<rss><channel>{entry}</channel></rss>".encode()] * 5
+
+
 def _ids_in(raw: str) -> set[str]:
     return {
         m.group(1)

@@ -23,9 +23,9 @@ from newsletter.sources.base import (
     SourceConfig,
     SourceError,
     SourceState,
+    XmlStream,
     check_body,
     parse_date,
-    parse_xml,
     read_entries,
     safe_url,
     unique,
@@ -112,24 +112,23 @@ def _get_page(
 
 
 def parse(body: bytes) -> ParsedFeed:
-    root = parse_xml(body)
+    xml = XmlStream(body)
+    root = xml.root
     if root.tag != f"{ATOM}feed":
         raise SourceError(f"not an arXiv API Atom feed (document element <{root.tag.rsplit('}', 1)[-1]}>)")
-    entries = root.findall(f"{ATOM}entry")
-    for entry in entries:
-        if "/api/errors" in (entry.findtext(f"{ATOM}id") or ""):
-            message = clean_text(entry.findtext(f"{ATOM}summary"), html_input=False) or "unspecified error"
-            raise SourceError(f"arXiv API error: {message}")
-    result = ParsedFeed(
-        total_results=_int(root.findtext(f"{OPENSEARCH}totalResults")),
-        start_index=_int(root.findtext(f"{OPENSEARCH}startIndex")),
-        entries_seen=len(entries),
-    )
-    return read_entries(result, entries, _read_entry)
+    result = read_entries(ParsedFeed(), xml.entries(f"{ATOM}entry", depth=1), _read_entry)
+    result.entries_seen = xml.entries_seen
+    # The paging totals come before the entries, and stay in the tree when the entries are let go of.
+    result.total_results = _int(root.findtext(f"{OPENSEARCH}totalResults"))
+    result.start_index = _int(root.findtext(f"{OPENSEARCH}startIndex"))
+    return result
 
 
 def _read_entry(entry: ET.Element) -> Paper:
     identifier = entry.findtext(f"{ATOM}id")
+    if "/api/errors" in (identifier or ""):
+        message = clean_text(entry.findtext(f"{ATOM}summary"), html_input=False) or "unspecified error"
+        raise SourceError(f"arXiv API error: {message}")  # the whole answer is this error, not one entry
     arxiv = ids.parse_arxiv_id(identifier)
     if arxiv is None:
         raise ValueError(f"no arXiv identifier in {identifier!r}")

@@ -17,9 +17,9 @@ from newsletter.fetch import Document
 from newsletter.models import AnnounceType, Paper, ParsedFeed
 from newsletter.sources.base import (
     SourceError,
+    XmlStream,
     document_collector,
     parse_date,
-    parse_xml,
     read_entries,
     safe_url,
     unique,
@@ -42,22 +42,23 @@ def feed_url(categories: tuple[str, ...], flavour: str = "rss") -> str:
 
 
 def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
-    root = parse_xml(body)
+    xml = XmlStream(body)
+    root = xml.root
     if root.tag == "rss":
+        result = read_entries(ParsedFeed(), xml.entries("item", depth=2), _read_rss_item)
         channel = root.find("channel")
         if channel is None:
             raise SourceError("RSS document without a <channel>")
-        _raise_for_feed_error(channel.findtext("title"), channel.findtext("description"))
-        items = channel.findall("item")
-        read = _read_rss_item
+        title, description = channel.findtext("title"), channel.findtext("description")
     elif root.tag == f"{ATOM}feed":
-        _raise_for_feed_error(root.findtext(f"{ATOM}title"), root.findtext(f"{ATOM}subtitle"))
-        items = root.findall(f"{ATOM}entry")
-        read = _read_atom_entry
+        result = read_entries(ParsedFeed(), xml.entries(f"{ATOM}entry", depth=1), _read_atom_entry)
+        title, description = root.findtext(f"{ATOM}title"), root.findtext(f"{ATOM}subtitle")
     else:
         raise SourceError(f"not an arXiv RSS or Atom feed (document element <{_local(root.tag)}>)")
-
-    return read_entries(ParsedFeed(entries_seen=len(items)), items, read)
+    # The feed's own title is read after its items, which were let go of one by one: an error feed has none.
+    _raise_for_feed_error(title, description)
+    result.entries_seen = xml.entries_seen
+    return result
 
 
 def _raise_for_feed_error(title: str | None, description: str | None) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -75,7 +76,7 @@ NO_PROGRESS: Progress = _no_progress
 def check_body(document: Document, *, expected: str) -> None:
     """Reject bodies that cannot be what a source expects, with a message that says what arrived instead."""
     body = document.body
-    if not body.strip():
+    if not body or body.isspace():  # strip() would copy a whole large body
         raise SourceError(f"empty response body (HTTP {document.status})")
     if document.content_type == "text/html" or looks_like_html(body):
         raise SourceError(f"expected {expected} but got {describe_body(body)} (HTTP {document.status})")
@@ -85,15 +86,43 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def parse_xml(body: bytes) -> ET.Element:
-    """Parse XML strictly; entity declarations and external references are refused (defusedxml)."""
-    try:
-        return SafeET.fromstring(body)
-    except ET.ParseError as exc:
-        line, column = exc.position
-        raise SourceError(f"malformed XML at line {line}, column {column}: {_expat_reason(exc)}") from exc
-    except defusedxml.DefusedXmlException as exc:
-        raise SourceError(f"refused unsafe XML: {exc}") from exc
+class XmlStream:
+    """An XML document read as a stream, strictly (defusedxml: entity declarations and external references
+    are refused). ``root`` is the document element as soon as its start tag is read; ``entries(tag,
+    depth)`` hands out each such element once it is complete and then drops it from the tree, so a large
+    feed is never held as a whole tree. Once the entries are read, ``root`` holds everything else."""
+
+    def __init__(self, body: bytes) -> None:
+        self._events = SafeET.iterparse(io.BytesIO(body), events=("start", "end"))
+        _start, self.root = self._next()
+        self._stack = [self.root]
+        self.entries_seen = 0
+
+    def entries(self, tag: str, depth: int) -> Iterator[ET.Element]:
+        """The elements named ``tag`` at ``depth`` below the root (channel items are at depth 2)."""
+        stack = self._stack
+        while True:
+            try:
+                event, element = self._next()
+            except StopIteration:
+                return
+            if event == "start":
+                stack.append(element)
+                continue
+            stack.pop()
+            if element.tag == tag and len(stack) == depth:
+                self.entries_seen += 1
+                yield element
+                stack[-1].remove(element)
+
+    def _next(self) -> tuple[str, ET.Element]:
+        try:
+            return next(self._events)
+        except ET.ParseError as exc:
+            line, column = exc.position
+            raise SourceError(f"malformed XML at line {line}, column {column}: {_expat_reason(exc)}") from exc
+        except defusedxml.DefusedXmlException as exc:
+            raise SourceError(f"refused unsafe XML: {exc}") from exc
 
 
 def _expat_reason(exc: ET.ParseError) -> str:
@@ -159,7 +188,7 @@ def collect_document(
 # --- helpers for parsers --------------------------------------------------------------------------------
 
 
-def read_entries(result: ParsedFeed, entries: Sequence[Entry], read: Callable[[Entry], Paper]) -> ParsedFeed:
+def read_entries(result: ParsedFeed, entries: Iterable[Entry], read: Callable[[Entry], Paper]) -> ParsedFeed:
     """Read each entry into a paper; an entry that cannot be read is skipped and said, never fatal."""
     for position, entry in enumerate(entries, start=1):
         try:

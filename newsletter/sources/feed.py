@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from calendar import timegm
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from newsletter.sources.base import (
     safe_url,
     unique,
 )
+from newsletter.sources.pieces import feed_pieces
 from newsletter.text import clean_authors, clean_text, html_to_text, split_authors
 
 _ABSTRACT_HEADING = re.compile(r"^[ \t]*abstract\b[ \t]*[:.]?[ \t]*\n?", re.IGNORECASE | re.MULTILINE)
@@ -34,22 +36,45 @@ _TRAILER_LINE = re.compile(r"^\s*(?:(?:\S+\s*){1,3}|(?:pmid|doi)\s*:.*)$", re.IG
 
 def parse(body: bytes, document: Document | None = None) -> ParsedFeed:
     headers = dict(document.headers) if document else {}
-    # No sanitising here: everything is reduced to plain text below, which drops all markup anyway.
-    parsed = feedparser.parse(
-        body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
-    )
+    pieces = feed_pieces(body)  # a large feed is read a piece at a time
+    parsed = _feedparser(next(pieces), headers)
     if not parsed.entries:
         if parsed.bozo:
             raise SourceError(f"not a readable feed: {_bozo_reason(parsed)}")
         if not parsed.version:
             raise SourceError("not an RSS or Atom feed (no feed elements found)")
-    result = ParsedFeed(entries_seen=len(parsed.entries))
-    if parsed.bozo and parsed.entries:
-        result.problems.append(
-            f"feed is not well-formed ({_bozo_reason(parsed)}); read {len(parsed.entries)} entries anyway"
-        )
+    result = ParsedFeed()
+    bozo = _bozo_reason(parsed) if parsed.bozo and parsed.entries else None
     venue = clean_text(parsed.feed.get("prism_publicationname") or parsed.feed.get("title"), html_input=True)
-    return read_entries(result, parsed.entries, lambda entry: _read_entry(entry, venue or None))
+    read_entries(
+        result, _entries(parsed, pieces, headers, result), lambda entry: _read_entry(entry, venue or None)
+    )
+    if bozo:
+        result.problems.insert(
+            0, f"feed is not well-formed ({bozo}); read {result.entries_seen} entries anyway"
+        )
+    return result
+
+
+def _feedparser(body: bytes, headers: dict[str, str]) -> Any:
+    # No sanitising here: everything is reduced to plain text below, which drops all markup anyway.
+    return feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False)
+
+
+def _entries(
+    first: Any, pieces: Iterator[bytes], headers: dict[str, str], result: ParsedFeed
+) -> Iterator[Any]:
+    """Every entry of every piece in order, each dropped once read: feedparser's dictionaries weigh several
+    times the papers made of them. (Later pieces repeat the first one's head, and so its verdict on it.)"""
+    parsed: Any = first
+    while parsed is not None:
+        entries = parsed.pop("entries")
+        result.entries_seen += len(entries)
+        entries.reverse()
+        while entries:
+            yield entries.pop()
+        piece = next(pieces, None)
+        parsed = _feedparser(piece, headers) if piece is not None else None
 
 
 def _read_entry(entry: Any, venue: str | None) -> Paper:

@@ -30,7 +30,7 @@ from newsletter.subscribers import (
     add_subscriber,
     count_subscribers,
     get_subscriber,
-    import_rows,
+    import_file,
     list_subscribers,
     remove_subscriber,
     set_status,
@@ -245,14 +245,8 @@ class Admin:
             return self.site.page(
                 request, "web/admin/import.html.j2", 400, report=None, error="Choose a CSV file."
             )
-        data = await upload.read()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            return self.site.page(
-                request, "web/admin/import.html.j2", 400, report=None, error="The file is not UTF-8 text."
-            )
-        report = await self.site.call(lambda db: import_rows(db, text))
+        # Read from the spooled upload a line at a time, off the event loop; bad lines are in the report.
+        report = await self.site.call(lambda db: import_file(db, upload.file))
         return self.site.page(
             request, "web/admin/import.html.j2", report=report, error="", filename=upload.filename or ""
         )
