@@ -81,10 +81,6 @@ def enqueue(db: sqlite_utils.Database, request: SignupRequest, *, now: datetime 
         )
 
 
-def queued(db: sqlite_utils.Database) -> int:
-    return int(db.execute("SELECT count(*) FROM signup_requests").fetchone()[0])
-
-
 @dataclass(frozen=True, slots=True)
 class _Claim:
     id: int
