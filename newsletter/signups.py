@@ -138,6 +138,11 @@ class SignupSender:
                 except sqlite3.Error as exc:  # locked or unreadable: the requests wait in the table
                     log.warning("sign-up emails wait: the database is not available (%s)", exc)
                     wait = POLL_SECONDS
+                except Exception:
+                    # A bug or a broken installation (a template that cannot be rendered). The request in
+                    # hand keeps its claim until it runs out, then is tried again; the others go on.
+                    log.exception("a sign-up request could not be handled")
+                    wait = POLL_SECONDS
                 self._wake.wait(wait)
         finally:
             if db is not None:
