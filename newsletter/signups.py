@@ -3,7 +3,7 @@
 The form's handler validates what was typed and records it here with one INSERT, whatever the address's
 state: neither the answer nor the work behind it (and so its timing) depends on who is subscribed, and a
 slow SMTP server holds up no page. A sender thread, owned by the web app, claims the requests one at a
-time, applies the subscription rules (``subscribers.request_subscription``: pending, already subscribed,
+time, applies the subscription rules (``subscribers.decide_subscription``: pending, already subscribed,
 suppressed, the per-mailbox throttle) and sends the email, retrying with backoff when the server defers.
 
 Nothing is lost when the process stops: a request stays in the table until its email is sent or given up
