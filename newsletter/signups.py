@@ -3,7 +3,7 @@
 The form's handler validates what was typed and records it here with one INSERT, whatever the address's
 state: neither the answer nor the work behind it (and so its timing) depends on who is subscribed, and a
 slow SMTP server holds up no page. A sender thread, owned by the web app, claims the requests one at a
-time, applies the subscription rules (``subscribers.request_subscription``: pending, already subscribed,
+time, applies the subscription rules (``subscribers.decide_subscription``: pending, already subscribed,
 suppressed, the per-mailbox throttle) and sends the email, retrying with backoff when the server defers.
 
 Nothing is lost when the process stops: a request stays in the table until its email is sent or given up
@@ -81,10 +81,6 @@ def enqueue(db: sqlite_utils.Database, request: SignupRequest, *, now: datetime 
         )
 
 
-def queued(db: sqlite_utils.Database) -> int:
-    return int(db.execute("SELECT count(*) FROM signup_requests").fetchone()[0])
-
-
 @dataclass(frozen=True, slots=True)
 class _Claim:
     id: int
@@ -141,6 +137,11 @@ class SignupSender:
                     wait = self._drain(db)
                 except sqlite3.Error as exc:  # locked or unreadable: the requests wait in the table
                     log.warning("sign-up emails wait: the database is not available (%s)", exc)
+                    wait = POLL_SECONDS
+                except Exception:
+                    # A bug or a broken installation (a template that cannot be rendered). The request in
+                    # hand keeps its claim until it runs out, then is tried again; the others go on.
+                    log.exception("a sign-up request could not be handled")
                     wait = POLL_SECONDS
                 self._wake.wait(wait)
         finally:

@@ -57,7 +57,6 @@ class Subscriber:
     unsubscribed_at: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     preferences: Preferences = field(default_factory=Preferences)
-    confirmation_sent_at: str | None = None
 
 
 def normalise_email(raw: str) -> str:
@@ -363,7 +362,6 @@ def decide_subscription(
         "ON CONFLICT (mailbox) DO UPDATE SET sent_at = excluded.sent_at",
         [mailbox, stamp],
     )
-    db.conn.execute("UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?", [stamp, subscriber.id])
     return SignupOutcome(subscriber, kind)
 
 
@@ -371,7 +369,6 @@ def confirmation_not_sent(db: sqlite_utils.Database, email: str) -> None:
     """The sign-up email could not be sent: the next request for this mailbox may send one at once.
     Runs inside the caller's write transaction."""
     db.conn.execute("DELETE FROM signup_mailboxes WHERE mailbox = ?", [mailbox_key(email)])
-    db.conn.execute("UPDATE subscribers SET confirmation_sent_at = NULL WHERE email = ?", [email])
 
 
 def link_predates_unsubscribe(subscriber: Subscriber, issued_at: datetime | None) -> bool:
@@ -605,7 +602,7 @@ def _export_cell(value: Any) -> Any:
 
 _COLUMNS = (
     "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, attributes, categories, "
-    "keywords, frequency, empty_digest, confirmation_sent_at"
+    "keywords, frequency, empty_digest"
 )
 
 
@@ -627,5 +624,4 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
         unsubscribed_at=row[7],
         attributes=json.loads(row[8] or "{}"),
         preferences=preferences,
-        confirmation_sent_at=row[13],
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from newsletter.web import create_app, sessions
 from newsletter.web.security import hash_password
 from tests.support.webserver import RunningApp
 from tests.test_deliver import edition_with_sample_papers, make_settings
+from tests.test_signup import csrf_of
 
 PASSWORD = "correct horse battery"
 COOKIE = "newsletter_session"
@@ -46,12 +46,6 @@ def serving(settings: Settings) -> Iterator[RunningApp]:
         yield app
     finally:
         app.stop()
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "the page has no form token"
-    return match.group(1)
 
 
 @contextmanager

@@ -698,6 +698,40 @@ def test_queued_signups_survive_a_stop_and_two_senders_send_each_once(tmp_path, 
     assert {a: smtp_server.counts()[a] for a in addresses} == dict.fromkeys(addresses, 1)
 
 
+def test_a_request_that_fails_unexpectedly_waits_and_the_sender_goes_on(tmp_path, smtp_server, monkeypatch):
+    """A failure the sender does not expect (a template that cannot be rendered, a bug) must not end the
+    sender thread: every later sign-up would wait for a restart while the form still says an email is on
+    its way. Such a failure cannot be caused from outside the installed package, so the email function is
+    replaced for one address by one that raises; the other address gets the real email."""
+    import newsletter.signups
+    from newsletter.preferences import Preferences
+    from newsletter.signups import SignupRequest, SignupSender, enqueue
+
+    settings = web_settings(tmp_path, smtp_server.port, free_port())
+    real_send = newsletter.signups.send_signup_email
+
+    def send(settings, subscriber, kind):
+        if subscriber.email == "broken@example.org":
+            raise RuntimeError("the confirmation template cannot be rendered")
+        return real_send(settings, subscriber, kind)
+
+    monkeypatch.setattr(newsletter.signups, "send_signup_email", send)
+    db = open_database(settings.database)
+    for address in ("broken@example.org", "fine@example.org"):  # the broken one is handled first
+        enqueue(db, SignupRequest.create(address, "", Preferences()))
+    db.close()
+    sender = SignupSender(settings)
+    sender.start()
+    try:
+        wait_until(lambda: smtp_server.counts().get("fine@example.org") == 1, "the next request's email", 40)
+    finally:
+        sender.stop()
+    db = open_database(settings.database)
+    waiting = [row[0] for row in db.execute("SELECT email FROM signup_requests")]
+    db.close()
+    assert waiting == ["broken@example.org"]  # kept, to be tried again once its claim runs out
+
+
 def test_a_confirmation_link_sent_before_an_unsubscribe_changes_nothing(site, smtp_server):
     from datetime import UTC, datetime, timedelta
 

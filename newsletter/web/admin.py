@@ -127,9 +127,9 @@ class Admin:
             return refused
         if not self.logins.allow(client_key(request)):
             return self._login_page(request, 429, "Too many attempts; wait a few minutes.")
-        stored = self.site.settings.web.admin_password_hash
-        if not stored or self.fingerprint is None:
+        if self.fingerprint is None:  # no password is configured
             return self._login_page(request, 403)
+        stored = self.site.settings.web.admin_password_hash
         password = str(form.get("password", ""))
         # scrypt takes tens of milliseconds of CPU on purpose: not on the event loop.
         if not await anyio.to_thread.run_sync(verify_password, password, stored):

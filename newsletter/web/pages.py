@@ -93,10 +93,7 @@ class Site:
     async def database_busy(self, request: Request, exc: Exception) -> HTMLResponse:
         """The answer for a database locked longer than the busy timeout (another process writing at
         length): a 503 that says when to come back. Any other database error stays a server error."""
-        message = str(exc).lower()
-        if not isinstance(exc, sqlite3.OperationalError) or (
-            "locked" not in message and "busy" not in message
-        ):
+        if not database_locked(exc):
             raise exc
         response = self.message(
             request, "Busy, please try again", "The site is busy just now. Please try again in a minute.", 503
@@ -143,6 +140,13 @@ class Site:
             {"value": c, "label": CATEGORY_NAMES.get(c, c), "checked": c in chosen}
             for c in sorted(offered, key=lambda c: (c.split(".")[0], c))
         ]
+
+
+def database_locked(error: BaseException) -> bool:
+    """SQLite gave up waiting for a lock: its result code is BUSY or LOCKED (with any extended code), the
+    rule the command line's error lines follow too (newsletter/trouble.py), not words in the message."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def mask_email(email: str) -> str:
