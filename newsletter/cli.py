@@ -33,7 +33,7 @@ from rich.table import Table
 
 from newsletter import __version__, logs, outbox, samples, trouble
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
-from newsletter.db import DatabaseMissing, open_database
+from newsletter.db import open_database
 from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
 from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
 from newsletter.editions import Edition, EditionPaper, EngineUnavailable, build_edition
@@ -97,14 +97,9 @@ class AppContext:
 
 
 def open_db(settings: Settings, *, create: bool = True) -> sqlite_utils.Database:
-    """The database; read-only commands pass ``create=False`` and tell the user to run init instead."""
-    try:
-        return open_database(settings.database, create=create)
-    except (sqlite3.Error, DatabaseMissing):
-        raise  # explained by _Commands, the same way whichever command hits it
-    except (OSError, RuntimeError) as exc:
-        fail(f"cannot open the database {settings.database}: {exc}", code=trouble.USAGE)
-        raise  # unreachable: fail() exits
+    """The database; read-only commands pass ``create=False`` and tell the user to run init instead. What
+    goes wrong is explained by _Commands, the same way whichever command (or library call) hits it."""
+    return open_database(settings.database, create=create)
 
 
 def fail(message: str, *, code: int = trouble.FAILURE) -> NoReturn:
