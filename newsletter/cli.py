@@ -33,7 +33,7 @@ from rich.table import Table
 
 from newsletter import __version__, logs, outbox, samples, trouble
 from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
-from newsletter.db import open_database
+from newsletter.db import DatabaseMissing, open_database
 from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
 from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
 from newsletter.editions import Edition, EditionPaper, EngineUnavailable, build_edition
@@ -1081,6 +1081,8 @@ def backup_command(app: AppContext, target: Path) -> None:
 
     try:
         pages = backup(app.settings.database, target)
+    except DatabaseMissing:
+        raise  # said as by every command that only reads
     except (FileExistsError, sqlite3.Error, OSError) as exc:
         fail(f"backup failed: {exc}", code=1)
     console.print(f"backed up {escape(str(app.settings.database))} to {escape(str(target))} ({pages} pages)")

@@ -264,7 +264,13 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, feed_server):
 
 
 def test_read_only_commands_create_nothing_and_say_to_run_init(tmp_path):
-    for args in (("status",), ("jobs", "list"), ("subscribers", "list"), ("subscribers", "export")):
+    for args in (
+        ("status",),
+        ("jobs", "list"),
+        ("subscribers", "list"),
+        ("subscribers", "export"),
+        ("backup", "copies/newsletter.db"),  # nor the copy, nor its directory
+    ):
         result = run(*args, cwd=tmp_path)
         assert_one_error_line(result, 2, "there is no database at", "run `newsletter init` first")
     doctor = run("doctor", cwd=tmp_path)
@@ -274,6 +280,14 @@ def test_read_only_commands_create_nothing_and_say_to_run_init(tmp_path):
         and "run `newsletter init`" in doctor.stdout
     )
     assert list(tmp_path.iterdir()) == []  # no database, no data directory, no maildir
+
+
+def test_a_backup_of_a_mistyped_database_path_is_refused_and_creates_nothing(tmp_path):
+    """The directory exists, the database does not: SQLite would create an empty file there and the
+    backup would 'succeed' with an empty copy."""
+    result = run("--db", "newsleter.db", "backup", "copy.db", cwd=tmp_path)
+    assert_one_error_line(result, 2, "there is no database at newsleter.db")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- 17 --------------------------------------------------------------------------------------------------------
