@@ -197,8 +197,8 @@ def _init(app: AppContext, *, force: bool = False) -> Settings:
 def fetch(app: AppContext, names: tuple[str, ...]) -> None:
     """Fetch all enabled sources (or the named ones) and store new papers.
 
-    Prints, per source: papers fetched, new, updated, duplicates and errors. Exits with status 1 when a
-    source failed, naming it and the reason.
+    Prints, per source: papers fetched, new, updated, revisions (replacements of papers first seen now),
+    duplicates and errors. Exits with status 1 when a source failed, naming it and the reason.
     """
     settings = app.settings
     try:
