@@ -81,7 +81,7 @@ class AppContext:
             try:
                 self._settings = load_settings(path, database=self.database)
             except ConfigError as exc:
-                fail(f"configuration error: {exc}", code=2)
+                fail(f"configuration error: {exc}", code=trouble.USAGE)
             web, smtp = self._settings.web, self._settings.smtp
             logs.hide_secrets(smtp.password, web.secret_key, web.admin_password_hash)
         return self._settings
@@ -97,14 +97,9 @@ class AppContext:
 
 
 def open_db(settings: Settings, *, create: bool = True) -> sqlite_utils.Database:
-    """The database; read-only commands pass ``create=False`` and tell the user to run init instead."""
-    try:
-        return open_database(settings.database, create=create)
-    except (sqlite3.Error, DatabaseMissing):
-        raise  # explained by _Commands, the same way whichever command hits it
-    except (OSError, RuntimeError) as exc:
-        fail(f"cannot open the database {settings.database}: {exc}", code=trouble.USAGE)
-        raise  # unreachable: fail() exits
+    """The database; read-only commands pass ``create=False`` and tell the user to run init instead. What
+    goes wrong is explained by _Commands, the same way whichever command (or library call) hits it."""
+    return open_database(settings.database, create=create)
 
 
 def fail(message: str, *, code: int = trouble.FAILURE) -> NoReturn:
@@ -202,8 +197,8 @@ def _init(app: AppContext, *, force: bool = False) -> Settings:
 def fetch(app: AppContext, names: tuple[str, ...]) -> None:
     """Fetch all enabled sources (or the named ones) and store new papers.
 
-    Prints, per source: papers fetched, new, updated, duplicates and errors. Exits with status 1 when a
-    source failed, naming it and the reason.
+    Prints, per source: papers fetched, new, updated, revisions (replacements of papers first seen now),
+    duplicates and errors. Exits with status 1 when a source failed, naming it and the reason.
     """
     settings = app.settings
     try:
@@ -212,9 +207,9 @@ def fetch(app: AppContext, names: tuple[str, ...]) -> None:
             [settings.source_named(name) for name in dict.fromkeys(names)] if names else _enabled(settings)
         )
     except ConfigError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     if not sources:
-        fail("no enabled sources in the configuration", code=2)
+        fail("no enabled sources in the configuration", code=trouble.USAGE)
     reports = _fetch(settings, sources)
     _print_reports(reports)
     failed = [r for r in reports if r.failed]
@@ -269,7 +264,7 @@ def demo(app: AppContext, offline: bool) -> None:
         f"links in the emails work while [bold]newsletter serve[/] runs ({escape(settings.web.base_url)})"
     )
     if not report.complete:
-        raise SystemExit(1)
+        raise SystemExit(trouble.FAILURE)
 
 
 DEMO_READERS = [
@@ -473,7 +468,9 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time", code=2)
+        fail(
+            f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time", code=trouble.USAGE
+        )
         raise
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -489,10 +486,10 @@ def _build(settings: Settings, request: DigestRequest) -> Edition:
                 db, digest_settings, since=request.since, until=request.until, frequency=request.frequency
             )
     except EngineUnavailable as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
         raise
     except ValueError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
         raise
     finally:
         db.close()
@@ -545,7 +542,7 @@ def digest_preview(
     try:
         html = outbox.preview_html(app.settings, edition_id, address)
     except outbox.SendError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     out = out_path or app.settings.database.parent / f"preview-edition-{edition_id}.html"
     out.write_text(html, encoding="utf-8")
     size = len(html.encode())
@@ -573,7 +570,7 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
         return
     report = _send(app.settings, edition_id)
     if not report.complete:
-        raise SystemExit(1)
+        raise SystemExit(trouble.FAILURE)
 
 
 @cli.command("resume")
@@ -588,7 +585,7 @@ def resume(app: AppContext, edition_id: int, resend_unknown: bool) -> None:
     """Finish an interrupted send of EDITION: only what was not delivered goes out."""
     report = _send(app.settings, edition_id, resend_unknown=resend_unknown)
     if not report.complete:
-        raise SystemExit(1)
+        raise SystemExit(trouble.FAILURE)
 
 
 @cli.command("send")
@@ -616,11 +613,11 @@ def send_one_off(app: AppContext, subject: str, body_path: Path, segment: str) -
             app.settings, subject, body_path.read_text(encoding="utf-8"), segment
         )
     except (outbox.SendError, UnicodeDecodeError) as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     console.print(f"message stored as edition {edition_id}")
     report = _send(app.settings, edition_id)
     if not report.complete:
-        raise SystemExit(1)
+        raise SystemExit(trouble.FAILURE)
 
 
 def _send(settings: Settings, edition_id: int, *, resend_unknown: bool = False) -> DeliveryReport:
@@ -642,9 +639,9 @@ def _send(settings: Settings, edition_id: int, *, resend_unknown: bool = False) 
                 resend_unknown=resend_unknown,
             )
         except outbox.SendError as exc:
-            fail(str(exc), code=2)
+            fail(str(exc), code=trouble.USAGE)
         except SendInProgress as exc:
-            fail(f"{exc}; wait for it to finish", code=1)
+            fail(f"{exc}; wait for it to finish", code=trouble.FAILURE)
     _print_delivery(report, settings)
     return report
 
@@ -714,7 +711,7 @@ def subscribers_add(
         preferences = Preferences.create(parse_list(categories), parse_list(keywords), frequency)
         result = add_subscriber(db, email, name, source="cli", preferences=preferences)
     except (SubscriberError, PreferenceError) as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     finally:
         db.close()
     if result.created:
@@ -735,7 +732,7 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     try:
         report = import_csv(db, csv_path)
     except SubscriberError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     except (sqlite3.Error, OSError) as exc:
         # Rows are written in batches, each committed on its own: say how far it got. Importing the same
         # file again skips the addresses already imported, so a re-run finishes the job.
@@ -760,7 +757,7 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     if report.rejected > 50:
         console.print(f"[yellow]... and {report.rejected - 50} more rejected lines[/]")
     if report.rejected:
-        raise SystemExit(1)
+        raise SystemExit(trouble.FAILURE)
 
 
 def _subscriber_count(db: sqlite_utils.Database) -> int:
@@ -815,10 +812,10 @@ def subscribers_remove(app: AppContext, email: str) -> None:
     try:
         subscriber = find_subscriber(db, email)
         if subscriber is None:
-            fail(f"{email} is not on the list", code=2)
+            fail(f"{email} is not on the list", code=trouble.USAGE)
         remove_subscriber(db, subscriber.id)
     except SubscriberError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     finally:
         db.close()
     console.print(f"removed {escape(subscriber.email)}")
@@ -829,10 +826,10 @@ def _change_status(app: AppContext, email: str, change) -> None:  # type: ignore
     try:
         subscriber = find_subscriber(db, email)
         if subscriber is None:
-            fail(f"{email} is not on the list", code=2)
+            fail(f"{email} is not on the list", code=trouble.USAGE)
         updated = change(db, subscriber)
     except SubscriberError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     finally:
         db.close()
     console.print(f"{escape(updated.email)}: {updated.status}")
@@ -840,7 +837,7 @@ def _change_status(app: AppContext, email: str, change) -> None:  # type: ignore
 
 def _check_frequency(settings: Settings, frequency: str) -> None:
     if frequency == "daily" and not settings.digest.daily:
-        fail("daily digests are not enabled ([digest] daily = true)", code=2)
+        fail("daily digests are not enabled ([digest] daily = true)", code=trouble.USAGE)
 
 
 @subscribers.command("list")
@@ -893,7 +890,7 @@ def serve(app: AppContext, host: str | None, port: int | None) -> None:
 
 def _check_port(port: int | None) -> None:
     if port is not None and not 1 <= port <= 65535:
-        fail(f"--port must be a number from 1 to 65535, not {port}", code=2)
+        fail(f"--port must be a number from 1 to 65535, not {port}", code=trouble.USAGE)
 
 
 def _log_events(app: AppContext) -> None:
@@ -923,7 +920,7 @@ def run_command(app: AppContext, no_web: bool, host: str | None, port: int | Non
     try:
         run_forever(settings, web=not no_web, host=host, port=port)
     except JobError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     except ServeError as exc:
         fail(str(exc), code=exc.exit_code)
 
@@ -944,7 +941,7 @@ def jobs_list(app: AppContext) -> None:
     try:
         defined = load_jobs(settings.jobs_dir, settings.timezone)
     except JobError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     db = open_db(settings, create=False)
     try:
         runs = latest_job_runs(db)
@@ -990,9 +987,9 @@ def jobs_run(app: AppContext, name: str) -> None:
     try:
         defined = {job.name: job for job in load_jobs(settings.jobs_dir, settings.timezone)}
     except JobError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc), code=trouble.USAGE)
     if name not in defined:
-        fail(f"no job named {name!r} (defined: {', '.join(defined)})", code=2)
+        fail(f"no job named {name!r} (defined: {', '.join(defined)})", code=trouble.USAGE)
     interrupt = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: interrupt.set())
     try:
@@ -1006,7 +1003,7 @@ def jobs_run(app: AppContext, name: str) -> None:
         soft_wrap=True,
     )
     if run.status not in ("ok", "skipped"):
-        raise SystemExit(1)
+        raise SystemExit(trouble.FAILURE)
 
 
 # --- operations ---------------------------------------------------------------------------------------------
@@ -1086,8 +1083,10 @@ def backup_command(app: AppContext, target: Path) -> None:
 
     try:
         pages = backup(app.settings.database, target)
+    except DatabaseMissing:
+        raise  # said as by every command that only reads
     except (FileExistsError, sqlite3.Error, OSError) as exc:
-        fail(f"backup failed: {exc}", code=1)
+        fail(f"backup failed: {exc}", code=trouble.FAILURE)
     console.print(f"backed up {escape(str(app.settings.database))} to {escape(str(target))} ({pages} pages)")
 
 
@@ -1098,7 +1097,7 @@ def admin_password() -> None:
 
     password = click.prompt("admin password", hide_input=True, confirmation_prompt=True)
     if len(password) < 10:
-        fail("use at least 10 characters", code=2)
+        fail("use at least 10 characters", code=trouble.USAGE)
     hashed = hash_password(password)
     err_console.print(escape("put this in newsletter.toml under [web], or in the environment:"))
     click.echo(f'admin_password_hash = "{hashed}"')
@@ -1134,4 +1133,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.main(args=list(argv) if argv is not None else None, prog_name="newsletter", standalone_mode=True)
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(trouble.INTERRUPTED)

@@ -80,9 +80,9 @@ class Key:
         return value
 
 
-def closest(name: str, known: Iterable[str]) -> str | None:
-    """The known name ``name`` was probably meant to be, if one is close enough."""
-    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+def closest(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The known name ``name`` was probably meant to be, if one is close enough (difflib's ratio)."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
     return matches[0] if matches else None
 
 

@@ -28,6 +28,16 @@ class DatabaseReadOnly(PermissionError):
     """The database file or its directory cannot be written by this process."""
 
 
+class DatabaseUnusable(RuntimeError):
+    """The database cannot be opened where it is: its directory cannot be made, or SQLite refused WAL mode
+    there. The path has to change, whichever command found it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.filename = str(path)
+        self.reason = reason
+
+
 def check_writable(path: Path | str) -> None:
     """Raise ``DatabaseReadOnly`` unless this process may write the database and its directory (SQLite
     writes the -wal and -shm files there). Long-running processes check once at start, rather than
@@ -54,8 +64,11 @@ def open_database(path: Path | str, *, migrate: bool = True, create: bool = True
         target: Path | str = f"{path.resolve().as_uri()}?mode=rw"
     else:
         target = path
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseUnusable(path, f"cannot make its directory: {exc.strerror or exc}") from exc
     # isolation_level=None: no implicit transactions; every write goes through write_transaction().
     # check_same_thread=False: one connection may be handed to a worker thread, never used by two at once.
     conn = sqlite3.connect(
@@ -69,8 +82,8 @@ def open_database(path: Path | str, *, migrate: bool = True, create: bool = True
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         journal_mode = _enable_wal(conn)
         if journal_mode.lower() != "wal":
-            raise RuntimeError(
-                f"{path}: SQLite refused WAL mode (got {journal_mode!r}); is it on a network share?"
+            raise DatabaseUnusable(
+                path, f"SQLite refused WAL mode (got {journal_mode!r}); is it on a network share?"
             )
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")

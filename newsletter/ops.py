@@ -76,17 +76,20 @@ def prune(
 
 
 def backup(database: Path, target: Path) -> int:
-    """A consistent copy of the live database (SQLite's online backup: the app may keep writing)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists")
-    source = sqlite3.connect(database, timeout=10)
-    destination = sqlite3.connect(target)
+    """A consistent copy of the live database (SQLite's online backup: the app may keep writing), as it
+    is: not migrated. A missing database raises DatabaseMissing, and nothing is created, not even it."""
+    source = open_database(database, create=False, migrate=False)
     try:
-        source.backup(destination, pages=1024)
-        pages = destination.execute("PRAGMA page_count").fetchone()[0]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists")
+        destination = sqlite3.connect(target)
+        try:
+            source.conn.backup(destination, pages=1024)
+            pages = destination.execute("PRAGMA page_count").fetchone()[0]
+        finally:
+            destination.close()
     finally:
-        destination.close()
         source.close()
     return int(pages)
 

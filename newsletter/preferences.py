@@ -13,7 +13,6 @@ choices share one rendered email.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from newsletter.editions import EditionPaper, Section
-from newsletter.taxonomy import ARCHIVES, CATEGORIES, canonical_category
+from newsletter.taxonomy import canonical_category, closest_category
 
 FREQUENCIES = ("weekly", "daily")
 EMPTY_DIGEST = ("notice", "skip")
@@ -169,10 +168,8 @@ def _arxiv_category(code: str) -> str:
     if canonical is not None:
         return canonical
     shown = code.strip()[:40]
-    close = difflib.get_close_matches(
-        shown.lower(), sorted(c.lower() for c in ARCHIVES | CATEGORIES), n=1, cutoff=0.75
-    )
-    hint = f" (did you mean {canonical_category(close[0])}?)" if close else ""
+    close = closest_category(shown)
+    hint = f" (did you mean {close}?)" if close else ""
     raise PreferenceError(f"{shown!r} is not an arXiv category or archive such as cs.LG or math{hint}")
 
 

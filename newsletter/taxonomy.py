@@ -8,6 +8,8 @@ feed spells it. Archives without subdivisions (``hep-th``, ``quant-ph``...) are 
 
 from __future__ import annotations
 
+from newsletter.config_keys import closest
+
 _SUBJECTS: dict[str, tuple[str, ...]] = {
     "astro-ph": ("CO", "EP", "GA", "HE", "IM", "SR"),
     "cond-mat": (
@@ -59,3 +61,9 @@ def canonical_category(code: str) -> str | None:
 
 def is_category(code: str) -> bool:
     return canonical_category(code) == code
+
+
+def closest_category(code: str) -> str | None:
+    """The code ``code`` was probably meant to be (``cs.LGG``: cs.LG), if one is close enough."""
+    match = closest(code.strip().lower(), _CANONICAL, cutoff=0.75)
+    return _CANONICAL[match] if match else None

@@ -20,7 +20,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter.db import BUSY_TIMEOUT_MS, DatabaseMissing, DatabaseReadOnly
+from newsletter.db import BUSY_TIMEOUT_MS, DatabaseMissing, DatabaseReadOnly, DatabaseUnusable
 
 FAILURE = 1
 USAGE = 2
@@ -69,6 +69,8 @@ def _explain_one(error: BaseException, database: Path | str | None) -> Trouble |
         )
     if isinstance(error, DatabaseReadOnly):
         return Trouble(f"the database cannot be written: {error.filename} is read-only", WRITABLE, FAILURE)
+    if isinstance(error, DatabaseUnusable):
+        return Trouble(f"cannot open the database {error.filename}: {error.reason}", "", USAGE)
     if isinstance(error, sqlite3.Error):
         return _database_trouble(error, database)
     if isinstance(error, OSError):

@@ -160,6 +160,30 @@ def test_a_corrupted_database_is_one_line_for_every_command(tmp_path):
     assert database.read_bytes() == GARBAGE  # nothing tried to "repair" it
 
 
+def test_a_database_path_that_cannot_be_opened_is_the_same_usage_error_for_every_command(tmp_path):
+    """Commands open the database through the command line or through the library (sending, previews,
+    jobs, the web app): a directory that cannot be made is one line and exit status 2 either way."""
+    database = "/proc/no-such-dir/news.db"  # nobody, not even root, can make a directory there
+    (tmp_path / "note.md").write_text("A short note.\n")
+    lines = {
+        args: assert_one_error_line(
+            run("--db", database, *args, cwd=tmp_path, timeout=60), 2, f"cannot open the database {database}"
+        )
+        for args in (
+            ("fetch",),
+            ("subscribers", "add", "ada@example.org"),
+            ("digest", "send", "1"),
+            ("digest", "preview", "1"),
+            ("resume", "1"),
+            ("send", "--subject", "Note", "--body", "note.md"),
+            ("jobs", "run", "cleanup"),
+            ("serve", "--port", str(free_port())),
+        )
+    }
+    assert len(set(lines.values())) == 1, lines  # one cause, one line
+    assert list(tmp_path.iterdir()) == [tmp_path / "note.md"]
+
+
 @pytest.mark.slow
 def test_a_database_locked_longer_than_the_busy_timeout_is_one_line(tmp_path):
     """Another connection holds the write lock for longer than the 10 s busy timeout: the command waits
@@ -240,7 +264,13 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, feed_server):
 
 
 def test_read_only_commands_create_nothing_and_say_to_run_init(tmp_path):
-    for args in (("status",), ("jobs", "list"), ("subscribers", "list"), ("subscribers", "export")):
+    for args in (
+        ("status",),
+        ("jobs", "list"),
+        ("subscribers", "list"),
+        ("subscribers", "export"),
+        ("backup", "copies/newsletter.db"),  # nor the copy, nor its directory
+    ):
         result = run(*args, cwd=tmp_path)
         assert_one_error_line(result, 2, "there is no database at", "run `newsletter init` first")
     doctor = run("doctor", cwd=tmp_path)
@@ -250,6 +280,14 @@ def test_read_only_commands_create_nothing_and_say_to_run_init(tmp_path):
         and "run `newsletter init`" in doctor.stdout
     )
     assert list(tmp_path.iterdir()) == []  # no database, no data directory, no maildir
+
+
+def test_a_backup_of_a_mistyped_database_path_is_refused_and_creates_nothing(tmp_path):
+    """The directory exists, the database does not: SQLite would create an empty file there and the
+    backup would 'succeed' with an empty copy."""
+    result = run("--db", "newsleter.db", "backup", "copy.db", cwd=tmp_path)
+    assert_one_error_line(result, 2, "there is no database at newsleter.db")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- 17 --------------------------------------------------------------------------------------------------------
