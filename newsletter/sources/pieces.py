@@ -7,8 +7,9 @@ root and channel elements, namespaces), every other child of the channel (wherev
 entries: a title after the items is still the feed's title) and the document's end, and is parsed and
 let go of before the next.
 
-Only documents that parse as well-formed XML without a DOCTYPE are cut; any other is handed over whole,
-exactly as before, so feedparser's tolerance for broken feeds is unchanged.
+Only documents that parse as well-formed XML without a DOCTYPE, in an encoding the XML parser reads
+itself, are cut; any other is handed over whole, exactly as before, so feedparser's tolerance for broken
+feeds and its own encoding detection are unchanged.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def _entry_layout(body: bytes) -> tuple[list[int], set[int], int] | None:
     try:
         parser.Parse(body, True)
     except (expat.ExpatError, _NotCuttable):
+        return None
+    except (ValueError, LookupError):  # an encoding expat cannot read (Shift_JIS, GB2312...): feedparser can
         return None
     if len(starts) - len(others) < 2 or parent_end is None:
         return None
