@@ -40,6 +40,9 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+MAX_TRACKED = 10_000  # distinct messages whose repeats are held back
+
+
 @dataclass(slots=True)
 class _Repeats:
     since: float
@@ -71,8 +74,12 @@ class RepeatedErrors(logging.Filter):
             if repeats is not None and now - repeats.since < self.window:
                 repeats.suppressed += 1
                 return False
-            if len(self._seen) >= 10_000:  # a flood of distinct messages must not grow memory
-                self._seen = {k: v for k, v in self._seen.items() if now - v.since < self.window}
+            if repeats is not None:
+                del self._seen[key]  # inserted again below: the oldest message stays first
+            elif len(self._seen) >= MAX_TRACKED:
+                # A flood of distinct messages (one per client address...) must neither grow memory nor
+                # cost more than a constant per line: forget the oldest.
+                del self._seen[next(iter(self._seen))]
             self._seen[key] = _Repeats(since=now)
         if repeats is not None and repeats.suppressed:
             record.msg, record.args = f"{first_line} {_left_out(repeats.suppressed)}{newline}{rest}", ()

@@ -248,6 +248,56 @@ def test_feeds_that_cannot_be_cut_safely_are_read_whole():
     assert cut == [f"<rss><channel>{entry}</channel></rss>".encode()] * 5
 
 
+def test_channel_children_among_and_after_the_entries_reach_every_piece():
+    import feedparser
+
+    from newsletter.sources import feed as feed_module
+    from newsletter.sources.pieces import PIECE_BYTES, feed_pieces
+
+    item = (
+        "<item><title>Study {n}</title><link>https://journal.example.org/a/{n}</link>"
+        "<description>" + "Small models route tokens. " * 40 + "</description></item>\n"
+    )
+    items = [item.replace("{n}", str(n)) for n in range(3000)]
+    # RSS does not order a channel's children: here its description stands among the items and its
+    # title after them all, as a feed read whole still sees them.
+    body = (
+        '<?xml version="1.0"?>\n<rss version="2.0"><channel><link>https://journal.example.org/</link>\n'
+        + "".join(items[:1000])
+        + "<description>Issue 12</description>\n"
+        + "".join(items[1000:])
+        + "<title>Late Journal</title></channel></rss>\n"
+    ).encode()
+    assert len(body) > 2 * PIECE_BYTES
+    pieces = list(feed_pieces(body))
+    assert len(pieces) >= 2
+    for piece in pieces:
+        parsed = feedparser.parse(piece)
+        assert not parsed.bozo, parsed.get("bozo_exception")
+        assert (parsed.feed.title, parsed.feed.description) == ("Late Journal", "Issue 12")
+    result = feed_module.parse(body)
+    assert [paper.title for paper in result.papers] == [f"Study {n}" for n in range(3000)]
+    assert {paper.venue for paper in result.papers} == {"Late Journal"}
+
+
+def test_a_large_feed_in_an_encoding_expat_cannot_read_is_read_whole_by_feedparser():
+    from newsletter.sources import feed as feed_module
+    from newsletter.sources.pieces import PIECE_BYTES, feed_pieces
+
+    item = (
+        "<item><title>研究 {n}</title><link>https://journal.example.jp/a/{n}</link>"
+        "<description>" + "小さなモデルの研究。" * 80 + "</description></item>\n"
+    )
+    items = "".join(item.replace("{n}", str(n)) for n in range(1500))
+    text = f'<?xml version="1.0" encoding="Shift_JIS"?>\n<rss version="2.0"><channel><title>学術誌</title>{items}'
+    body = (text + "</channel></rss>\n").encode("shift_jis")  # multi-byte: expat refuses it, feedparser not
+    assert len(body) > 2 * PIECE_BYTES
+    assert list(feed_pieces(body)) == [body]
+    result = feed_module.parse(body)
+    assert [paper.title for paper in result.papers] == [f"研究 {n}" for n in range(1500)]
+    assert {paper.venue for paper in result.papers} == {"学術誌"}
+
+
 def _ids_in(raw: str) -> set[str]:
     return {
         m.group(1)

@@ -297,6 +297,22 @@ def test_repeated_identical_errors_are_logged_once_with_a_count(tmp_path):
     ]
 
 
+def test_a_flood_of_distinct_errors_keeps_a_bounded_record_of_repeats():
+    from newsletter.logs import MAX_TRACKED, RepeatedErrors
+
+    repeats = RepeatedErrors(window=60, clock=lambda: 0.0)  # every line within one window
+
+    def warning(text: str) -> logging.LogRecord:
+        return logging.LogRecord("test.flood", logging.WARNING, __file__, 1, text, (), None)
+
+    # One line per client address, as the connection refusals say: none repeats, all are let through.
+    addresses = [f"refusing connections from 2001:db8::{n:x}" for n in range(MAX_TRACKED + 5000)]
+    assert all(repeats.filter(warning(text)) for text in addresses)
+    assert len(repeats._seen) == MAX_TRACKED  # the oldest are forgotten, memory stays bounded
+    assert not repeats.filter(warning(addresses[-1]))  # the recent ones are still held back
+    assert repeats.filter(warning(addresses[0]))  # a forgotten one is let through again
+
+
 # --- item 10: redirects never follow the Host header ---------------------------------------------------------
 
 
