@@ -386,16 +386,17 @@ def confirm(
 ) -> Subscriber | None:
     """The owner of the address confirmed: pending (or unsubscribed) readers become active, unless the
     link was issued before they unsubscribed."""
-    subscriber = get_subscriber(db, subscriber_id)
-    if subscriber is None or subscriber.status == "bounced" or is_suppressed(db, subscriber.email):
-        return subscriber
     stamp = iso(now or datetime.now(UTC))
     issued = iso(link_issued_at)
+    # Every condition sits in the UPDATE itself, read under the write lock.
     with write_transaction(db):
         db.conn.execute(
-            "UPDATE subscribers SET status = 'active', confirmed_at = ?, unsubscribed_at = NULL, updated_at = ? "
-            "WHERE id = ? AND status IN ('pending', 'unsubscribed') "
-            "AND (? IS NULL OR unsubscribed_at IS NULL OR unsubscribed_at < ?)",
+            """
+            UPDATE subscribers SET status = 'active', confirmed_at = ?, unsubscribed_at = NULL, updated_at = ?
+            WHERE id = ? AND status IN ('pending', 'unsubscribed')
+              AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = subscribers.email)
+              AND (? IS NULL OR unsubscribed_at IS NULL OR unsubscribed_at < ?)
+            """,
             [stamp, stamp, subscriber_id, issued, issued],
         )
     return get_subscriber(db, subscriber_id)

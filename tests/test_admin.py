@@ -156,6 +156,20 @@ def test_the_login_page_says_at_once_when_no_password_is_configured(tmp_path, sm
         assert client.get("/admin/subscribers").status_code == 303
 
 
+def test_too_many_login_attempts_get_429_with_retry_after(tmp_path, smtp_server):
+    settings = settings_with(tmp_path, smtp_server.port, hash_password(PASSWORD))
+    with serving(settings) as app, httpx.Client(base_url=app.url) as client:
+        token = csrf_of(client.get("/admin/login").text)
+        codes = [
+            client.post("/admin/login", data={"csrf": token, "password": "wrong guess"}).status_code
+            for _ in range(10)
+        ]
+        assert codes == [401] * 10
+        refused = client.post("/admin/login", data={"csrf": token, "password": PASSWORD})
+        assert refused.status_code == 429 and "Too many attempts" in refused.text
+        assert 0 < int(refused.headers["retry-after"]) <= 600
+
+
 def test_a_test_send_to_a_stalling_smtp_server_leaves_the_site_answering(tmp_path, smtp_server):
     settings = settings_with(tmp_path, smtp_server.port, hash_password(PASSWORD))
     edition_id = edition_with_sample_papers(settings)

@@ -125,8 +125,11 @@ class Admin:
         form = await request.form()
         if refused := self.site.refused_form(request, form):
             return refused
-        if not self.logins.allow(client_key(request)):
-            return self._login_page(request, 429, "Too many attempts; wait a few minutes.")
+        client = client_key(request)
+        if not self.logins.allow(client):
+            response = self._login_page(request, 429, "Too many attempts; wait a few minutes.")
+            response.headers["Retry-After"] = self.logins.retry_after_header(client)
+            return response
         if self.fingerprint is None:  # no password is configured
             return self._login_page(request, 403)
         stored = self.site.settings.web.admin_password_hash

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -104,8 +103,8 @@ class Public:
             "frequency": str(form.get("frequency", "weekly")),
         }
         client = client_key(request)
-        if wait := self.signups.retry_after(client):
-            return self._too_many(request, wait)
+        if self.signups.retry_after(client):
+            return self._too_many(request, client)
         try:
             frequency = values["frequency"] if self.site.settings.digest.daily else "weekly"
             preferences = Preferences.create(values["categories"], parse_list(values["keywords"]), frequency)
@@ -114,7 +113,7 @@ class Public:
             # Only sign-ups that are accepted count against the client's limit.
             return await self._subscribe_page(request, error=str(exc), form=values, status_code=400)
         if not self.signups.allow(client):
-            return self._too_many(request, self.signups.retry_after(client))
+            return self._too_many(request, client)
         try:
             await self.site.call(lambda db: enqueue(db, signup))
         except BaseException:
@@ -132,11 +131,11 @@ class Public:
             response.background = BackgroundTask(self.sender.wake)
         return response
 
-    def _too_many(self, request: Request, wait: float) -> Response:
+    def _too_many(self, request: Request, client: str) -> Response:
         response = self.site.message(
             request, "Too many requests", "Please wait a few minutes before trying again.", 429
         )
-        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        response.headers["Retry-After"] = self.signups.retry_after_header(client)
         return response
 
     async def confirm_page(self, request: Request) -> Response:

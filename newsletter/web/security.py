@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -196,6 +197,10 @@ class RateLimiter:
             if len(events) < self.limit:
                 return 0.0
             return events[-self.limit] + self.window - now
+
+    def retry_after_header(self, key: str) -> str:
+        """``retry_after`` as a Retry-After header value: whole seconds, at least 1."""
+        return str(max(1, math.ceil(self.retry_after(key))))
 
     def release(self, key: str) -> None:
         """Take back ``key``'s latest event (what it was counted for did not happen)."""
