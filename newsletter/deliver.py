@@ -364,10 +364,7 @@ def deliver(
                 interrupt,
             )
         finally:
-            try:
-                locks.release(db, lock)
-            except Exception:  # the error that brought us here matters more; a dead holder is taken over
-                log.exception("could not release the send lock of edition %s", edition_id)
+            locks.release(db, lock)
     finally:
         db.close()
     report.seconds = time.perf_counter() - started

@@ -11,9 +11,11 @@ id (a restarted container's process 1), and is taken over too.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +24,8 @@ import sqlite_utils
 
 from newsletter.db import write_transaction
 from newsletter.store import iso
+
+log = logging.getLogger(__name__)
 
 # Lock tables and the column that names what is locked.
 TABLES = {"send_locks": "edition_id", "job_locks": "job"}
@@ -88,14 +92,19 @@ def acquire(db: sqlite_utils.Database, table: str, key: object) -> Lock:
 
 
 def release(db: sqlite_utils.Database, lock: Lock) -> None:
+    """Let go of ``lock``; a database error is logged, not raised. Runs release on their way out, where
+    what went wrong before matters more, and a row that cannot be deleted now (a locked or full database)
+    is taken over anyway: by the next run in this process, which no longer holds its token, and by other
+    processes once this one has ended."""
     try:
         with write_transaction(db):
             db.conn.execute(
                 f"DELETE FROM {lock.table} WHERE {TABLES[lock.table]} = ? AND owner = ?",
                 [lock.key, lock.owner],
             )
+    except sqlite3.Error:
+        log.exception("could not release the lock on %s %s", TABLES[lock.table], lock.key)
     finally:
-        # Even if the row could not be deleted, this process no longer holds it: it is taken over later.
         with _held_guard:
             _held.discard(lock.owner)
 
