@@ -52,7 +52,7 @@ class LockHeld(RuntimeError):
 
     @property
     def this_process(self) -> bool:
-        return self.host == socket.gethostname() and self.pid == os.getpid()
+        return _is_this_process(self.host, self.pid)
 
     @property
     def holder(self) -> str:
@@ -118,10 +118,14 @@ def check(db: sqlite_utils.Database, lock: Lock) -> None:
 
 
 def _holder_alive(host: str, pid: int, owner: str) -> bool:
-    if host == socket.gethostname() and pid == os.getpid():
+    if _is_this_process(host, pid):
         with _held_guard:
             return owner in _held
     return alive(host, pid)
+
+
+def _is_this_process(host: str, pid: int) -> bool:
+    return host == socket.gethostname() and pid == os.getpid()
 
 
 def alive(host: str, pid: int) -> bool:
