@@ -102,8 +102,8 @@ def release(db: sqlite_utils.Database, lock: Lock) -> None:
                 f"DELETE FROM {lock.table} WHERE {TABLES[lock.table]} = ? AND owner = ?",
                 [lock.key, lock.owner],
             )
-    except sqlite3.Error:
-        log.exception("could not release the lock on %s %s", TABLES[lock.table], lock.key)
+    except sqlite3.Error as exc:
+        log.error("could not release the lock on %s %s: %s", TABLES[lock.table], lock.key, exc)
     finally:
         with _held_guard:
             _held.discard(lock.owner)
