@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import sqlite3
 import ssl
 import threading
 import time
@@ -52,6 +53,7 @@ from newsletter.message import MessageError, MessageTemplate, Recipient
 from newsletter.store import iso
 from newsletter.subscribers import suppress
 from newsletter.tokens import Links
+from newsletter.trouble import explain
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +366,7 @@ def deliver(
                 interrupt,
             )
         finally:
-            try:
-                locks.release(db, lock)
-            except Exception:  # the error that brought us here matters more; a dead holder is taken over
-                log.exception("could not release the send lock of edition %s", edition_id)
+            locks.release(db, lock)
     finally:
         db.close()
     report.seconds = time.perf_counter() - started
@@ -520,14 +519,23 @@ class _Worker:
         db = open_database(self.database, migrate=False)
         try:
             self._loop(db)
-        except Exception as exc:  # a bug must stop the send visibly, never leave rows half-done in silence
-            log.exception("sending worker failed")
-            self.stopped = f"internal error: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # the send stops visibly, never leaving rows half-done in silence
+            trouble = explain(exc, database=self.database)  # a locked or full database is no bug
+            if trouble is None:
+                log.exception("sending worker failed")
+            self.stopped = trouble.message if trouble else f"internal error: {type(exc).__name__}: {exc}"
             self.stop_event.set()
         finally:
+            # Accepted messages that cannot be recorded stay "committing": the next run lists them as unknown.
             try:
                 self._flush(db)
-            except Exception:  # the database is gone too: these rows stay "committing", hence "unknown"
+            except sqlite3.Error as exc:
+                log.error(
+                    "could not record %d accepted message(s) as sent (%s): the next run lists them as unknown",
+                    len(self._accepted),
+                    exc,
+                )
+            except Exception:
                 log.exception("could not record %d accepted message(s) as sent", len(self._accepted))
             self._disconnect()
             db.close()

@@ -180,10 +180,7 @@ class JobRunner:
             try:
                 run = self._run_holding(db, job, scheduled_for, moment, started)
             finally:
-                try:
-                    locks.release(db, lock)
-                except Exception:  # what went wrong before matters more; a dead holder is taken over
-                    log.exception("could not release the lock of job %s", job.name)
+                locks.release(db, lock)
             return run
         finally:
             db.close()

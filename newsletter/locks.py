@@ -11,9 +11,11 @@ id (a restarted container's process 1), and is taken over too.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +24,8 @@ import sqlite_utils
 
 from newsletter.db import write_transaction
 from newsletter.store import iso
+
+log = logging.getLogger(__name__)
 
 # Lock tables and the column that names what is locked.
 TABLES = {"send_locks": "edition_id", "job_locks": "job"}
@@ -48,7 +52,7 @@ class LockHeld(RuntimeError):
 
     @property
     def this_process(self) -> bool:
-        return self.host == socket.gethostname() and self.pid == os.getpid()
+        return _is_this_process(self.host, self.pid)
 
     @property
     def holder(self) -> str:
@@ -88,14 +92,19 @@ def acquire(db: sqlite_utils.Database, table: str, key: object) -> Lock:
 
 
 def release(db: sqlite_utils.Database, lock: Lock) -> None:
+    """Let go of ``lock``; a database error is logged, not raised. Runs release on their way out, where
+    what went wrong before matters more, and a row that cannot be deleted now (a locked or full database)
+    is taken over anyway: by the next run in this process, which no longer holds its token, and by other
+    processes once this one has ended."""
     try:
         with write_transaction(db):
             db.conn.execute(
                 f"DELETE FROM {lock.table} WHERE {TABLES[lock.table]} = ? AND owner = ?",
                 [lock.key, lock.owner],
             )
+    except sqlite3.Error as exc:
+        log.error("could not release the lock on %s %s: %s", TABLES[lock.table], lock.key, exc)
     finally:
-        # Even if the row could not be deleted, this process no longer holds it: it is taken over later.
         with _held_guard:
             _held.discard(lock.owner)
 
@@ -109,10 +118,14 @@ def check(db: sqlite_utils.Database, lock: Lock) -> None:
 
 
 def _holder_alive(host: str, pid: int, owner: str) -> bool:
-    if host == socket.gethostname() and pid == os.getpid():
+    if _is_this_process(host, pid):
         with _held_guard:
             return owner in _held
     return alive(host, pid)
+
+
+def _is_this_process(host: str, pid: int) -> bool:
+    return host == socket.gethostname() and pid == os.getpid()
 
 
 def alive(host: str, pid: int) -> bool:

@@ -1,15 +1,17 @@
 """Turn a rendered email into wire-ready bytes for each recipient, fast.
 
 The MIME structure is built once per edition with the ``email`` package: a multipart/alternative with a
-quoted-printable text part and a 7bit HTML part (ASCII, short lines: see ``render.ascii_html``). The
-serialised bytes are then split at the rendering's slot markers (random, so no text can spell one, and
-counted: each must appear exactly as often as the template placed it), so a recipient's message is one
-``join`` of the static pieces with their own values: greeting, preferences and unsubscribe links, and
-headers (To, Message-ID, Date, List-Unsubscribe). Building a 100 KB message with ``EmailMessage`` takes ~6 ms; this
-takes a few microseconds plus the copy.
+quoted-printable text part and a 7bit HTML part (ASCII, short lines: see ``render.ascii_html``), which
+is quoted-printable instead when a word or link from a feed is longer than an SMTP line. The serialised
+bytes are then split at the rendering's slot markers (random, so no text can spell one, and counted:
+each must appear exactly as often as the template placed it), so a recipient's message is one ``join``
+of the static pieces with their own values: greeting, preferences and unsubscribe links, and headers
+(To, Message-ID, Date, List-Unsubscribe). Building a 100 KB message with ``EmailMessage`` takes ~6 ms;
+this takes a few microseconds plus the copy.
 
 Every value is encoded for where it goes: header values are checked and RFC 2047-encoded, HTML values
-escaped (non-ASCII as character references), text values quoted-printable. CRLF line endings throughout.
+escaped (non-ASCII as character references; quoted-printable too in a quoted-printable HTML part), text
+values quoted-printable. CRLF line endings throughout.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """One send of an edition at a time, even inside one process, and a relay slower than ``[smtp] timeout``
-stops the send instead of turning the whole list into ``unknown``. Real aiosmtpd, real SQLite, real
-threads and the real ``newsletter`` program in subprocesses."""
+stops the send instead of turning the whole list into ``unknown``; a database locked mid-send stops it
+with a line that says so. Real aiosmtpd, real SQLite, real threads and the real ``newsletter`` program in
+subprocesses."""
 
 from __future__ import annotations
 
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -219,3 +221,46 @@ def test_a_relay_slower_than_the_timeout_stops_the_send_and_resume_finishes_it(t
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert smtp_server.counts() == {address: 1 for address in addresses}
     assert ledger(settings, edition_id)[0] == {"sent": 12}
+
+
+# --- the database locked by another process mid-send -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_database_locked_mid_send_stops_the_send_in_words_and_resume_finishes_it(tmp_path, smtp_server):
+    """Another connection takes the write lock mid-send and keeps it until the send has given up (each
+    write waits the 10 s busy timeout): ordinary trouble, so lines that say so and exit status 1, never a
+    traceback; then a resume delivers the rest, nobody twice."""
+    settings = make_settings(tmp_path, smtp_server.port, concurrency=2)
+    edition_id = edition_with_sample_papers(settings)
+    addresses = subscribe(settings, 30)
+    smtp_server.handler.delay = 0.2  # the send is still going when the lock is taken
+    config = str(tmp_path / "newsletter.toml")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", config, "digest", "send", str(edition_id)],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    holder = sqlite3.connect(settings.database, isolation_level=None)
+    try:
+        wait_for(lambda: smtp_server.handler.received >= 3)
+        holder.execute("BEGIN EXCLUSIVE")
+        stdout, stderr = sender.communicate(timeout=300)
+    finally:
+        holder.close()
+        sender.kill()
+
+    assert sender.returncode == 1, stdout + stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout, stderr
+    assert f"the database {settings.database} is locked" in " ".join((stdout + stderr).split())
+    assert "internal error" not in stdout + stderr
+
+    smtp_server.handler.delay = 0
+    resumed = run("--config", config, "resume", str(edition_id), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    counts, rows = ledger(settings, edition_id)
+    unknown = {address for address, row in rows.items() if row[0] == "unknown"}
+    assert counts == {"sent": 30 - len(unknown)} | ({"unknown": len(unknown)} if unknown else {})
+    received = smtp_server.counts()
+    assert all(received.get(address) == 1 for address in addresses if address not in unknown)
+    assert all(received.get(address, 0) <= 1 for address in addresses)
