@@ -263,8 +263,7 @@ def demo(app: AppContext, offline: bool) -> None:
     console.print(
         f"links in the emails work while [bold]newsletter serve[/] runs ({escape(settings.web.base_url)})"
     )
-    if not report.complete:
-        raise SystemExit(trouble.FAILURE)
+    exit_unless_complete(report)
 
 
 DEMO_READERS = [
@@ -569,8 +568,7 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
         console.print(f"test copy of edition {edition_id} sent to {escape(address)}: {escape(reply)}")
         return
     report = _send(app.settings, edition_id)
-    if not report.complete:
-        raise SystemExit(trouble.FAILURE)
+    exit_unless_complete(report)
 
 
 @cli.command("resume")
@@ -584,8 +582,7 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
 def resume(app: AppContext, edition_id: int, resend_unknown: bool) -> None:
     """Finish an interrupted send of EDITION: only what was not delivered goes out."""
     report = _send(app.settings, edition_id, resend_unknown=resend_unknown)
-    if not report.complete:
-        raise SystemExit(trouble.FAILURE)
+    exit_unless_complete(report)
 
 
 @cli.command("send")
@@ -616,6 +613,13 @@ def send_one_off(app: AppContext, subject: str, body_path: Path, segment: str) -
         fail(str(exc), code=trouble.USAGE)
     console.print(f"message stored as edition {edition_id}")
     report = _send(app.settings, edition_id)
+    exit_unless_complete(report)
+
+
+def exit_unless_complete(report: DeliveryReport) -> None:
+    """A send that left work to do exits 1, or 130 when Ctrl-C stopped it (the rest stays queued)."""
+    if report.stopped == "interrupted":
+        raise SystemExit(trouble.INTERRUPTED)
     if not report.complete:
         raise SystemExit(trouble.FAILURE)
 

@@ -417,17 +417,16 @@ def _deliver_holding(
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        for worker in workers:
+            while not worker.finished.wait(0.2):
                 if interrupt is not None and interrupt.is_set() and not stop.is_set():
                     stop.set()
                     report.stopped = "interrupted"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # each connection finishes the message in hand; the rest stays queued
         stop.set()
         report.stopped = "interrupted"
-        for thread in threads:
-            thread.join()
+        for worker in workers:
+            worker.finished.wait()
     report.sent_now = sum(worker.sent for worker in workers)
     stops = [worker.stopped for worker in workers if worker.stopped]
     if stops and not report.stopped:
@@ -510,12 +509,21 @@ class _Worker:
         self.sent = 0
         self.stopped: str | None = None
         self.leftover: list[int] = []  # rows this worker claimed but did not get to
+        # Set when run() has returned. Waited on instead of Thread.join: on Python 3.11 a Ctrl-C that
+        # interrupts join() can leave the thread marked finished while it still runs (bpo-45274).
+        self.finished = threading.Event()
         self._smtp: smtplib.SMTP | None = None
         self._accepted: list[tuple[int, str, str]] = []  # (id, reply, time) of 250s not yet written as sent
         self._ahead: _Outgoing | None = None  # the next message, built while the server was busy
 
     # The loop: claim a handful of due rows, send them one by one, until nothing is left to do.
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.finished.set()
+
+    def _run(self) -> None:
         db = open_database(self.database, migrate=False)
         try:
             self._loop(db)

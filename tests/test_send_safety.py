@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -264,3 +265,36 @@ def test_a_database_locked_mid_send_stops_the_send_in_words_and_resume_finishes_
     received = smtp_server.counts()
     assert all(received.get(address) == 1 for address in addresses if address not in unknown)
     assert all(received.get(address, 0) <= 1 for address in addresses)
+
+
+# --- Ctrl-C during a send -----------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_send_exits_130_and_resume_sends_the_rest(tmp_path, smtp_server):
+    settings = make_settings(tmp_path, smtp_server.port, concurrency=1)
+    edition_id = edition_with_sample_papers(settings)
+    addresses = subscribe(settings, 40)
+    smtp_server.handler.delay = 0.2
+    config = str(tmp_path / "newsletter.toml")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    sending = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", config, "digest", "send", str(edition_id)],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: smtp_server.handler.received >= 3)
+        sending.send_signal(signal.SIGINT)
+        stdout, stderr = sending.communicate(timeout=60)
+    finally:
+        sending.kill()
+    assert "Traceback" not in stderr, stderr
+    assert sending.returncode == 130, (sending.returncode, stdout, stderr)
+    assert f"`newsletter resume {edition_id}`" in " ".join(stdout.split())
+    counts, _ = ledger(settings, edition_id)
+    assert set(counts) == {"sent", "queued"} and 3 <= counts["sent"] < 40, (counts, stdout, stderr)
+    assert edition_status(settings, edition_id) == "sending"
+
+    smtp_server.handler.delay = 0
+    resumed = run("--config", config, "resume", str(edition_id), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert smtp_server.counts() == {address: 1 for address in addresses}
