@@ -564,6 +564,8 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
         except outbox.SendError as exc:  # not an address, no such edition: what was asked cannot be done
             fail(f"the test copy was not sent: {exc}", code=trouble.USAGE)
         except (ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+            if trouble.explain(exc) is not None:  # the database or the disk, not the SMTP server
+                raise
             fail(f"the test copy was not sent: {exc}")
         console.print(f"test copy of edition {edition_id} sent to {escape(address)}: {escape(reply)}")
         return

@@ -139,7 +139,7 @@ def send_edition(
     interrupt: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send an edition to its recipients; a re-run (or ``resume``) sends only what is not final."""
-    db = open_database(settings.database)
+    db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
         pruned = db.execute("SELECT ledger_pruned FROM editions WHERE id = ?", [edition_id]).fetchone()[0]
@@ -180,7 +180,7 @@ def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
         email = normalise_email(address)
     except SubscriberError as exc:
         raise SendError(str(exc)) from None
-    db = open_database(settings.database)
+    db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
         rendered, recipient = _copy_for(settings, db, edition, email, find_subscriber(db, email))
@@ -193,7 +193,7 @@ def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
 
 def preview_html(settings: Settings, edition_id: int, address: str | None = None) -> str:
     """The HTML a subscriber gets: ``address``'s if given, else the first active subscriber's."""
-    db = open_database(settings.database)
+    db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
         subscriber = None
@@ -221,7 +221,7 @@ def create_one_off(settings: Settings, subject: str, body: str, segment: str = "
     if not body.strip():
         raise SendError("the message body is empty")
     renderer(settings).one_off(subject, body)  # fails now, not halfway through a send
-    db = open_database(settings.database)
+    db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         target = _segment(db, segment)
         now = datetime.now(UTC)
@@ -287,7 +287,7 @@ def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> 
 
     Anybody can type any address and name into the form, so these emails carry no name: not in the
     greeting, not in the To header."""
-    db = open_database(settings.database)
+    db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         link_maker = links(settings, db)
     finally:

@@ -161,8 +161,9 @@ def test_a_corrupted_database_is_one_line_for_every_command(tmp_path):
 
 
 def test_a_database_path_that_cannot_be_opened_is_the_same_usage_error_for_every_command(tmp_path):
-    """Commands open the database through the command line or through the library (sending, previews,
-    jobs, the web app): a directory that cannot be made is one line and exit status 2 either way."""
+    """Commands open the database through the command line or through the library (jobs, the web app):
+    a directory that cannot be made is one line and exit status 2 either way. Sending and previews never
+    create a database: for them it is not there."""
     database = "/proc/no-such-dir/news.db"  # nobody, not even root, can make a directory there
     (tmp_path / "note.md").write_text("A short note.\n")
     lines = {
@@ -172,15 +173,23 @@ def test_a_database_path_that_cannot_be_opened_is_the_same_usage_error_for_every
         for args in (
             ("fetch",),
             ("subscribers", "add", "ada@example.org"),
-            ("digest", "send", "1"),
-            ("digest", "preview", "1"),
-            ("resume", "1"),
-            ("send", "--subject", "Note", "--body", "note.md"),
             ("jobs", "run", "cleanup"),
             ("serve", "--port", str(free_port())),
         )
     }
     assert len(set(lines.values())) == 1, lines  # one cause, one line
+    missing = {
+        args: assert_one_error_line(
+            run("--db", database, *args, cwd=tmp_path, timeout=60), 2, f"there is no database at {database}"
+        )
+        for args in (
+            ("digest", "send", "1"),
+            ("digest", "preview", "1"),
+            ("resume", "1"),
+            ("send", "--subject", "Note", "--body", "note.md"),
+        )
+    }
+    assert len(set(missing.values())) == 1, missing
     assert list(tmp_path.iterdir()) == [tmp_path / "note.md"]
 
 
@@ -280,6 +289,21 @@ def test_read_only_commands_create_nothing_and_say_to_run_init(tmp_path):
         and "run `newsletter init`" in doctor.stdout
     )
     assert list(tmp_path.iterdir()) == []  # no database, no data directory, no maildir
+
+
+def test_sending_and_previewing_without_a_database_say_to_run_init_and_create_nothing(tmp_path):
+    (tmp_path / "body.md").write_text("Hello.\n")
+    before = sorted(tmp_path.iterdir())
+    for args in (
+        ("digest", "preview", "1"),
+        ("digest", "send", "1"),
+        ("digest", "send", "1", "--to", "reader@example.org"),
+        ("resume", "1"),
+        ("send", "--subject", "News", "--body", "body.md"),
+    ):
+        result = run(*args, cwd=tmp_path)
+        assert_one_error_line(result, 2, "there is no database at", "run `newsletter init` first")
+    assert sorted(tmp_path.iterdir()) == before
 
 
 def test_a_backup_of_a_mistyped_database_path_is_refused_and_creates_nothing(tmp_path):
