@@ -519,20 +519,27 @@ class _Worker:
     # The loop: claim a handful of due rows, send them one by one, until nothing is left to do.
     def run(self) -> None:
         try:
-            self._run()
+            db = open_database(self.database, migrate=False)
+        except Exception as exc:
+            self._stop_for(exc)
+        else:
+            self._run(db)
         finally:
             self.finished.set()
 
-    def _run(self) -> None:
-        db = open_database(self.database, migrate=False)
+    def _stop_for(self, exc: Exception) -> None:
+        """The send stops visibly, never leaving rows half-done in silence."""
+        trouble = explain(exc, database=self.database)  # a locked or full database is no bug
+        if trouble is None:
+            log.exception("sending worker failed")
+        self.stopped = trouble.message if trouble else f"internal error: {type(exc).__name__}: {exc}"
+        self.stop_event.set()
+
+    def _run(self, db: sqlite_utils.Database) -> None:
         try:
             self._loop(db)
-        except Exception as exc:  # the send stops visibly, never leaving rows half-done in silence
-            trouble = explain(exc, database=self.database)  # a locked or full database is no bug
-            if trouble is None:
-                log.exception("sending worker failed")
-            self.stopped = trouble.message if trouble else f"internal error: {type(exc).__name__}: {exc}"
-            self.stop_event.set()
+        except Exception as exc:
+            self._stop_for(exc)
         finally:
             # Accepted messages that cannot be recorded stay "committing": the next run lists them as unknown.
             try:
