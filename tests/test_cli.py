@@ -362,3 +362,5 @@ def test_admin_password_command(tmp_path):
     assert result.returncode == 0, result.stderr
     hashed = re.search(r'admin_password_hash = "([^"]+)"', result.stdout).group(1)
     assert verify_password("a long enough password", hashed) and not verify_password("wrong", hashed)
+    assert "Traceback" not in result.stderr
+    assert "put this in newsletter.toml under [web], or in the environment:" in result.stderr

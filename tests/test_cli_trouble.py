@@ -344,17 +344,6 @@ def test_dev_smtp_stores_messages_in_an_existing_empty_directory(tmp_path):
     assert message["Subject"] == "hello"
 
 
-def test_admin_password_names_the_web_section(tmp_path):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "newsletter", "admin-password"],
-        input="a long enough password\na long enough password\n",
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0 and "Traceback" not in result.stderr
-    assert "put this in newsletter.toml under [web], or in the environment:" in result.stderr
-
-
 def test_the_embedded_smtp_server_adds_no_protocol_chatter_to_the_log(tmp_path):
     """`serve` and `run` log at INFO; `-v` sets the same level for a one-off sent through the embedded
     server, which used to log each SMTP command and reply (about 18 lines per message)."""

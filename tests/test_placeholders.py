@@ -190,9 +190,12 @@ def check_html(page_html: str, reader: Reader, everyone: list[Reader], edition: 
     for chunk in near:
         if "attacker.example" in chunk:
             assert not any(secret in chunk for r in everyone for secret in r.private), chunk
-    if edition is None:
-        return
-    # Every hostile string is shown as the text (or the link) it is.
+    if edition is not None:
+        assert_shown_as_text(page, edition)
+
+
+def assert_shown_as_text(page: _Page, edition: Edition) -> None:
+    """Every hostile string is shown as the text (or the link) it is."""
     shown = squash("".join(page.text))
     for value in shown_texts(edition):
         if value.startswith("https://"):
@@ -285,13 +288,7 @@ def test_web_edition_page_shows_the_hostile_text_as_text(hostile, smtp_server):
     finally:
         app.stop()
     assert response.status_code == 200
-    page = _Page(response.text)
-    shown = squash("".join(page.text))
-    for value in shown_texts(edition):
-        if value.startswith("https://"):
-            assert any(squash(href) == squash(value) for href, _ in page.links), value
-        else:
-            assert squash(value) in shown, value
+    assert_shown_as_text(_Page(response.text), edition)
     assert not any(secret in response.text for reader in readers for secret in reader.private[:2])
 
 
