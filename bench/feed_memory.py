@@ -59,7 +59,7 @@ def probe(url: str | None, kind: str, database: Path) -> None:
     from newsletter.db import open_database
     from newsletter.fetch import Fetcher
     from newsletter.ingest import run_ingest
-    from newsletter.sources import SourceConfig
+    from newsletter.settings import SourceConfig
 
     fetched = 0
     if url is not None:

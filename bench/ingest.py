@@ -27,7 +27,8 @@ from newsletter import text  # noqa: E402
 from newsletter.db import open_database, write_transaction  # noqa: E402
 from newsletter.fetch import Fetcher  # noqa: E402
 from newsletter.ingest import run_ingest  # noqa: E402
-from newsletter.sources import SourceConfig, arxiv_rss  # noqa: E402
+from newsletter.settings import SourceConfig  # noqa: E402
+from newsletter.sources import arxiv_rss  # noqa: E402
 from newsletter.store import store_papers  # noqa: E402
 from tests.support.feedserver import FeedServer, file_reply  # noqa: E402
 

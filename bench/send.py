@@ -31,12 +31,12 @@ import corpus  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.db import open_database, write_transaction  # noqa: E402
 from newsletter.devsmtp import free_port  # noqa: E402
-from newsletter.editions import DigestSettings, build_edition, load_edition  # noqa: E402
+from newsletter.editions import build_edition, load_edition  # noqa: E402
 from newsletter.fetch import Fetcher  # noqa: E402
 from newsletter.ingest import run_ingest  # noqa: E402
 from newsletter.message import MessageTemplate  # noqa: E402
 from newsletter.outbox import render_edition, send_edition  # noqa: E402
-from newsletter.sources import SourceConfig  # noqa: E402
+from newsletter.settings import DigestSettings, SourceConfig  # noqa: E402
 
 
 def write_config(workdir: Path, port: int, concurrency: int) -> Path:

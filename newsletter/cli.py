@@ -32,18 +32,30 @@ from rich.progress import (
 from rich.table import Table
 
 from newsletter import __version__, logs, outbox, samples, trouble
-from newsletter.config import DEFAULT_CONFIG_NAME, ConfigError, Settings, load_settings, write_default_config
-from newsletter.db import DatabaseMissing, open_database
-from newsletter.deliver import DeliveryReport, SendInProgress, ServerUnavailable
+from newsletter.config import DEFAULT_CONFIG_NAME, load_settings, write_default_config
+from newsletter.db import open_database
+from newsletter.deliver import DeliveryReport
 from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
-from newsletter.editions import Edition, EditionPaper, EngineUnavailable, build_edition
+from newsletter.editions import Edition, EditionPaper, build_edition
+from newsletter.errors import (
+    FAILURE,
+    INTERRUPTED,
+    USAGE,
+    ConfigError,
+    DatabaseMissing,
+    EngineUnavailable,
+    PreferenceError,
+    SendError,
+    SendInProgress,
+    ServerUnavailable,
+    SubscriberError,
+)
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
-from newsletter.preferences import FREQUENCIES, PreferenceError, Preferences, parse_list
-from newsletter.sources import SourceConfig
+from newsletter.preferences import FREQUENCIES, Preferences, parse_list
+from newsletter.settings import Settings, SourceConfig
 from newsletter.subscribers import (
     STATUSES,
-    SubscriberError,
     add_subscriber,
     confirm,
     export_csv,
@@ -81,7 +93,7 @@ class AppContext:
             try:
                 self._settings = load_settings(path, database=self.database)
             except ConfigError as exc:
-                fail(f"configuration error: {exc}", code=trouble.USAGE)
+                fail(f"configuration error: {exc}", code=USAGE)
             web, smtp = self._settings.web, self._settings.smtp
             logs.hide_secrets(smtp.password, web.secret_key, web.admin_password_hash)
         return self._settings
@@ -102,7 +114,7 @@ def open_db(settings: Settings, *, create: bool = True) -> sqlite_utils.Database
     return open_database(settings.database, create=create)
 
 
-def fail(message: str, *, code: int = trouble.FAILURE) -> NoReturn:
+def fail(message: str, *, code: int = FAILURE) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(code)
 
@@ -111,7 +123,7 @@ def check_output(path: Path | str, option: str) -> None:
     """Refuse an output file that cannot be written before doing the work that would fill it."""
     problem = trouble.output_problem(Path(path))
     if problem:
-        fail(f"{option} {path}: {problem}", code=trouble.USAGE)
+        fail(f"{option} {path}: {problem}", code=USAGE)
 
 
 class _Commands(click.Group):
@@ -122,7 +134,7 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             err_console.print("interrupted")
-            raise click.exceptions.Exit(trouble.INTERRUPTED) from None
+            raise click.exceptions.Exit(INTERRUPTED) from None
         except (click.ClickException, click.exceptions.Exit):
             raise  # click's own usage errors and exits, shown the way click shows them
         except Exception as exc:
@@ -207,9 +219,9 @@ def fetch(app: AppContext, names: tuple[str, ...]) -> None:
             [settings.source_named(name) for name in dict.fromkeys(names)] if names else _enabled(settings)
         )
     except ConfigError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     if not sources:
-        fail("no enabled sources in the configuration", code=trouble.USAGE)
+        fail("no enabled sources in the configuration", code=USAGE)
     reports = _fetch(settings, sources)
     _print_reports(reports)
     failed = [r for r in reports if r.failed]
@@ -467,9 +479,7 @@ def _parse_when(value: str | None, option: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        fail(
-            f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time", code=trouble.USAGE
-        )
+        fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time", code=USAGE)
         raise
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -485,10 +495,10 @@ def _build(settings: Settings, request: DigestRequest) -> Edition:
                 db, digest_settings, since=request.since, until=request.until, frequency=request.frequency
             )
     except EngineUnavailable as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
         raise
     except ValueError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
         raise
     finally:
         db.close()
@@ -540,8 +550,8 @@ def digest_preview(
         check_output(out_path, "--out")
     try:
         html = outbox.preview_html(app.settings, edition_id, address)
-    except outbox.SendError as exc:
-        fail(str(exc), code=trouble.USAGE)
+    except SendError as exc:
+        fail(str(exc), code=USAGE)
     out = out_path or app.settings.database.parent / f"preview-edition-{edition_id}.html"
     out.write_text(html, encoding="utf-8")
     size = len(html.encode())
@@ -561,8 +571,8 @@ def digest_send(app: AppContext, edition_id: int, address: str | None) -> None:
     if address:
         try:
             reply = outbox.send_test_copy(app.settings, edition_id, address)
-        except outbox.SendError as exc:  # not an address, no such edition: what was asked cannot be done
-            fail(f"the test copy was not sent: {exc}", code=trouble.USAGE)
+        except SendError as exc:  # not an address, no such edition: what was asked cannot be done
+            fail(f"the test copy was not sent: {exc}", code=USAGE)
         except (ServerUnavailable, smtplib.SMTPException, OSError) as exc:
             if trouble.explain(exc) is not None:  # the database or the disk, not the SMTP server
                 raise
@@ -611,8 +621,8 @@ def send_one_off(app: AppContext, subject: str, body_path: Path, segment: str) -
         edition_id = outbox.create_one_off(
             app.settings, subject, body_path.read_text(encoding="utf-8"), segment
         )
-    except (outbox.SendError, UnicodeDecodeError) as exc:
-        fail(str(exc), code=trouble.USAGE)
+    except (SendError, UnicodeDecodeError) as exc:
+        fail(str(exc), code=USAGE)
     console.print(f"message stored as edition {edition_id}")
     report = _send(app.settings, edition_id)
     exit_unless_complete(report)
@@ -621,9 +631,9 @@ def send_one_off(app: AppContext, subject: str, body_path: Path, segment: str) -
 def exit_unless_complete(report: DeliveryReport) -> None:
     """A send that left work to do exits 1, or 130 when Ctrl-C stopped it (the rest stays queued)."""
     if report.stopped == "interrupted":
-        raise SystemExit(trouble.INTERRUPTED)
+        raise SystemExit(INTERRUPTED)
     if not report.complete:
-        raise SystemExit(trouble.FAILURE)
+        raise SystemExit(FAILURE)
 
 
 def _send(settings: Settings, edition_id: int, *, resend_unknown: bool = False) -> DeliveryReport:
@@ -644,10 +654,10 @@ def _send(settings: Settings, edition_id: int, *, resend_unknown: bool = False) 
                 progress=lambda _outcome: bar.advance(task),
                 resend_unknown=resend_unknown,
             )
-        except outbox.SendError as exc:
-            fail(str(exc), code=trouble.USAGE)
+        except SendError as exc:
+            fail(str(exc), code=USAGE)
         except SendInProgress as exc:
-            fail(f"{exc}; wait for it to finish", code=trouble.FAILURE)
+            fail(f"{exc}; wait for it to finish", code=FAILURE)
     _print_delivery(report, settings)
     return report
 
@@ -717,7 +727,7 @@ def subscribers_add(
         preferences = Preferences.create(parse_list(categories), parse_list(keywords), frequency)
         result = add_subscriber(db, email, name, source="cli", preferences=preferences)
     except (SubscriberError, PreferenceError) as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     finally:
         db.close()
     if result.created:
@@ -738,7 +748,7 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     try:
         report = import_csv(db, csv_path)
     except SubscriberError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     except (sqlite3.Error, OSError) as exc:
         # Rows are written in batches, each committed on its own: say how far it got. Importing the same
         # file again skips the addresses already imported, so a re-run finishes the job.
@@ -763,7 +773,7 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     if report.rejected > 50:
         console.print(f"[yellow]... and {report.rejected - 50} more rejected lines[/]")
     if report.rejected:
-        raise SystemExit(trouble.FAILURE)
+        raise SystemExit(FAILURE)
 
 
 def _subscriber_count(db: sqlite_utils.Database) -> int:
@@ -818,10 +828,10 @@ def subscribers_remove(app: AppContext, email: str) -> None:
     try:
         subscriber = find_subscriber(db, email)
         if subscriber is None:
-            fail(f"{email} is not on the list", code=trouble.USAGE)
+            fail(f"{email} is not on the list", code=USAGE)
         remove_subscriber(db, subscriber.id)
     except SubscriberError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     finally:
         db.close()
     console.print(f"removed {escape(subscriber.email)}")
@@ -832,10 +842,10 @@ def _change_status(app: AppContext, email: str, change) -> None:  # type: ignore
     try:
         subscriber = find_subscriber(db, email)
         if subscriber is None:
-            fail(f"{email} is not on the list", code=trouble.USAGE)
+            fail(f"{email} is not on the list", code=USAGE)
         updated = change(db, subscriber)
     except SubscriberError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     finally:
         db.close()
     console.print(f"{escape(updated.email)}: {updated.status}")
@@ -843,7 +853,7 @@ def _change_status(app: AppContext, email: str, change) -> None:  # type: ignore
 
 def _check_frequency(settings: Settings, frequency: str) -> None:
     if frequency == "daily" and not settings.digest.daily:
-        fail("daily digests are not enabled ([digest] daily = true)", code=trouble.USAGE)
+        fail("daily digests are not enabled ([digest] daily = true)", code=USAGE)
 
 
 @subscribers.command("list")
@@ -896,7 +906,7 @@ def serve(app: AppContext, host: str | None, port: int | None) -> None:
 
 def _check_port(port: int | None) -> None:
     if port is not None and not 1 <= port <= 65535:
-        fail(f"--port must be a number from 1 to 65535, not {port}", code=trouble.USAGE)
+        fail(f"--port must be a number from 1 to 65535, not {port}", code=USAGE)
 
 
 def _log_events(app: AppContext) -> None:
@@ -916,7 +926,7 @@ def run_command(app: AppContext, no_web: bool, host: str | None, port: int | Non
     Stops cleanly on SIGTERM or Ctrl-C: a send in progress finishes the message in hand and the rest
     is sent by the next run.
     """
-    from newsletter.jobs import JobError
+    from newsletter.errors import JobError
     from newsletter.scheduler import run_forever
     from newsletter.web import ServeError
 
@@ -926,7 +936,7 @@ def run_command(app: AppContext, no_web: bool, host: str | None, port: int | Non
     try:
         run_forever(settings, web=not no_web, host=host, port=port)
     except JobError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     except ServeError as exc:
         fail(str(exc), code=exc.exit_code)
 
@@ -940,14 +950,15 @@ def jobs() -> None:
 @click.pass_obj
 def jobs_list(app: AppContext) -> None:
     """Each job with its schedule, next run and last run."""
-    from newsletter.jobs import JobError, load_jobs
+    from newsletter.errors import JobError
+    from newsletter.jobs import load_jobs
     from newsletter.ops import latest_job_runs
 
     settings = app.settings
     try:
         defined = load_jobs(settings.jobs_dir, settings.timezone)
     except JobError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     db = open_db(settings, create=False)
     try:
         runs = latest_job_runs(db)
@@ -987,15 +998,16 @@ def schedule_table(defined: Sequence[Job], runs: list[dict[str, Any]], title: st
 @click.pass_obj
 def jobs_run(app: AppContext, name: str) -> None:
     """Run one job now (recorded like a scheduled run; one instance at a time)."""
-    from newsletter.jobs import JobError, JobRunner, describe_counts, load_jobs
+    from newsletter.errors import JobError
+    from newsletter.jobs import JobRunner, describe_counts, load_jobs
 
     settings = app.settings
     try:
         defined = {job.name: job for job in load_jobs(settings.jobs_dir, settings.timezone)}
     except JobError as exc:
-        fail(str(exc), code=trouble.USAGE)
+        fail(str(exc), code=USAGE)
     if name not in defined:
-        fail(f"no job named {name!r} (defined: {', '.join(defined)})", code=trouble.USAGE)
+        fail(f"no job named {name!r} (defined: {', '.join(defined)})", code=USAGE)
     interrupt = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: interrupt.set())
     try:
@@ -1009,7 +1021,7 @@ def jobs_run(app: AppContext, name: str) -> None:
         soft_wrap=True,
     )
     if run.status not in ("ok", "skipped"):
-        raise SystemExit(trouble.FAILURE)
+        raise SystemExit(FAILURE)
 
 
 # --- operations ---------------------------------------------------------------------------------------------
@@ -1019,7 +1031,8 @@ def jobs_run(app: AppContext, name: str) -> None:
 @click.pass_obj
 def status_command(app: AppContext) -> None:
     """Sources, editions, deliveries, subscribers and the job schedule at a glance."""
-    from newsletter.jobs import JobError, load_jobs
+    from newsletter.errors import JobError
+    from newsletter.jobs import load_jobs
     from newsletter.ops import status
 
     settings = app.settings
@@ -1092,7 +1105,7 @@ def backup_command(app: AppContext, target: Path) -> None:
     except DatabaseMissing:
         raise  # said as by every command that only reads
     except (FileExistsError, sqlite3.Error, OSError) as exc:
-        fail(f"backup failed: {exc}", code=trouble.FAILURE)
+        fail(f"backup failed: {exc}", code=FAILURE)
     console.print(f"backed up {escape(str(app.settings.database))} to {escape(str(target))} ({pages} pages)")
 
 
@@ -1103,7 +1116,7 @@ def admin_password() -> None:
 
     password = click.prompt("admin password", hide_input=True, confirmation_prompt=True)
     if len(password) < 10:
-        fail("use at least 10 characters", code=trouble.USAGE)
+        fail("use at least 10 characters", code=USAGE)
     hashed = hash_password(password)
     err_console.print(escape("put this in newsletter.toml under [web], or in the environment:"))
     click.echo(f'admin_password_hash = "{hashed}"')
@@ -1139,4 +1152,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.main(args=list(argv) if argv is not None else None, prog_name="newsletter", standalone_mode=True)
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(trouble.INTERRUPTED)
+        sys.exit(INTERRUPTED)

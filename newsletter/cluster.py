@@ -30,7 +30,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer,
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
-from newsletter.editions import EngineUnavailable
+from newsletter.errors import EngineUnavailable
 
 SEED = 0
 MIN_AVERAGE_SECTION = 6  # papers per section on average, at the most topics allowed

@@ -35,12 +35,19 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.config_keys import Key, closest
-from newsletter.deliver import SmtpSettings
-from newsletter.editions import DigestSettings
-from newsletter.fetch import DEFAULT_USER_AGENT, FetchSettings
-from newsletter.message import Sender
+from newsletter.errors import ConfigError
+from newsletter.settings import (
+    DEFAULT_USER_AGENT,
+    DigestSettings,
+    FetchSettings,
+    RetentionSettings,
+    Sender,
+    Settings,
+    SmtpSettings,
+    SourceConfig,
+    WebSettings,
+)
 from newsletter.sources import KINDS, arxiv_api, arxiv_rss, hf_daily
-from newsletter.sources.base import SourceConfig
 from newsletter.toml_lines import key_lines
 
 DEFAULT_CONFIG_NAME = "newsletter.toml"
@@ -292,57 +299,6 @@ _VARIABLES = {
     f"{ENV_PREFIX}{section}_{key}".upper(): (section, key) for section, keys in SCHEMA.items() for key in keys
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the file and line, or the variable."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    papers_days: float = 180
-    deliveries_days: float = 400
-    runs_days: float = 90
-
-
-@dataclass(frozen=True, slots=True)
-class WebSettings:
-    base_url: str = "http://127.0.0.1:8000"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    secret_key: str | None = None
-    admin_password_hash: str | None = None
-    trusted_proxies: str = "127.0.0.1"
-    header_timeout: float = 10.0  # seconds for a request's headers to arrive
-    body_timeout: float = 60.0  # seconds for its body
-    max_connections: int = 1000
-    max_connections_per_client: int = 50
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    config_path: Path | None  # None: the built-in defaults
-    database: Path
-    name: str
-    fetch: FetchSettings
-    workers: int
-    sources: tuple[SourceConfig, ...]
-    digest: DigestSettings
-    web: WebSettings
-    smtp: SmtpSettings
-    sender: Sender
-    timezone: str
-    jobs_dir: Path
-    misfire_grace_time: float
-    retention: RetentionSettings
-    environment: tuple[str, ...] = ()  # the NEWSLETTER_* variables that set a setting
-
-    def source_named(self, name: str) -> SourceConfig:
-        for source in self.sources:
-            if source.name == name:
-                return source
-        known = ", ".join(s.name for s in self.sources) or "none"
-        raise ConfigError(f"no source named {name!r} (configured: {known})")
 
 
 def load_settings(

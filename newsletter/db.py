@@ -17,25 +17,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from newsletter.errors import DatabaseMissing, DatabaseReadOnly, DatabaseUnusable
+
 BUSY_TIMEOUT_MS = 10_000
-
-
-class DatabaseMissing(FileNotFoundError):
-    """``open_database(..., create=False)`` found no database file: ``newsletter init`` makes one."""
-
-
-class DatabaseReadOnly(PermissionError):
-    """The database file or its directory cannot be written by this process."""
-
-
-class DatabaseUnusable(RuntimeError):
-    """The database cannot be opened where it is: its directory cannot be made, or SQLite refused WAL mode
-    there. The path has to change, whichever command found it."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.filename = str(path)
-        self.reason = reason
 
 
 def check_writable(path: Path | str) -> None:

@@ -48,9 +48,12 @@ from pathlib import Path
 import sqlite_utils
 
 from newsletter import locks
+from newsletter.dates import iso
 from newsletter.db import open_database, write_transaction
-from newsletter.message import MessageError, MessageTemplate, Recipient
-from newsletter.store import iso
+from newsletter.errors import MessageError, SendInProgress, ServerUnavailable
+from newsletter.locks import LockHeld
+from newsletter.message import MessageTemplate, Recipient
+from newsletter.settings import SmtpSettings
 from newsletter.subscribers import suppress
 from newsletter.tokens import Links
 from newsletter.trouble import explain
@@ -60,42 +63,6 @@ log = logging.getLogger(__name__)
 FINAL_STATES = ("sent", "failed", "suppressed", "skipped", "unknown")
 CLAIM_BATCH = 16
 UNANSWERED_LIMIT = 3  # messages in a row with no answer to their final "." before the send stops
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    host: str = "embedded"  # "embedded": the built-in server, storing into ``maildir``
-    port: int = 0
-    starttls: bool = False
-    tls: bool = False  # implicit TLS (port 465)
-    username: str = ""
-    password: str = ""
-    timeout: float = 30.0
-    concurrency: int = 4
-    rate: float = 0.0  # messages per second for the whole run; 0 = as fast as the server takes them
-    max_attempts: int = 5
-    retry_backoff: float = 60.0  # seconds before the first retry of a 4xx, doubled for each further one
-    max_inline_wait: float = 900.0  # wait in-run for retries due within this; later ones stay deferred
-    connect_attempts: int = 3
-    ca_file: str = ""  # trust this CA bundle (a private relay's own CA) instead of the system's
-    maildir: Path = Path("data/maildir")
-
-    @property
-    def embedded(self) -> bool:
-        return self.host == "embedded"
-
-
-class ServerUnavailable(RuntimeError):
-    """The SMTP server could not be reached, refused the login, or left message after message without an
-    answer to its final ".": nothing more can be sent now."""
-
-
-class SendInProgress(RuntimeError):
-    """Another live run (in another process or in this one) is sending this edition."""
-
-
-class LedgerPruned(RuntimeError):
-    """The edition's delivery records were pruned by retention: sending it again could send twice."""
 
 
 @dataclass(slots=True)
@@ -224,7 +191,7 @@ def recover(
     """After a crash: ``sending`` rows go back to the queue; ``committing`` rows become ``unknown``.
 
     Only the holder of the edition's send lock may do this: the rows in flight of a live send are its
-    own (``locks.LockLost`` otherwise). Returns the addresses whose message may or may not have been
+    own (``LockLost`` otherwise). Returns the addresses whose message may or may not have been
     accepted by the server.
     """
     stamp = iso(now or datetime.now(UTC))
@@ -350,7 +317,7 @@ def deliver(
     try:
         try:
             lock = locks.acquire(db, "send_locks", edition_id)
-        except locks.LockHeld as exc:
+        except LockHeld as exc:
             raise SendInProgress(f"edition {edition_id} is being sent by {exc.holder}") from None
         try:
             report = _deliver_holding(

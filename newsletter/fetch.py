@@ -26,16 +26,16 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import tenacity
 
-from newsletter import __version__
+from newsletter.errors import NewsletterError
+from newsletter.settings import FetchSettings
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 300.0
-DEFAULT_USER_AGENT = f"newsletter/{__version__} (self-hosted research-paper digest)"
 
 
-class FetchError(Exception):
+class FetchError(NewsletterError):
     """A request that could not produce a usable response, with a message meant for the user."""
 
     def __init__(
@@ -67,17 +67,6 @@ class FetchError(Exception):
     def unreachable(self) -> bool:
         """The host could not be reached at all (no network, DNS failure, refused connection)."""
         return self.kind in ("dns", "network", "timeout")
-
-
-@dataclass(frozen=True, slots=True)
-class FetchSettings:
-    timeout: float = 30.0  # seconds for each connect / read / write
-    deadline: float = 120.0  # seconds for a whole request, however slowly the bytes trickle in
-    attempts: int = 3  # tries per request, the first included
-    backoff: float = 2.0  # seconds before the first retry, doubled for each further one
-    max_backoff: float = 120.0
-    max_bytes: int = 50_000_000
-    user_agent: str = DEFAULT_USER_AGENT
 
 
 @dataclass(slots=True)

@@ -19,10 +19,12 @@ from typing import Protocol
 
 import sqlite_utils
 
+from newsletter.dates import iso
 from newsletter.db import write_transaction
 from newsletter.fetch import Fetcher, FetchError
-from newsletter.sources import KINDS, Collected, SourceConfig, SourceError, SourceState
-from newsletter.store import iso, store_papers
+from newsletter.settings import SourceConfig
+from newsletter.sources import KINDS, Collected, SourceError, SourceState
+from newsletter.store import store_papers
 
 log = logging.getLogger(__name__)
 

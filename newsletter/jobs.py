@@ -39,18 +39,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter import locks, outbox
-from newsletter.config import Settings
+from newsletter.dates import iso
 from newsletter.db import open_database, write_transaction
-from newsletter.deliver import SendInProgress
-from newsletter.store import iso
+from newsletter.errors import JobError, SendInProgress
+from newsletter.locks import LockHeld
+from newsletter.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("fetch", "digest", "retry", "cleanup")
-
-
-class JobError(ValueError):
-    """A job definition that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +169,7 @@ class JobRunner:
         try:
             try:
                 lock = locks.acquire(db, "job_locks", job.name)
-            except locks.LockHeld as exc:
+            except LockHeld as exc:
                 run = JobRun(job.name, "skipped", error=f"already running in {exc.holder}")
                 self._finish(db, self._start(db, job, scheduled_for), run)
                 log.warning("job %s skipped: %s", job.name, run.error)

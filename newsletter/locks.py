@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
+from newsletter.dates import iso
 from newsletter.db import write_transaction
-from newsletter.store import iso
+from newsletter.errors import LockLost, NewsletterError
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,7 @@ _held: set[str] = set()
 _held_guard = threading.Lock()
 
 
-@dataclass(frozen=True, slots=True)
-class Lock:
-    table: str
-    key: object
-    owner: str
-
-
-class LockHeld(RuntimeError):
+class LockHeld(NewsletterError, RuntimeError):
     """Another live holder (another process, or another run in this one) holds the lock."""
 
     def __init__(self, what: str, host: str, pid: int) -> None:
@@ -59,8 +53,11 @@ class LockHeld(RuntimeError):
         return "this process (another run)" if self.this_process else f"process {self.pid} on {self.host}"
 
 
-class LockLost(RuntimeError):
-    """The lock no longer names this acquisition: another holder took it over."""
+@dataclass(frozen=True, slots=True)
+class Lock:
+    table: str
+    key: object
+    owner: str
 
 
 def acquire(db: sqlite_utils.Database, table: str, key: object) -> Lock:

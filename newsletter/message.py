@@ -26,33 +26,14 @@ from datetime import UTC, datetime
 from email import quoprimime
 from email.charset import Charset
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, formataddr
 
+from newsletter.errors import MessageError
 from newsletter.render import RenderedEmail, Slot, check_slots, greeting
+from newsletter.settings import Sender
 
 _HEADER_SAFE = re.compile(r"^[^\r\n\x00]*$")
 MAX_LINE = 998  # octets per line, RFC 5321
-
-
-class MessageError(ValueError):
-    """A value that cannot go into a message safely (a header injection attempt, a broken address)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sender:
-    from_address: str  # "Name <addr@example.org>"
-    list_id: str  # "<research-digest.example.org>" or a bare id
-    unsubscribe_mailto: str | None = None  # "unsubscribe@example.org" for List-Unsubscribe's mailto
-    reply_to: str | None = None
-
-    @property
-    def domain(self) -> str:
-        address = parseaddr(self.from_address)[1]
-        return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
-
-    @property
-    def envelope_from(self) -> str:
-        return parseaddr(self.from_address)[1]
 
 
 @dataclass(frozen=True, slots=True)

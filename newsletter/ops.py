@@ -14,9 +14,11 @@ from urllib.parse import urlsplit
 
 import sqlite_utils
 
-from newsletter.config import DEFAULT_CONFIG_NAME, RetentionSettings, Settings
-from newsletter.db import DatabaseMissing, open_database, schema_version, write_transaction
-from newsletter.store import iso
+from newsletter.config import DEFAULT_CONFIG_NAME
+from newsletter.dates import iso
+from newsletter.db import open_database, schema_version, write_transaction
+from newsletter.errors import DatabaseMissing
+from newsletter.settings import RetentionSettings, Settings
 from newsletter.subscribers import delete_stale_signups
 
 # --- retention --------------------------------------------------------------------------------------------------
@@ -322,7 +324,8 @@ def _check_templates(settings: Settings, diagnosis: Diagnosis) -> None:
 
 
 def _check_jobs(settings: Settings, diagnosis: Diagnosis) -> None:
-    from newsletter.jobs import JobError, load_jobs
+    from newsletter.errors import JobError
+    from newsletter.jobs import load_jobs
 
     try:
         jobs = load_jobs(settings.jobs_dir, settings.timezone)

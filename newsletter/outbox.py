@@ -14,35 +14,18 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
-from newsletter.config import Settings
+from newsletter.dates import iso
 from newsletter.db import open_database, write_transaction
-from newsletter.deliver import (
-    DeliveryReport,
-    Progress,
-    SmtpSettings,
-    Variant,
-    create_ledger,
-    deliver,
-    send_single,
-)
+from newsletter.deliver import DeliveryReport, Progress, Variant, create_ledger, deliver, send_single
 from newsletter.devsmtp import EmbeddedSMTPServer
 from newsletter.editions import Edition, load_edition
+from newsletter.errors import SendError, SubscriberError
 from newsletter.message import MessageTemplate, Recipient, new_message_id, personalise_html
 from newsletter.preferences import Preferences
 from newsletter.render import RenderedEmail, Renderer, RenderSettings
-from newsletter.store import iso
-from newsletter.subscribers import (
-    CONFIRMATION_DAYS,
-    Subscriber,
-    SubscriberError,
-    find_subscriber,
-    normalise_email,
-)
+from newsletter.settings import Settings, SmtpSettings
+from newsletter.subscribers import CONFIRMATION_DAYS, Subscriber, find_subscriber, normalise_email
 from newsletter.tokens import Links, Tokens, site_secret
-
-
-class SendError(RuntimeError):
-    """The send cannot start (unknown edition, bad segment...); the message says why."""
 
 
 def renderer(settings: Settings) -> Renderer:

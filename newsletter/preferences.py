@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from newsletter.editions import EditionPaper, Section
+from newsletter.errors import PreferenceError
 from newsletter.taxonomy import canonical_category, closest_category
 
 FREQUENCIES = ("weekly", "daily")
@@ -62,10 +63,6 @@ CATEGORY_NAMES = {
     "stat.ME": "Statistics methodology",
     "stat.ML": "Machine learning (statistics)",
 }
-
-
-class PreferenceError(ValueError):
-    """A choice that cannot be stored; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from markdown_it import MarkdownIt
 from mjml import mjml2html
 
 from newsletter.editions import Edition, EditionPaper, Section
+from newsletter.errors import RenderError
 
 # Gmail clips HTML past ~102 KB; personalisation adds a few hundred bytes, so compile to less.
 CLIP_LIMIT = 102_000
@@ -43,10 +44,6 @@ def templates_dir() -> Path:
     if checkout.is_dir():
         return checkout
     return Path(__file__).resolve().parent / "_templates"  # where a wheel installs them
-
-
-class RenderError(RuntimeError):
-    """A template or the MJML compiler failed: a bug or a broken template, never bad feed text."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from newsletter.config import Settings
 from newsletter.db import check_writable, open_database
 from newsletter.jobs import Job, JobRunner, last_scheduled_run, load_jobs, missed_run
+from newsletter.settings import Settings
 
 log = logging.getLogger(__name__)
 

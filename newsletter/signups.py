@@ -24,14 +24,13 @@ from datetime import UTC, datetime, timedelta
 
 import sqlite_utils
 
-from newsletter.config import Settings
+from newsletter.dates import iso
 from newsletter.db import open_database, write_transaction
-from newsletter.deliver import ServerUnavailable
+from newsletter.errors import ServerUnavailable, SubscriberError
 from newsletter.outbox import send_signup_email
 from newsletter.preferences import Preferences
-from newsletter.store import iso
+from newsletter.settings import Settings
 from newsletter.subscribers import (
-    SubscriberError,
     confirmation_not_sent,
     decide_subscription,
     get_subscriber,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlite_utils
 
 from newsletter import ids
+from newsletter.dates import iso
 from newsletter.models import Paper
 
 _LOOKUP_CHUNK = 500
@@ -36,12 +37,6 @@ class StoreCounts:
     updated: int = 0
     duplicates: int = 0
     revisions: int = 0  # replace announcements of papers never seen before: stored, neither new nor updated
-
-
-def iso(moment: datetime | None) -> str | None:
-    """Timestamps are stored as ISO 8601 text with microseconds, always in the same shape, so that
-    comparing the strings compares the moments (all are UTC)."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds") if moment else None
 
 
 def key_rank(key: str) -> int:

@@ -25,9 +25,10 @@ from typing import Any, BinaryIO, TextIO
 import sqlite_utils
 from email_validator import EmailNotValidError, validate_email
 
+from newsletter.dates import iso
 from newsletter.db import write_transaction
+from newsletter.errors import SubscriberError
 from newsletter.preferences import Preferences
-from newsletter.store import iso
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
 MAX_NAME_LENGTH = 100
@@ -39,10 +40,6 @@ CONFIRMATION_INTERVAL = timedelta(minutes=10)
 CONFIRMATION_DAYS = 7
 PENDING_KEPT = timedelta(days=CONFIRMATION_DAYS + 7)
 IMPORT_BATCH = 5000
-
-
-class SubscriberError(ValueError):
-    """Input that cannot become a subscriber; the message says why."""
 
 
 @dataclass(slots=True)

@@ -20,12 +20,9 @@ import sqlite_utils
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from newsletter.db import write_transaction
+from newsletter.errors import InvalidToken
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
-
-
-class InvalidToken(ValueError):
-    """A token that was forged, altered, made for something else, or has expired."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter.db import BUSY_TIMEOUT_MS, DatabaseMissing, DatabaseReadOnly, DatabaseUnusable
-
-FAILURE = 1
-USAGE = 2
-INTERRUPTED = 130
+from newsletter.db import BUSY_TIMEOUT_MS
+from newsletter.errors import FAILURE, USAGE, DatabaseMissing, DatabaseReadOnly, DatabaseUnusable
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ import pytest
 import sqlite_utils
 
 from newsletter.db import open_database
-from newsletter.fetch import Fetcher, FetchSettings
+from newsletter.fetch import Fetcher
+from newsletter.settings import FetchSettings
 from tests.support.feedserver import FeedServer
 from tests.support.smtpserver import ScriptedSMTPServer
 

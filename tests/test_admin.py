@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from newsletter.config import Settings, load_settings
+from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
+from newsletter.settings import Settings
 from newsletter.subscribers import add_subscriber, import_rows
 from newsletter.tokens import Tokens
 from newsletter.web import create_app, sessions

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from newsletter.db import open_database
-from newsletter.editions import DigestSettings, build_edition
+from newsletter.editions import build_edition
 from newsletter.outbox import create_one_off, send_edition, send_test_copy
+from newsletter.settings import DigestSettings
 from newsletter.web import create_app
 from tests.support.webserver import RunningApp
 from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings, subscribe

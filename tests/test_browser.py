@@ -14,11 +14,12 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
-from newsletter.editions import DigestSettings, build_edition
+from newsletter.editions import build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.outbox import send_edition
 from newsletter.samples import sample_sources
+from newsletter.settings import DigestSettings
 from newsletter.subscribers import find_subscriber
 from newsletter.web import create_app
 from newsletter.web.security import hash_password

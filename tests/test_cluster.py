@@ -15,7 +15,7 @@ from newsletter.cluster import (
     cluster_documents,
     score_paper,
 )
-from newsletter.editions import EngineUnavailable
+from newsletter.errors import EngineUnavailable
 from newsletter.samples import ARXIV_SAMPLE
 from newsletter.sources import arxiv_rss
 

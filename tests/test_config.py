@@ -14,10 +14,10 @@ from newsletter.config import (
     OTHER_VARIABLES,
     SCHEMA,
     SOURCE_KEYS,
-    ConfigError,
     load_settings,
     write_default_config,
 )
+from newsletter.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -374,10 +374,13 @@ def test_every_key_reaches_its_settings_field_or_is_read_by_name():
     """A key added to SCHEMA without its field would be silently dropped by config._fill."""
     from dataclasses import fields
 
-    from newsletter.config import RetentionSettings, WebSettings
-    from newsletter.deliver import SmtpSettings
-    from newsletter.editions import DigestSettings
-    from newsletter.fetch import FetchSettings
+    from newsletter.settings import (
+        DigestSettings,
+        FetchSettings,
+        RetentionSettings,
+        SmtpSettings,
+        WebSettings,
+    )
 
     read_by_name = {
         "fetch": {"workers", "contact"},

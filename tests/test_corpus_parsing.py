@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from newsletter.errors import SourceError
 from newsletter.models import AnnounceType
 from newsletter.sources import arxiv_api, arxiv_rss, feed, hf_daily
-from newsletter.sources.base import SourceError
 
 ARXIV_RSS = "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml"
 

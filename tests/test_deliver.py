@@ -19,12 +19,14 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.deliver import ledger_counts
-from newsletter.editions import DigestSettings, build_edition
+from newsletter.editions import build_edition
+from newsletter.errors import SubscriberError
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.outbox import create_one_off, send_edition, send_test_copy
 from newsletter.samples import sample_sources
-from newsletter.subscribers import SubscriberError, add_subscriber, import_csv, set_status
+from newsletter.settings import DigestSettings
+from newsletter.subscribers import add_subscriber, import_csv, set_status
 from tests.support.smtpserver import ScriptedSMTPServer
 
 MONDAY = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)

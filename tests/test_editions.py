@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from newsletter.editions import DigestSettings, build_edition, load_edition
+from newsletter.dates import iso
+from newsletter.editions import build_edition, load_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.samples import sample_sources
-from newsletter.sources import SourceConfig
-from newsletter.store import iso
+from newsletter.settings import DigestSettings, SourceConfig
 from tests.support.feedserver import file_reply
 
 MONDAY = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)

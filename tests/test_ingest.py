@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from newsletter.fetch import Fetcher, FetchSettings
+from newsletter.dates import iso
+from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
-from newsletter.sources import SourceConfig
+from newsletter.settings import FetchSettings, SourceConfig
 from newsletter.sources import arxiv_rss as arxiv_rss_module
-from newsletter.store import iso
 from tests.support.feedserver import Reply, file_reply
 
 MONDAY = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)

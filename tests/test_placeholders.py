@@ -23,13 +23,14 @@ import httpx
 import pytest
 
 from newsletter.db import open_database
-from newsletter.editions import DigestSettings, Edition, build_edition, load_edition
+from newsletter.editions import Edition, build_edition, load_edition
+from newsletter.errors import RenderError
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
-from newsletter.message import MessageTemplate, Recipient, Sender
+from newsletter.message import MessageTemplate, Recipient
 from newsletter.outbox import create_one_off, send_edition
-from newsletter.render import Renderer, RenderError, RenderSettings
-from newsletter.sources import SourceConfig
+from newsletter.render import Renderer, RenderSettings
+from newsletter.settings import DigestSettings, Sender, SourceConfig
 from newsletter.subscribers import add_subscriber
 from newsletter.tokens import Tokens
 from newsletter.web import create_app

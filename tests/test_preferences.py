@@ -9,9 +9,11 @@ from datetime import timedelta
 import pytest
 
 from newsletter.db import open_database
-from newsletter.editions import DigestSettings, EditionPaper, Section, build_edition, load_edition
+from newsletter.editions import EditionPaper, Section, build_edition, load_edition
+from newsletter.errors import PreferenceError
 from newsletter.outbox import send_edition
-from newsletter.preferences import PreferenceError, Preferences
+from newsletter.preferences import Preferences
+from newsletter.settings import DigestSettings
 from newsletter.subscribers import add_subscriber
 from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings
 

@@ -7,8 +7,10 @@ import email.policy
 
 import pytest
 
-from newsletter.message import MessageError, MessageTemplate, Recipient, Sender, address_header
+from newsletter.errors import MessageError
+from newsletter.message import MessageTemplate, Recipient, address_header
 from newsletter.render import Renderer, RenderSettings, ascii_html, new_markers
+from newsletter.settings import Sender
 
 SETTINGS = RenderSettings(newsletter_name="Research Digest", base_url="https://news.example.org")
 SENDER = Sender(from_address="Research Digest <digest@example.org>", list_id="<digest.example.org>")

@@ -18,16 +18,8 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.db import open_database
-from newsletter.jobs import (
-    Job,
-    JobError,
-    JobRunner,
-    default_jobs_dir,
-    load_job,
-    load_jobs,
-    missed_run,
-    period_of,
-)
+from newsletter.errors import JobError
+from newsletter.jobs import Job, JobRunner, default_jobs_dir, load_job, load_jobs, missed_run, period_of
 from newsletter.scheduler import Scheduler
 from tests.test_deliver import edition_with_sample_papers, make_settings, subscribe
 
@@ -338,9 +330,10 @@ def test_doctor_against_a_real_server_with_and_without_auth(tmp_path):
 
 
 def test_retention_prunes_old_things_and_keeps_editions(tmp_path, smtp_server):
-    from newsletter.config import RetentionSettings
+    from newsletter.errors import SendError
     from newsletter.ops import prune
-    from newsletter.outbox import SendError, send_edition
+    from newsletter.outbox import send_edition
+    from newsletter.settings import RetentionSettings
 
     settings = make_settings(tmp_path, smtp_server.port)
     edition_id = edition_with_sample_papers(settings)

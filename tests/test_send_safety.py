@@ -20,8 +20,10 @@ import pytest
 
 from newsletter import locks
 from newsletter.db import open_database
-from newsletter.deliver import SendInProgress, recover
+from newsletter.deliver import recover
+from newsletter.errors import LockLost, SendInProgress
 from newsletter.jobs import Job, JobRunner
+from newsletter.locks import LockHeld
 from newsletter.outbox import send_edition
 from tests.support.smtpserver import ScriptedSMTPServer
 from tests.test_cli import run
@@ -58,7 +60,7 @@ def test_a_lock_belongs_to_one_acquisition_not_to_a_process(tmp_path):
     db = open_database(tmp_path / "news.db")
     try:
         first = locks.acquire(db, "job_locks", "digest")
-        with pytest.raises(locks.LockHeld) as refused:
+        with pytest.raises(LockHeld) as refused:
             locks.acquire(db, "job_locks", "digest")  # same process, another run
         assert refused.value.this_process and "this process (another run)" in str(refused.value)
         locks.release(db, first)
@@ -85,7 +87,7 @@ def test_a_lock_belongs_to_one_acquisition_not_to_a_process(tmp_path):
                     "INSERT INTO job_locks (job, host, pid, owner, acquired_at) VALUES ('digest', ?, ?, 'x', '')",
                     [socket.gethostname(), other.pid],
                 )
-                with pytest.raises(locks.LockHeld, match=f"process {other.pid} on"):
+                with pytest.raises(LockHeld, match=f"process {other.pid} on"):
                     locks.acquire(db, "job_locks", "digest")
             finally:
                 other.kill()
@@ -103,7 +105,7 @@ def test_recovering_an_edition_needs_its_send_lock(tmp_path):
         lock = locks.acquire(db, "send_locks", 7)
         locks.release(db, lock)
         taken = locks.acquire(db, "send_locks", 7)  # another run holds it now
-        with pytest.raises(locks.LockLost):
+        with pytest.raises(LockLost):
             recover(db, 7, lock)
         assert recover(db, 7, taken) == []
         locks.release(db, taken)

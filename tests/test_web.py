@@ -14,7 +14,7 @@ from newsletter.db import open_database
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.outbox import preview_html, send_edition
-from newsletter.sources import SourceConfig
+from newsletter.settings import SourceConfig
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from tests.support.browser import Browser, screenshot_dir
@@ -111,7 +111,8 @@ def test_unsubscribed_between_two_editions_gets_only_the_first(tmp_path, sent, s
     db = open_database(settings.database)
     from datetime import timedelta
 
-    from newsletter.editions import DigestSettings, build_edition
+    from newsletter.editions import build_edition
+    from newsletter.settings import DigestSettings
 
     second = build_edition(
         db, DigestSettings(), since=MONDAY - timedelta(hours=1), until=MONDAY + timedelta(hours=1)
@@ -180,7 +181,8 @@ def test_hostile_paper_text_is_inert_in_the_email_and_the_archive(tmp_path, smtp
         run_ingest(db, [SourceConfig(name="hostile", kind="arxiv_rss", url=url)], fetcher, now=MONDAY)
     from datetime import timedelta
 
-    from newsletter.editions import DigestSettings, build_edition
+    from newsletter.editions import build_edition
+    from newsletter.settings import DigestSettings
 
     # Ingest already strips markup; text that reached the database some other way must be escaped too.
     db.execute(

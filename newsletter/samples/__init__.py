@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.sources.base import SourceConfig
+from newsletter.settings import SourceConfig
 
 SAMPLE_DIR = Path(__file__).resolve().parent
 ARXIV_SAMPLE = SAMPLE_DIR / "arxiv_sample.xml"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from newsletter.errors import SourceError
+from newsletter.settings import SourceConfig
 from newsletter.sources import arxiv_api, arxiv_rss, feed, hf_daily
-from newsletter.sources.base import Collected, Collector, SourceConfig, SourceError, SourceState
+from newsletter.sources.base import Collected, Collector, SourceState
 
 KINDS: dict[str, Collector] = {
     "arxiv_rss": arxiv_rss.collect,

@@ -14,14 +14,14 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 from newsletter import ids
+from newsletter.errors import SourceError
 from newsletter.fetch import Document, Fetcher, FetchError
 from newsletter.models import Paper, ParsedFeed
+from newsletter.settings import SourceConfig
 from newsletter.sources.base import (
     NO_PROGRESS,
     Collected,
     Progress,
-    SourceConfig,
-    SourceError,
     SourceState,
     XmlStream,
     check_body,

@@ -15,29 +15,12 @@ from urllib.parse import urlsplit
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
+from newsletter.errors import SourceError
 from newsletter.fetch import Document, Fetcher, describe_body, looks_like_html
 from newsletter.models import Paper, ParsedFeed
+from newsletter.settings import SourceConfig
 
 Entry = TypeVar("Entry")
-
-
-class SourceError(Exception):
-    """The source as a whole produced nothing usable (an error feed, an HTML page, broken XML...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    name: str
-    kind: str
-    url: str
-    categories: tuple[str, ...] = ()
-    query: str | None = None
-    id_list: tuple[str, ...] = ()
-    page_size: int = 100
-    max_results: int = 1000
-    lookback_days: float | None = None
-    min_interval: float = 0.0
-    enabled: bool = True
 
 
 @dataclass(slots=True)

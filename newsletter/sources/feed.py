@@ -16,15 +16,10 @@ from typing import Any
 import feedparser
 
 from newsletter import ids
+from newsletter.errors import SourceError
 from newsletter.fetch import Document
 from newsletter.models import Paper, ParsedFeed
-from newsletter.sources.base import (
-    SourceError,
-    document_collector,
-    read_entries,
-    safe_url,
-    unique,
-)
+from newsletter.sources.base import document_collector, read_entries, safe_url, unique
 from newsletter.sources.pieces import feed_pieces
 from newsletter.text import clean_authors, clean_text, html_to_text, split_authors
 

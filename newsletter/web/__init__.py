@@ -22,11 +22,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from newsletter import logs
-from newsletter.config import Settings
+from newsletter.errors import ServeError
+from newsletter.settings import Settings
 from newsletter.web import admin, public
 from newsletter.web.pages import Site
 from newsletter.web.security import BodyLimit, SecurityHeaders, SlashRedirect
-from newsletter.web.server import Listener, ServeError, listen, port_mismatch, run
+from newsletter.web.server import Listener, listen, port_mismatch, run
 
 log = logging.getLogger(__name__)
 

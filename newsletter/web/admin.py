@@ -20,13 +20,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import outbox
-from newsletter.deliver import SendInProgress, ServerUnavailable
-from newsletter.editions import EditionNotFound, load_edition, public_among
+from newsletter.editions import load_edition, public_among
+from newsletter.errors import EditionNotFound, SendError, SendInProgress, ServerUnavailable, SubscriberError
 from newsletter.ops import delivery_summaries
 from newsletter.subscribers import (
     STATUSES,
     Subscriber,
-    SubscriberError,
     add_subscriber,
     count_subscribers,
     get_subscriber,
@@ -295,7 +294,7 @@ class Admin:
             reply = await anyio.to_thread.run_sync(
                 outbox.send_test_copy, self.site.settings, edition_id, address
             )
-        except (outbox.SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+        except (SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
             return await self.editions(request, error=f"The test copy was not sent: {exc}", status_code=400)
         return await self.editions(
             request, notice=f"Test copy of edition {edition_id} sent to {address} ({reply})."
@@ -315,7 +314,7 @@ class Admin:
                 values["body"],
                 values["segment"].strip() or "all",
             )
-        except outbox.SendError as exc:
+        except SendError as exc:
             return self.site.page(request, "web/admin/send.html.j2", 400, error=str(exc), form=values)
         # The send runs beside the web app; the editions page shows its progress from the ledger.
         thread = threading.Thread(
@@ -330,7 +329,7 @@ class Admin:
             report = outbox.send_edition(self.site.settings, edition_id)
             if report.stopped:
                 log.error("edition %s stopped: %s", edition_id, report.stopped)
-        except (SendInProgress, outbox.SendError) as exc:
+        except (SendInProgress, SendError) as exc:
             log.error("edition %s was not sent: %s", edition_id, exc)
         except Exception:
             log.exception("sending edition %s failed", edition_id)

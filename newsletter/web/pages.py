@@ -14,14 +14,15 @@ import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from newsletter.config import Settings
+from newsletter.dates import iso
 from newsletter.db import check_writable, open_database
+from newsletter.errors import InvalidToken
 from newsletter.preferences import CATEGORY_NAMES
 from newsletter.render import templates_dir
-from newsletter.store import iso
+from newsletter.settings import Settings
 from newsletter.subscribers import Subscriber, get_subscriber
 from newsletter.taxonomy import is_category
-from newsletter.tokens import InvalidToken, Links, Tokens, TokenSubject, site_secret
+from newsletter.tokens import Links, Tokens, TokenSubject, site_secret
 from newsletter.web.security import csrf_token, csrf_valid
 
 T = TypeVar("T")

@@ -14,20 +14,14 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.editions import (
-    Edition,
-    EditionNotFound,
-    PublishedEdition,
-    load_published_edition,
-    published_editions,
-)
-from newsletter.preferences import EMPTY_DIGEST, PreferenceError, Preferences, parse_list
+from newsletter.editions import Edition, PublishedEdition, load_published_edition, published_editions
+from newsletter.errors import EditionNotFound, PreferenceError, SubscriberError
+from newsletter.preferences import EMPTY_DIGEST, Preferences, parse_list
 from newsletter.render import markdown_html, paper_view
 from newsletter.signups import SignupRequest, SignupSender, enqueue
 from newsletter.subscribers import (
     CONFIRMATION_DAYS,
     Subscriber,
-    SubscriberError,
     confirm,
     link_predates_unsubscribe,
     set_preferences,

@@ -31,7 +31,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.utils import get_remote_addr
 
-from newsletter.config import WebSettings
+from newsletter.errors import ServeError
+from newsletter.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,6 @@ RESERVED_FILES = 100
 # Connections waiting to be accepted. asyncio accepts up to this many at once before any is looked at (and
 # refused), so it also counts against the open files.
 BACKLOG = 128
-
-
-class ServeError(Exception):
-    """The web app cannot start; ``exit_code`` is 2 for a wrong address or port, 1 for a runtime failure."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlite_utils
 
+from newsletter.dates import iso
 from newsletter.db import write_transaction
-from newsletter.store import iso
 
 SESSION_LIFETIME = timedelta(hours=8)  # idle time after which a session ends
 # An active session's expiry moves forward at most this often: one write per few minutes, not per request.
