@@ -21,7 +21,8 @@ import sqlite_utils
 
 from newsletter.dates import iso
 from newsletter.db import write_transaction
-from newsletter.fetch import Fetcher, FetchError
+from newsletter.fetch import Fetcher
+from newsletter.fetched import FetchError
 from newsletter.settings import SourceConfig
 from newsletter.sources import KINDS, Collected, SourceError, SourceState
 from newsletter.store import store_papers

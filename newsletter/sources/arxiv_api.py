@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from newsletter import ids
 from newsletter.errors import SourceError
-from newsletter.fetch import Document, Fetcher, FetchError
+from newsletter.fetched import Document, FetchError
 from newsletter.models import Paper, ParsedFeed
 from newsletter.settings import SourceConfig
 from newsletter.sources.base import (
@@ -31,6 +32,9 @@ from newsletter.sources.base import (
     unique,
 )
 from newsletter.text import clean_authors, clean_text
+
+if TYPE_CHECKING:  # only its get() is called: the sources load without the HTTP client
+    from newsletter.fetch import Fetcher
 
 DEFAULT_URL = "https://export.arxiv.org/api/query"
 DEFAULT_INTERVAL = 3.0

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 from newsletter import ids
 from newsletter.errors import SourceError
-from newsletter.fetch import Document
+from newsletter.fetched import Document
 from newsletter.models import AnnounceType, Paper, ParsedFeed
 from newsletter.sources.base import XmlStream, document_collector, parse_date, read_entries, safe_url, unique
 from newsletter.text import clean_authors, clean_text, split_authors

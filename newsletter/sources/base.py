@@ -9,16 +9,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
 from newsletter.errors import SourceError
-from newsletter.fetch import Document, Fetcher, describe_body, looks_like_html
+from newsletter.fetched import Document, describe_body, looks_like_html
 from newsletter.models import Paper, ParsedFeed
 from newsletter.settings import SourceConfig
+
+if TYPE_CHECKING:  # collectors only call its get(): the sources load without the HTTP client
+    from newsletter.fetch import Fetcher
 
 Entry = TypeVar("Entry")
 
@@ -116,7 +119,7 @@ def _expat_reason(exc: ET.ParseError) -> str:
 
 
 Parser = Callable[[bytes, Document], ParsedFeed]
-Collector = Callable[[SourceConfig, Fetcher, SourceState, Progress], Collected]
+Collector = Callable[[SourceConfig, "Fetcher", SourceState, Progress], Collected]
 
 
 def document_collector(parse: Parser, *, expected: str, accept: str) -> Collector:

@@ -17,7 +17,7 @@ import feedparser
 
 from newsletter import ids
 from newsletter.errors import SourceError
-from newsletter.fetch import Document
+from newsletter.fetched import Document
 from newsletter.models import Paper, ParsedFeed
 from newsletter.sources.base import document_collector, read_entries, safe_url, unique
 from newsletter.sources.pieces import feed_pieces

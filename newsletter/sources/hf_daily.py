@@ -11,7 +11,7 @@ from typing import Any
 
 from newsletter import ids
 from newsletter.errors import SourceError
-from newsletter.fetch import Document
+from newsletter.fetched import Document
 from newsletter.models import Paper, ParsedFeed
 from newsletter.sources.base import document_collector, parse_date, read_entries, safe_url
 from newsletter.text import clean_authors, clean_text
