@@ -31,13 +31,13 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
 from newsletter.errors import EngineUnavailable
+from newsletter.settings import ENGINES
 
 SEED = 0
 MIN_AVERAGE_SECTION = 6  # papers per section on average, at the most topics allowed
 SILHOUETTE_SAMPLE = 3000  # silhouette is quadratic: judged on a fixed sample of large editions
 SELECTION_SAMPLE = 6000  # and k itself is chosen on a sample, then fitted on everything
 OTHER_LABEL = "Other papers"
-ENGINES = ("tfidf", "embeddings")  # the configuration checks these names without importing this module
 
 # Words that say "this is a paper", not what it is about.
 GENERIC_RESEARCH_WORDS = frozenset(
