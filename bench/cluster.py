@@ -27,13 +27,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # noqa: E402
 from sklearn.preprocessing import normalize  # noqa: E402
 
-from newsletter.cluster import Document, cluster_documents  # noqa: E402
+from newsletter.cluster import PaperText, cluster_documents  # noqa: E402
 from newsletter.sources import arxiv_rss  # noqa: E402
 
 FEED_NAME = corpus.WEEK
 
 
-def reference_labels(documents: list[Document], k: int) -> np.ndarray:
+def reference_labels(documents: list[PaperText], k: int) -> np.ndarray:
     """The textbook pipeline the issue quotes: TF-IDF (uni+bigrams, sublinear) -> LSA(200) -> k-means."""
     texts = [f"{d.title} {d.abstract}" for d in documents]
     tfidf = TfidfVectorizer(
@@ -68,7 +68,7 @@ def main() -> int:
     if path is None:
         return 2
     papers = arxiv_rss.parse(path.read_bytes()).papers
-    documents = [Document(p.arxiv_id or p.title, p.title, p.abstract) for p in papers]  # no categories
+    documents = [PaperText(p.arxiv_id or p.title, p.title, p.abstract) for p in papers]  # no categories
     primary = [p.primary_category or "" for p in papers]
     archive = [category.split(".")[0] for category in primary]
     print(

@@ -32,8 +32,9 @@ from rich.progress import (
 from rich.table import Table
 
 from newsletter import __version__, logs, outbox, samples, trouble
-from newsletter.config import DEFAULT_CONFIG_NAME, load_settings, write_default_config
+from newsletter.config import DEFAULT_CONFIG_NAME, load_settings
 from newsletter.db import open_database
+from newsletter.default_config import write_default_config
 from newsletter.deliver import DeliveryReport
 from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
 from newsletter.editions import Edition, EditionPaper, build_edition
@@ -305,7 +306,7 @@ def _fetch(settings: Settings, sources: Sequence[SourceConfig]) -> list[SourceRe
     db = open_db(settings)
     try:
         with Fetcher(settings.fetch) as fetcher, _RichProgress() as progress:
-            return run_ingest(db, sources, fetcher, workers=settings.workers, progress=progress)
+            return run_ingest(db, sources, fetcher, workers=settings.fetch.workers, progress=progress)
     finally:
         db.close()
 
@@ -956,7 +957,7 @@ def jobs_list(app: AppContext) -> None:
 
     settings = app.settings
     try:
-        defined = load_jobs(settings.jobs_dir, settings.timezone)
+        defined = load_jobs(settings.scheduler.jobs_dir, settings.timezone)
     except JobError as exc:
         fail(str(exc), code=USAGE)
     db = open_db(settings, create=False)
@@ -965,7 +966,7 @@ def jobs_list(app: AppContext) -> None:
     finally:
         db.close()
     console.print(schedule_table(defined, runs))
-    console.print(f"[dim]from {escape(str(settings.jobs_dir))}[/]")
+    console.print(f"[dim]from {escape(str(settings.scheduler.jobs_dir))}[/]")
 
 
 def schedule_table(defined: Sequence[Job], runs: list[dict[str, Any]], title: str | None = None) -> Table:
@@ -1003,7 +1004,7 @@ def jobs_run(app: AppContext, name: str) -> None:
 
     settings = app.settings
     try:
-        defined = {job.name: job for job in load_jobs(settings.jobs_dir, settings.timezone)}
+        defined = {job.name: job for job in load_jobs(settings.scheduler.jobs_dir, settings.timezone)}
     except JobError as exc:
         fail(str(exc), code=USAGE)
     if name not in defined:
@@ -1066,7 +1067,7 @@ def status_command(app: AppContext) -> None:
     subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)
     console.print(f"subscribers: {subscribers_by_status}")
     try:
-        defined = load_jobs(settings.jobs_dir, settings.timezone)
+        defined = load_jobs(settings.scheduler.jobs_dir, settings.timezone)
     except JobError as exc:
         console.print(f"[red]jobs: {escape(str(exc))}[/]")
         return

@@ -31,13 +31,13 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
 from newsletter.errors import EngineUnavailable
+from newsletter.settings import ENGINES
 
 SEED = 0
 MIN_AVERAGE_SECTION = 6  # papers per section on average, at the most topics allowed
 SILHOUETTE_SAMPLE = 3000  # silhouette is quadratic: judged on a fixed sample of large editions
 SELECTION_SAMPLE = 6000  # and k itself is chosen on a sample, then fitted on everything
 OTHER_LABEL = "Other papers"
-ENGINES = ("tfidf", "embeddings")  # the configuration checks these names without importing this module
 
 # Words that say "this is a paper", not what it is about.
 GENERIC_RESEARCH_WORDS = frozenset(
@@ -76,7 +76,7 @@ TOKEN_PATTERN = r"(?u)\b[^\W\d_]\w+(?:-\w+)*\b"
 
 
 @dataclass(frozen=True, slots=True)
-class Document:
+class PaperText:
     """What the clusterer sees of a paper: an id to give back, its title and its abstract."""
 
     id: str
@@ -107,7 +107,7 @@ class Clustering:
 
 
 def cluster_documents(
-    documents: Sequence[Document],
+    documents: Sequence[PaperText],
     *,
     topics: int | None = None,
     min_topics: int = 4,
@@ -156,7 +156,7 @@ def cluster_documents(
 # --- vectors --------------------------------------------------------------------------------------------
 
 
-def _term_counts(documents: Sequence[Document]) -> tuple[sparse.csr_matrix, np.ndarray]:
+def _term_counts(documents: Sequence[PaperText]) -> tuple[sparse.csr_matrix, np.ndarray]:
     vectorizer = CountVectorizer(
         ngram_range=(1, 3),
         stop_words=sorted(STOP_WORDS),
@@ -260,7 +260,7 @@ def _groups(
 
 
 def _finish(
-    ordered: Sequence[Document],
+    ordered: Sequence[PaperText],
     order: list[int],
     groups: list[list[int]],
     closeness: list[list[float]],
@@ -296,7 +296,7 @@ def _finish(
 
 
 def _keywords(
-    counts: sparse.csr_matrix, vocabulary: np.ndarray, groups: list[list[int]], documents: Sequence[Document]
+    counts: sparse.csr_matrix, vocabulary: np.ndarray, groups: list[list[int]], documents: Sequence[PaperText]
 ) -> list[list[str]]:
     """Class-based TF-IDF: a term's weight in a section against how common it is in all sections."""
     if counts.shape[1] == 0:
@@ -389,7 +389,7 @@ def _distinct_terms(terms: list[str], limit: int) -> list[str]:
     return chosen
 
 
-def _surface_forms(terms: list[str], documents: Sequence[Document]) -> list[str]:
+def _surface_forms(terms: list[str], documents: Sequence[PaperText]) -> list[str]:
     """Each term in the spelling the papers use most ("LLMs", "Gaussian splatting")."""
     text = " ".join(f"{doc.title} {doc.abstract}" for doc in documents[:200])
     forms = []

@@ -1,12 +1,19 @@
-"""One configuration key: its type, its default and the values it accepts, checked and never coerced."""
+"""One configuration key: its type, its default and the values it accepts, checked and never coerced.
+
+A key is declared once, on the settings field it fills (``newsletter.settings``), with ``setting(...)``;
+``keys_of`` reads those declarations back as ``Key``s for the reader (``newsletter.config``) and for the
+commented file ``newsletter init`` writes (``newsletter.default_config``).
+"""
 
 from __future__ import annotations
 
 import difflib
 import math
+import types
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -23,6 +30,9 @@ class Key:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     optional: bool = False  # `newsletter init` writes it commented out: unset unless given
+    field_name: str = ""  # the settings field it fills (not always named like the key)
+    comment: tuple[str, ...] = ()  # the lines `newsletter init` writes above it
+    example: Any = None  # what `newsletter init` shows, commented out, for an optional key
 
     def check(self, value: Any) -> Any:
         """``value`` as read from TOML, returned as the setting's type; ValueError says what is wrong."""
@@ -78,6 +88,92 @@ class Key:
         if high is not None and value > high:
             raise ValueError(f"must be at most {_number(high)}, not {value!r}")
         return value
+
+
+class SettingError(ValueError):
+    """A value its key accepts that its table's rules refuse; ``key`` is where the message points."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared:
+    key: str | None
+    in_file: Any
+    minimum: float | None
+    maximum: float | None
+    choices: tuple[str, ...]
+    comment: tuple[str, ...]
+    example: Any
+
+
+_DECLARED = "newsletter.config_keys"
+
+
+def setting(
+    default: Any = MISSING,
+    *comment: str,
+    key: str | None = None,
+    in_file: Any = MISSING,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    example: Any = MISSING,
+) -> Any:
+    """A settings field that is a key of the configuration file, named like the field unless ``key`` says.
+
+    ``default`` is the field's default, and the key's unless ``in_file`` gives the value that stands for it
+    in the file (``topics = 0`` for "chosen from the data"); a path is written as text. ``comment`` holds
+    the lines written above the key. With an ``example`` the key is optional: written commented out with
+    that value, unset unless given. The key's type is the field's annotation (``X | None`` counts as ``X``)."""
+    declared = _Declared(key, in_file, minimum, maximum, choices, comment, example)
+    if default is MISSING:
+        return field(metadata={_DECLARED: declared})
+    return field(default=default, metadata={_DECLARED: declared})
+
+
+def keys_of(cls: type) -> dict[str, Key]:
+    """The keys declared by the fields of the dataclass ``cls``, in field order, by their name in the file."""
+    hints = get_type_hints(cls)
+    keys: dict[str, Key] = {}
+    for declared_field in fields(cls):
+        declared = declared_field.metadata.get(_DECLARED)
+        if declared is None:
+            continue
+        name = declared.key or declared_field.name
+        keys[name] = Key(
+            _file_type(hints[declared_field.name]),
+            _file_default(declared_field, declared),
+            minimum=declared.minimum,
+            maximum=declared.maximum,
+            choices=declared.choices,
+            optional=declared.example is not MISSING,
+            field_name=declared_field.name,
+            comment=declared.comment,
+            example=None if declared.example is MISSING else declared.example,
+        )
+    return keys
+
+
+def _file_type(hint: Any) -> type:
+    if isinstance(hint, types.UnionType):
+        (hint,) = (arg for arg in get_args(hint) if arg is not type(None))
+    if hint is Path:
+        return str
+    if get_origin(hint) is tuple:
+        return tuple
+    if hint in (str, int, float, bool):
+        return hint
+    raise TypeError(f"a configuration key cannot hold a {hint}")
+
+
+def _file_default(declared_field: Field[Any], declared: _Declared) -> Any:
+    value = declared_field.default if declared.in_file is MISSING else declared.in_file
+    if value is MISSING:
+        return None
+    return str(value) if isinstance(value, Path) else value
 
 
 def closest(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | None:

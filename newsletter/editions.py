@@ -161,10 +161,10 @@ def _sections(papers: list[dict[str, Any]], settings: DigestSettings) -> list[Se
     if not papers:
         return []
     # Imported here: scikit-learn and NumPy cost ~110 MB, which sending, serving and fetching never need.
-    from newsletter.cluster import Document, cluster_documents, score_paper
+    from newsletter.cluster import PaperText, cluster_documents, score_paper
 
     clustering = cluster_documents(
-        [Document(id=p["key"], title=p["title"], abstract=p["abstract"] or "") for p in papers],
+        [PaperText(id=p["key"], title=p["title"], abstract=p["abstract"] or "") for p in papers],
         topics=settings.topics,
         min_topics=settings.min_topics,
         max_topics=settings.max_topics,

@@ -3,7 +3,7 @@
 Every one is a ``NewsletterError``; ``exit_code`` follows the README's table ("Exit codes"): a
 ``UsageError`` (2) means the command line, the configuration or the input must change and nothing was
 done; any other (1) means the request was right and something failed while doing it. Errors that carry
-what their module decides (``fetch.FetchError``, ``locks.LockHeld``) live there, in the same tree. The
+what their module decides (``fetched.FetchError``, ``locks.LockHeld``) live there, in the same tree. The
 built-in base each error also has (``ValueError``, ``LookupError``...) says what kind of mistake it is to code that
 does not know this package.
 """

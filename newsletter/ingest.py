@@ -21,9 +21,12 @@ import sqlite_utils
 
 from newsletter.dates import iso
 from newsletter.db import write_transaction
-from newsletter.fetch import Fetcher, FetchError
+from newsletter.errors import SourceError
+from newsletter.fetch import Fetcher
+from newsletter.fetched import FetchError
 from newsletter.settings import SourceConfig
-from newsletter.sources import KINDS, Collected, SourceError, SourceState
+from newsletter.sources import KINDS
+from newsletter.sources.base import Collected, SourceState
 from newsletter.store import store_papers
 
 log = logging.getLogger(__name__)
@@ -104,7 +107,9 @@ def _collect(
     source: SourceConfig, fetcher: Fetcher, state: SourceState, progress: IngestProgress
 ) -> tuple[Collected, float]:
     started = time.perf_counter()
-    collected = KINDS[source.kind](source, fetcher, state, lambda message: progress.step(source, message))
+    collected = KINDS[source.kind].collect(
+        source, fetcher, state, lambda message: progress.step(source, message)
+    )
     return collected, time.perf_counter() - started
 
 

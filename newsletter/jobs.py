@@ -81,13 +81,6 @@ class Job:
             previous, moment = fire, fire.astimezone(UTC) + timedelta(seconds=1)
 
 
-def default_jobs_dir() -> Path:
-    checkout = Path(__file__).resolve().parent.parent / "jobs"
-    if checkout.is_dir():
-        return checkout
-    return Path(__file__).resolve().parent / "_jobs"  # where a wheel installs them
-
-
 def load_jobs(directory: Path, default_timezone: str) -> list[Job]:
     """Every ``*.toml`` job in ``directory``, validated; sorted by name."""
     if not directory.is_dir():
@@ -213,7 +206,7 @@ class JobRunner:
         wanted = job.options.get("sources")
         sources = [s for s in self.settings.sources if (s.name in wanted if wanted else s.enabled)]
         with Fetcher(self.settings.fetch) as fetcher:
-            reports = run_ingest(db, sources, fetcher, workers=self.settings.workers)
+            reports = run_ingest(db, sources, fetcher, workers=self.settings.fetch.workers)
         failed = [r for r in reports if r.failed]
         counts = {
             "sources": len(reports),

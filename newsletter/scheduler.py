@@ -31,14 +31,14 @@ class Scheduler:
     def __init__(self, settings: Settings, *, interrupt: threading.Event | None = None) -> None:
         self.settings = settings
         self.interrupt = interrupt or threading.Event()
-        self.jobs = [job for job in load_jobs(settings.jobs_dir, settings.timezone) if job.enabled]
+        self.jobs = [job for job in load_jobs(settings.scheduler.jobs_dir, settings.timezone) if job.enabled]
         self.runner = JobRunner(settings, self.interrupt)
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=max(2, len(self.jobs)))},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
-                "misfire_grace_time": int(settings.misfire_grace_time),
+                "misfire_grace_time": int(settings.scheduler.misfire_grace_time),
             },
             timezone=settings.timezone,
         )
@@ -86,7 +86,7 @@ class Scheduler:
         if scheduled_for is None:
             # APScheduler does not say which fire time a run is for: the latest one due, even when late.
             now = datetime.now(UTC)
-            due = job.fire_times(now - timedelta(seconds=self.settings.misfire_grace_time), now)
+            due = job.fire_times(now - timedelta(seconds=self.settings.scheduler.misfire_grace_time), now)
             scheduled_for = due[-1] if due else now
         self.runner.run(job, scheduled_for)
 
@@ -97,7 +97,7 @@ class Scheduler:
             last = {job.name: last_scheduled_run(db, job.name) for job in self.jobs}
         finally:
             db.close()
-        grace = self.settings.misfire_grace_time
+        grace = self.settings.scheduler.misfire_grace_time
         missed = [(job, missed_run(job, last[job.name], now, grace)) for job in self.jobs]
         return [(job, when) for job, when in missed if when is not None]
 

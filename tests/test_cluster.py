@@ -11,7 +11,7 @@ from newsletter.cluster import (
     GENERIC_RESEARCH_WORDS,
     OTHER_LABEL,
     STOP_WORDS,
-    Document,
+    PaperText,
     cluster_documents,
     score_paper,
 )
@@ -29,9 +29,9 @@ def theme(arxiv_id: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def sample_documents() -> list[Document]:
+def sample_documents() -> list[PaperText]:
     papers = arxiv_rss.parse(ARXIV_SAMPLE.read_bytes()).papers
-    return [Document(p.arxiv_id, p.title, p.abstract) for p in papers]
+    return [PaperText(p.arxiv_id, p.title, p.abstract) for p in papers]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_sample_themes_are_recovered(sample_documents):
 
 
 def test_labels_are_short_distinct_and_free_of_filler(sample_documents, corpus_papers):
-    documents = [Document(p.arxiv_id, p.title, p.abstract) for p in corpus_papers]
+    documents = [PaperText(p.arxiv_id, p.title, p.abstract) for p in corpus_papers]
     for clustering in (cluster_documents(sample_documents), cluster_documents(documents)):
         labels = [topic.label for topic in clustering.topics]
         assert len({label.casefold() for label in labels}) == len(labels)
@@ -90,7 +90,7 @@ def test_clustering_is_deterministic_and_ignores_input_order(sample_documents):
 
 
 def test_corpus_week_every_paper_in_exactly_one_section(corpus_papers):
-    documents = [Document(p.arxiv_id, p.title, p.abstract) for p in corpus_papers]
+    documents = [PaperText(p.arxiv_id, p.title, p.abstract) for p in corpus_papers]
     automatic = cluster_documents(documents)
     assert 4 <= len(automatic.topics) <= 15
     assert sorted(automatic.candidates) == list(range(4, 16))
@@ -123,7 +123,7 @@ def test_tiny_editions(sample_documents, count):
 
 
 def test_texts_without_any_usable_word_still_form_a_section():
-    documents = [Document(f"x{i}", "The", "and of the") for i in range(3)]
+    documents = [PaperText(f"x{i}", "The", "and of the") for i in range(3)]
     clustering = cluster_documents(documents)
     assert [sorted(t.members) for t in clustering.topics] == [[0, 1, 2]]
     assert clustering.topics[0].label == "Miscellaneous"
@@ -135,7 +135,7 @@ def test_twenty_thousand_papers(corpus_papers):
     for number in range(20_000):
         paper = corpus_papers[number % len(corpus_papers)]
         words = [word for word in paper.abstract.split() if rng.random() > 0.3]
-        documents.append(Document(f"{number:06d}", paper.title, " ".join(words)))
+        documents.append(PaperText(f"{number:06d}", paper.title, " ".join(words)))
     clustering = cluster_documents(documents)
     assert 4 <= len(clustering.topics) <= 15
     assignment(clustering, len(documents))

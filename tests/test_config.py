@@ -5,19 +5,24 @@ import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
-from newsletter.config import (
-    DEFAULT_CONFIG,
-    OTHER_VARIABLES,
-    SCHEMA,
-    SOURCE_KEYS,
-    load_settings,
-    write_default_config,
-)
+from newsletter.config import OTHER_VARIABLES, SCHEMA, SOURCE_KEYS, load_settings
+from newsletter.default_config import DEFAULT_CONFIG, write_default_config
 from newsletter.errors import ConfigError
+from newsletter.settings import (
+    SECTIONS,
+    DigestSettings,
+    FetchSettings,
+    RetentionSettings,
+    SchedulerSettings,
+    Settings,
+    SmtpSettings,
+    WebSettings,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -370,29 +375,36 @@ def test_doctor_names_the_configuration_file_and_the_variables_it_used(tmp_path,
     assert defaults.detail.startswith("the built-in defaults")
 
 
-def test_every_key_reaches_its_settings_field_or_is_read_by_name():
-    """A key added to SCHEMA without its field would be silently dropped by config._fill."""
-    from dataclasses import fields
-
-    from newsletter.settings import (
-        DigestSettings,
-        FetchSettings,
-        RetentionSettings,
-        SmtpSettings,
-        WebSettings,
-    )
-
-    read_by_name = {
-        "fetch": {"workers", "contact"},
-        "smtp": {"from", "reply_to", "list_id", "unsubscribe_mailto"},
-    }
-    types = {
-        "fetch": FetchSettings,
-        "digest": DigestSettings,
-        "web": WebSettings,
-        "smtp": SmtpSettings,
-        "retention": RetentionSettings,
-    }
-    for section, cls in types.items():
-        missing = set(SCHEMA[section]) - {f.name for f in fields(cls)} - read_by_name.get(section, set())
+def test_every_key_reaches_its_settings_field():
+    """A key whose field were missing would be silently dropped by config._fill."""
+    for section, cls in SECTIONS.items():
+        missing = {key.field_name for key in SCHEMA[section].values()} - {f.name for f in fields(cls)}
         assert not missing, f"[{section}] keys without a {cls.__name__} field: {missing}"
+
+
+def test_the_written_file_gives_the_declared_defaults(tmp_path):
+    """What `newsletter init` writes and the defaults of the settings types are one declaration."""
+    path = tmp_path / "newsletter.toml"
+    write_default_config(path)
+    settings = load_settings(path, environ={})
+    assert settings.fetch == FetchSettings()
+    assert settings.digest == DigestSettings()
+    assert settings.web == WebSettings()
+    assert settings.retention == RetentionSettings()
+    assert replace(settings.smtp, maildir=SmtpSettings().maildir) == SmtpSettings()
+    assert settings.smtp.maildir == tmp_path / "data" / "maildir"
+    assert settings.scheduler.misfire_grace_time == SchedulerSettings().misfire_grace_time
+    defaults = {f.name: f.default for f in fields(Settings)}
+    assert (settings.name, settings.timezone) == (defaults["name"], defaults["timezone"])
+    assert settings.database == tmp_path / defaults["database"]
+    assert settings.sender.list_id == "<digest.localhost.localdomain>"
+    written = {
+        (section, name)
+        for section, keys in tomllib.loads(DEFAULT_CONFIG).items()
+        if section != "sources"
+        for name in keys
+    }
+    commented = set(re.findall(r"^# ([a-z_]+) = ", DEFAULT_CONFIG.split("[[sources]]")[0], re.MULTILINE))
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            assert (section, name) in written or (key.optional and name in commented), f"[{section}] {name}"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.fetch import Document, Fetcher, FetchError
+from newsletter.fetch import Fetcher
+from newsletter.fetched import Document, FetchError
 from newsletter.settings import FetchSettings
 from tests.support.feedserver import Reply
 from tests.test_cli import config_with_sources

@@ -39,8 +39,8 @@ def test_wheel_carries_templates_jobs_and_samples_and_runs_from_them(tmp_path):
         "PYTHONPATH": str(target)
     }
     probe = subprocess.run(
-        [sys.executable, "-c", "import newsletter, newsletter.render as r, newsletter.jobs as j; "
-         "print(newsletter.__file__); print(r.templates_dir()); print(j.default_jobs_dir())"],
+        [sys.executable, "-c", "import newsletter, newsletter.render as r, newsletter.settings as s; "
+         "print(newsletter.__file__); print(r.templates_dir()); print(s.default_jobs_dir())"],
         cwd=work, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     module, templates, jobs = probe.stdout.split()

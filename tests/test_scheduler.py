@@ -19,8 +19,9 @@ import pytest
 from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.errors import JobError
-from newsletter.jobs import Job, JobRunner, default_jobs_dir, load_job, load_jobs, missed_run, period_of
+from newsletter.jobs import Job, JobRunner, load_job, load_jobs, missed_run, period_of
 from newsletter.scheduler import Scheduler
+from newsletter.settings import default_jobs_dir
 from tests.test_deliver import edition_with_sample_papers, make_settings, subscribe
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -238,7 +239,7 @@ def test_scheduler_catches_up_a_missed_run_once(tmp_path, smtp_server):
     settings = load_settings(tmp_path / "newsletter.toml", environ={})
     now = datetime.now(UTC)
     latest = job("0 */3 * * *", zone=ZoneInfo("UTC")).fire_times(now - timedelta(hours=3), now)[-1]
-    grace_covers_it = (now - latest).total_seconds() <= settings.misfire_grace_time
+    grace_covers_it = (now - latest).total_seconds() <= settings.scheduler.misfire_grace_time
     scheduler = Scheduler(settings)
     scheduler.start(now=now)
     try:

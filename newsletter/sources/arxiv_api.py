@@ -11,26 +11,34 @@ legacy one (namespaces declared on every element) parse.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from newsletter import ids
+from newsletter.config_keys import SettingError
 from newsletter.errors import SourceError
-from newsletter.fetch import Document, Fetcher, FetchError
+from newsletter.fetched import Document, FetchError
 from newsletter.models import Paper, ParsedFeed
 from newsletter.settings import SourceConfig
 from newsletter.sources.base import (
     NO_PROGRESS,
     Collected,
     Progress,
+    SourceKind,
     SourceState,
     XmlStream,
     check_body,
+    entry_config,
     parse_date,
     read_entries,
     safe_url,
     unique,
 )
 from newsletter.text import clean_authors, clean_text
+
+if TYPE_CHECKING:  # only its get() is called: the sources load without the HTTP client
+    from newsletter.fetch import Fetcher
 
 DEFAULT_URL = "https://export.arxiv.org/api/query"
 DEFAULT_INTERVAL = 3.0
@@ -40,6 +48,15 @@ ARXIV = "{http://arxiv.org/schemas/atom}"
 OPENSEARCH = "{http://a9.com/-/spec/opensearch/1.1/}"
 # A page that comes back empty although the totals promise more is a known hiccup of the API: ask again.
 EMPTY_PAGE_RETRIES = 2
+
+
+def configure(entry: Mapping[str, Any]) -> SourceConfig:
+    source = entry_config(entry, url=DEFAULT_URL, min_interval=DEFAULT_INTERVAL)
+    if not source.query and not source.id_list:
+        raise SettingError("kind", "an arxiv_api source needs a query or an id_list")
+    if source.page_size > MAX_PAGE_SIZE:
+        raise SettingError("page_size", f"the arXiv API returns at most {MAX_PAGE_SIZE} results a page")
+    return source
 
 
 def collect(
@@ -172,3 +189,14 @@ def _int(value: str | None) -> int | None:
         return int(value.strip()) if value else None
     except ValueError:
         return None
+
+
+KIND = SourceKind(
+    configure=configure,
+    collect=collect,
+    about=(
+        "export.arxiv.org search; `query` (arXiv search syntax) and/or `id_list`, paged with",
+        "`page_size` up to `max_results`, `lookback_days` stops at older submissions,",
+        f"at least `min_interval` = {DEFAULT_INTERVAL:g} seconds between requests as arXiv asks",
+    ),
+)

@@ -11,12 +11,26 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 from newsletter import ids
+from newsletter.config_keys import SettingError
 from newsletter.errors import SourceError
-from newsletter.fetch import Document
+from newsletter.fetched import Document
 from newsletter.models import AnnounceType, Paper, ParsedFeed
-from newsletter.sources.base import XmlStream, document_collector, parse_date, read_entries, safe_url, unique
+from newsletter.settings import SourceConfig
+from newsletter.sources.base import (
+    SourceKind,
+    XmlStream,
+    document_collector,
+    entry_config,
+    parse_date,
+    read_entries,
+    safe_url,
+    unique,
+)
 from newsletter.text import clean_authors, clean_text, split_authors
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -27,6 +41,16 @@ _PREFIX = re.compile(
     r"^\s*arXiv:(?P<id>\S+)\s+Announce\s+Type:\s*(?P<type>[\w-]+)\s*(?:Abstract:\s*)?",
     re.IGNORECASE,
 )
+
+
+def configure(entry: Mapping[str, Any]) -> SourceConfig:
+    """Without a url, the feed of the entry's categories, in its format."""
+    source = entry_config(entry)
+    if source.url:
+        return source
+    if not source.categories:
+        raise SettingError("kind", "an arxiv_rss source needs categories or a url")
+    return replace(source, url=feed_url(source.categories, source.format))
 
 
 def feed_url(categories: tuple[str, ...], flavour: str = "rss") -> str:
@@ -152,4 +176,12 @@ collect = document_collector(
     parse,
     expected="an arXiv RSS feed",
     accept="application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.1",
+)
+KIND = SourceKind(
+    configure=configure,
+    collect=collect,
+    about=(
+        "rss.arxiv.org announcements; `categories` (joined into one feed) or an explicit `url`;",
+        '`format` = "atom" for the Atom flavour',
+    ),
 )

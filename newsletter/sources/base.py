@@ -1,24 +1,27 @@
-"""What every source kind shares: its configuration, the result of collecting it, body checks, helpers."""
+"""What every source kind shares: what a kind is, the result of collecting it, body checks, helpers."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
 from newsletter.errors import SourceError
-from newsletter.fetch import Document, Fetcher, describe_body, looks_like_html
+from newsletter.fetched import Document, describe_body, looks_like_html
 from newsletter.models import Paper, ParsedFeed
 from newsletter.settings import SourceConfig
+
+if TYPE_CHECKING:  # collectors only call its get(): the sources load without the HTTP client
+    from newsletter.fetch import Fetcher
 
 Entry = TypeVar("Entry")
 
@@ -112,11 +115,33 @@ def _expat_reason(exc: ET.ParseError) -> str:
     return str(exc).split(":", 1)[0]
 
 
-# --- single-document sources ----------------------------------------------------------------------------
+# --- kinds ----------------------------------------------------------------------------------------------
 
 
 Parser = Callable[[bytes, Document], ParsedFeed]
-Collector = Callable[[SourceConfig, Fetcher, SourceState, Progress], Collected]
+Collector = Callable[[SourceConfig, "Fetcher", SourceState, Progress], Collected]
+Configure = Callable[[Mapping[str, Any]], SourceConfig]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceKind:
+    """A kind of source: how its [[sources]] entry (the checked values it sets) becomes a SourceConfig, or
+    raises a SettingError naming the key at fault; how it is collected; and the lines ``newsletter init``
+    writes about it."""
+
+    configure: Configure
+    collect: Collector
+    about: tuple[str, ...]
+
+
+def entry_config(entry: Mapping[str, Any], **kind_defaults: Any) -> SourceConfig:
+    """The entry as a SourceConfig: what it sets, else the kind's defaults, else SourceConfig's own; the url
+    is empty when none is known yet (an empty url counts as none)."""
+    given = {key: value for key, value in entry.items() if key != "url" or value}
+    return SourceConfig(**({"url": ""} | kind_defaults | given))
+
+
+# --- single-document sources ----------------------------------------------------------------------------
 
 
 def document_collector(parse: Parser, *, expected: str, accept: str) -> Collector:

@@ -17,9 +17,16 @@ import feedparser
 
 from newsletter import ids
 from newsletter.errors import SourceError
-from newsletter.fetch import Document
+from newsletter.fetched import Document
 from newsletter.models import Paper, ParsedFeed
-from newsletter.sources.base import document_collector, read_entries, safe_url, unique
+from newsletter.sources.base import (
+    SourceKind,
+    document_collector,
+    entry_config,
+    read_entries,
+    safe_url,
+    unique,
+)
 from newsletter.sources.pieces import feed_pieces
 from newsletter.text import clean_authors, clean_text, html_to_text, split_authors
 
@@ -173,4 +180,9 @@ collect = document_collector(
     expected="an RSS or Atom feed",
     accept="application/rss+xml, application/atom+xml, application/rdf+xml, application/xml;q=0.9, "
     "text/xml;q=0.9, */*;q=0.1",
+)
+KIND = SourceKind(
+    configure=entry_config,  # a url and nothing else
+    collect=collect,
+    about=("any RSS 0.9x / 1.0 / 2.0 or Atom feed: `url`",),
 )

@@ -7,16 +7,29 @@ Each item wraps a ``paper`` object: arXiv id, title, abstract (``summary``), aut
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from newsletter import ids
 from newsletter.errors import SourceError
-from newsletter.fetch import Document
+from newsletter.fetched import Document
 from newsletter.models import Paper, ParsedFeed
-from newsletter.sources.base import document_collector, parse_date, read_entries, safe_url
+from newsletter.settings import SourceConfig
+from newsletter.sources.base import (
+    SourceKind,
+    document_collector,
+    entry_config,
+    parse_date,
+    read_entries,
+    safe_url,
+)
 from newsletter.text import clean_authors, clean_text
 
 DEFAULT_URL = "https://huggingface.co/api/daily_papers"
+
+
+def configure(entry: Mapping[str, Any]) -> SourceConfig:
+    return entry_config(entry, url=DEFAULT_URL)
 
 
 def parse(body: bytes, _document: Document | None = None) -> ParsedFeed:
@@ -66,3 +79,8 @@ def _read_item(item: Any) -> Paper:
 
 
 collect = document_collector(parse, expected="Hugging Face daily papers JSON", accept="application/json")
+KIND = SourceKind(
+    configure=configure,
+    collect=collect,
+    about=("huggingface.co/api/daily_papers (upvotes and short AI summaries)",),
+)
