@@ -455,3 +455,8 @@ MIGRATIONS: list[Migration] = [
     _lock_owners,
     _revisions_counted,
 ]
+
+
+def ping(db: sqlite_utils.Database) -> None:
+    """Raise unless the database answers a query (health checks)."""
+    db.execute("SELECT 1").fetchone()

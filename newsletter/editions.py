@@ -371,3 +371,32 @@ def public_among(db: sqlite_utils.Database, edition_ids: list[int]) -> set[int]:
             [json.dumps(edition_ids)],
         )
     }
+
+
+# --- the list of every edition ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EditionEntry:
+    """One line of the admin's list of editions, public or not."""
+
+    id: int
+    kind: str
+    status: str
+    created_at: str
+    window_start: str
+    window_end: str
+    paper_count: int
+    subject: str | None
+
+
+def recent_editions(db: sqlite_utils.Database, *, limit: int) -> list[EditionEntry]:
+    """The newest editions of every kind and status, newest first."""
+    return [
+        EditionEntry(*row)
+        for row in db.execute(
+            "SELECT id, kind, status, created_at, window_start, window_end, paper_count, subject FROM editions "
+            "ORDER BY id DESC LIMIT ?",
+            [limit],
+        )
+    ]

@@ -241,3 +241,26 @@ def _update_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
         values = _db_values(row)
         parameters.append([values[c] for c in columns] + [row["id"]])
     db.conn.executemany(f"UPDATE papers SET {assignments} WHERE id = ?", parameters)
+
+
+# --- what the papers hold -----------------------------------------------------------------------------------
+
+
+def paper_count(db: sqlite_utils.Database) -> int:
+    return int(db.execute("SELECT count(*) FROM papers").fetchone()[0])
+
+
+def common_categories(
+    db: sqlite_utils.Database, *, limit: int, seen_since: datetime | None = None
+) -> list[tuple[str, int]]:
+    """The primary categories with the most papers (first seen since ``seen_since``, if given), commonest
+    first, each with its number of papers."""
+    since = "first_seen_at >= ? AND " if seen_since else ""
+    return [
+        (category, number)
+        for category, number in db.execute(
+            f"SELECT primary_category, count(*) FROM papers WHERE {since}primary_category IS NOT NULL "
+            "GROUP BY primary_category ORDER BY count(*) DESC LIMIT ?",
+            [*([iso(seen_since)] if seen_since else []), limit],
+        )
+    ]

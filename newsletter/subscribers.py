@@ -623,3 +623,8 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
         attributes=json.loads(row[8] or "{}"),
         preferences=preferences,
     )
+
+
+def count_by_status(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many subscribers have each status (a status nobody has is left out)."""
+    return dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())

@@ -22,7 +22,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from newsletter import logs
-from newsletter.errors import ServeError
 from newsletter.settings import Settings
 from newsletter.web import admin, public
 from newsletter.web.pages import Site
@@ -31,7 +30,7 @@ from newsletter.web.server import Listener, listen, port_mismatch, run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Listener", "ServeError", "create_app", "listen_for", "serve"]
+__all__ = ["Listener", "create_app", "listen_for", "serve"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Request body caps: every public form and the login form are a few fields; the admin forms behind the

@@ -20,13 +20,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import outbox
-from newsletter.editions import load_edition, public_among
+from newsletter.editions import EditionEntry, load_edition, public_among, recent_editions
 from newsletter.errors import EditionNotFound, SendError, SendInProgress, ServerUnavailable, SubscriberError
 from newsletter.ops import delivery_summaries
 from newsletter.subscribers import (
     STATUSES,
     Subscriber,
     add_subscriber,
+    count_by_status,
     count_subscribers,
     get_subscriber,
     import_file,
@@ -34,10 +35,10 @@ from newsletter.subscribers import (
     remove_subscriber,
     set_status,
 )
-from newsletter.web import sessions
 from newsletter.web.pages import Site
 from newsletter.web.public import edition_page
 from newsletter.web.security import RateLimiter, client_key, verify_password
+from newsletter.web.sessions import close_session, open_session, password_fingerprint, session_valid
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
@@ -54,7 +55,7 @@ class Admin:
         self.sends: dict[int, threading.Thread] = {}
         stored = site.settings.web.admin_password_hash
         # Sessions opened under another password hash than this one are over.
-        self.fingerprint = sessions.password_fingerprint(stored) if stored else None
+        self.fingerprint = password_fingerprint(stored) if stored else None
 
     def routes(self) -> list[Route]:
         return [
@@ -102,7 +103,7 @@ class Admin:
         if not isinstance(session_id, str) or self.fingerprint is None:
             return False
         fingerprint = self.fingerprint
-        return await self.site.call(lambda db: sessions.session_valid(db, session_id, fingerprint))
+        return await self.site.call(lambda db: session_valid(db, session_id, fingerprint))
 
     # --- session ------------------------------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class Admin:
             return self._login_page(request, 401, "Wrong password.")
         fingerprint, previous = self.fingerprint, request.session.get("admin")
         session_id = await self.site.call(
-            lambda db: sessions.open_session(
+            lambda db: open_session(
                 db, fingerprint, replacing=previous if isinstance(previous, str) else None
             )
         )
@@ -149,7 +150,7 @@ class Admin:
     async def logout(self, request: Request) -> Response:
         session_id = request.session.get("admin")
         if isinstance(session_id, str):
-            await self.site.call(lambda db: sessions.close_session(db, session_id))
+            await self.site.call(lambda db: close_session(db, session_id))
         request.session.clear()
         return RedirectResponse("/admin/login", status_code=303)
 
@@ -258,19 +259,20 @@ class Admin:
     async def editions(
         self, request: Request, *, notice: str = "", error: str = "", status_code: int = 200
     ) -> Response:
-        rows, summaries, public = await self.site.call(_editions_overview)
+        entries, summaries, public = await self.site.call(_editions_overview)
         editions = [
             {
-                "id": row[0],
-                "kind": row[1],
-                "status": row[2],
-                "created": row[3][:16].replace("T", " "),
-                "title": row[7] or f"{row[4][:10]} to {row[5][:10]}, {row[6]} papers",
-                "sending": row[0] in self.sends and self.sends[row[0]].is_alive(),
-                "public": row[0] in public,
-                **summaries[row[0]],
+                "id": entry.id,
+                "kind": entry.kind,
+                "status": entry.status,
+                "created": entry.created_at[:16].replace("T", " "),
+                "title": entry.subject
+                or f"{entry.window_start[:10]} to {entry.window_end[:10]}, {entry.paper_count} papers",
+                "sending": entry.id in self.sends and self.sends[entry.id].is_alive(),
+                "public": entry.id in public,
+                **summaries[entry.id],
             }
-            for row in rows
+            for entry in entries
         ]
         return self.site.page(
             request, "web/admin/editions.html.j2", status_code, editions=editions, notice=notice, error=error
@@ -354,8 +356,7 @@ def subscriber_page(
     rows = list(
         list_subscribers(db, status=status, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     )
-    counts = dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())
-    return SubscriberPage(rows, total, counts, page, pages)
+    return SubscriberPage(rows, total, count_by_status(db), page, pages)
 
 
 def page_number(requested: str, pages: int) -> int:
@@ -371,10 +372,7 @@ def page_number(requested: str, pages: int) -> int:
 
 def _editions_overview(
     db: sqlite_utils.Database,
-) -> tuple[list[tuple[Any, ...]], dict[int, dict[str, int]], set[int]]:
-    rows = db.execute(
-        "SELECT id, kind, status, created_at, window_start, window_end, paper_count, subject FROM editions "
-        "ORDER BY id DESC LIMIT 100"
-    ).fetchall()
-    ids = [row[0] for row in rows]
-    return rows, delivery_summaries(db, ids), public_among(db, ids)
+) -> tuple[list[EditionEntry], dict[int, dict[str, int]], set[int]]:
+    entries = recent_editions(db, limit=100)
+    ids = [entry.id for entry in entries]
+    return entries, delivery_summaries(db, ids), public_among(db, ids)

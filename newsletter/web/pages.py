@@ -14,12 +14,12 @@ import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from newsletter.dates import iso
 from newsletter.db import check_writable, open_database
 from newsletter.errors import InvalidToken
 from newsletter.preferences import CATEGORY_NAMES
 from newsletter.render import templates_dir
 from newsletter.settings import Settings
+from newsletter.store import common_categories
 from newsletter.subscribers import Subscriber, get_subscriber
 from newsletter.taxonomy import is_category
 from newsletter.tokens import Links, Tokens, TokenSubject, site_secret
@@ -127,12 +127,8 @@ class Site:
         offered: list[str] = []
         for source in self.settings.sources:
             offered += [c for c in source.categories if c not in offered]
-        since = iso(datetime.now(UTC) - timedelta(days=60))
-        for (category,) in db.execute(
-            "SELECT primary_category FROM papers WHERE first_seen_at >= ? AND primary_category IS NOT NULL "
-            "GROUP BY primary_category ORDER BY count(*) DESC LIMIT 30",
-            [since],
-        ):
+        since = datetime.now(UTC) - timedelta(days=60)
+        for category, _papers in common_categories(db, limit=30, seen_since=since):
             if category not in offered:
                 offered.append(category)
         offered += [c for c in chosen if c not in offered]

@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from newsletter.db import ping
 from newsletter.editions import Edition, PublishedEdition, load_published_edition, published_editions
 from newsletter.errors import EditionNotFound, PreferenceError, SubscriberError
 from newsletter.preferences import EMPTY_DIGEST, Preferences, parse_list
@@ -320,7 +321,7 @@ class Public:
 
     async def health(self, request: Request) -> Response:
         """For container health checks and monitors: the database answers."""
-        await self.site.call(lambda db: db.execute("SELECT 1").fetchone())
+        await self.site.call(ping)
         return Response("ok\n", media_type="text/plain")
 
     async def edition(self, request: Request) -> Response:

@@ -1,0 +1,185 @@
+"""Running and looking after an installation: ``serve``, ``run``, ``jobs``, ``status``, ``doctor``,
+``backup``, ``admin-password`` and ``dev-smtp``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+import newsletter.cli.show as show
+from newsletter.cli.app import AppContext, fail
+from newsletter.cli.show import console, err_console
+from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
+from newsletter.errors import FAILURE, USAGE, DatabaseMissing, JobError
+from newsletter.jobs import JobRunner, load_jobs
+from newsletter.ops import backup, doctor, latest_job_runs, status
+from newsletter.scheduler import run_forever
+from newsletter.web import serve as serve_web
+from newsletter.web.security import hash_password
+
+# What an admin password must at least be.
+MIN_PASSWORD_LENGTH = 10
+
+
+@click.command()
+@click.option("--host", help="Interface to listen on (default: [web] host).")
+@click.option("--port", type=int, help="Port (default: [web] port).")
+@click.pass_obj
+def serve(app: AppContext, host: str | None, port: int | None) -> None:
+    """Run the web app: unsubscribe pages and the archive of editions."""
+    _check_port(port)
+    settings = app.settings
+    _log_events(app)
+    serve_web(settings, host=host, port=port)
+
+
+def _check_port(port: int | None) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        fail(f"--port must be a number from 1 to 65535, not {port}", code=USAGE)
+
+
+def _log_events(app: AppContext) -> None:
+    """Long-running commands log every event (INFO) unless asked for more."""
+    if app.verbosity == 0:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+@click.command("run")
+@click.option("--no-web", is_flag=True, help="Only the scheduler, without the web app.")
+@click.option("--host", help="Web app interface (default: [web] host).")
+@click.option("--port", type=int, help="Web app port (default: [web] port).")
+@click.pass_obj
+def run_command(app: AppContext, no_web: bool, host: str | None, port: int | None) -> None:
+    """Run the scheduled jobs of jobs/ (and the web app): fetch, digests, retries, cleanup.
+
+    Stops cleanly on SIGTERM or Ctrl-C: a send in progress finishes the message in hand and the rest
+    is sent by the next run.
+    """
+    _check_port(port)
+    settings = app.settings
+    _log_events(app)
+    run_forever(settings, web=not no_web, host=host, port=port)
+
+
+# --- jobs -----------------------------------------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """The scheduled jobs defined in jobs/."""
+
+
+@jobs.command("list")
+@click.pass_obj
+def jobs_list(app: AppContext) -> None:
+    """Each job with its schedule, next run and last run."""
+    settings = app.settings
+    defined = load_jobs(settings.scheduler.jobs_dir, settings.timezone)
+    with app.database(create=False) as db:
+        runs = latest_job_runs(db)
+    show.schedule(defined, runs, source=settings.scheduler.jobs_dir)
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.pass_obj
+def jobs_run(app: AppContext, name: str) -> None:
+    """Run one job now (recorded like a scheduled run; one instance at a time)."""
+    settings = app.settings
+    defined = {job.name: job for job in load_jobs(settings.scheduler.jobs_dir, settings.timezone)}
+    if name not in defined:
+        fail(f"no job named {name!r} (defined: {', '.join(defined)})", code=USAGE)
+    interrupt = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: interrupt.set())
+    try:
+        run = JobRunner(settings, interrupt).run(defined[name])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    show.job_run(name, defined[name].action, run)
+    if run.status not in ("ok", "skipped"):
+        raise SystemExit(FAILURE)
+
+
+# --- looking after it -----------------------------------------------------------------------------------------
+
+
+@click.command("status")
+@click.pass_obj
+def status_command(app: AppContext) -> None:
+    """Sources, editions, deliveries, subscribers and the job schedule at a glance."""
+    settings = app.settings
+    with app.database(create=False) as db:
+        data = status(db)
+    show.status(settings.name, settings.database, data)
+    try:
+        defined = load_jobs(settings.scheduler.jobs_dir, settings.timezone)
+    except JobError as exc:
+        show.jobs_unreadable(str(exc))
+        return
+    show.schedule(defined, data["runs"], title="schedule")
+
+
+@click.command("doctor")
+@click.pass_obj
+def doctor_command(app: AppContext) -> None:
+    """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), links, templates, jobs."""
+    diagnosis = doctor(app.settings)
+    show.diagnosis(diagnosis)
+    if not diagnosis.ok:
+        fail("some checks failed")
+
+
+@click.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def backup_command(app: AppContext, target: Path) -> None:
+    """Copy the live database to TARGET (consistent while the scheduler and web app keep running)."""
+    try:
+        pages = backup(app.settings.database, target)
+    except DatabaseMissing:
+        raise  # said as by every command that only reads
+    except (FileExistsError, sqlite3.Error, OSError) as exc:
+        fail(f"backup failed: {exc}", code=FAILURE)
+    console.print(f"backed up {escape(str(app.settings.database))} to {escape(str(target))} ({pages} pages)")
+
+
+@click.command("admin-password")
+def admin_password() -> None:
+    """Ask for an admin password and print its hash for [web] admin_password_hash."""
+    password = click.prompt("admin password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        fail(f"use at least {MIN_PASSWORD_LENGTH} characters", code=USAGE)
+    hashed = hash_password(password)
+    err_console.print(escape("put this in newsletter.toml under [web], or in the environment:"))
+    click.echo(f'admin_password_hash = "{hashed}"')
+    click.echo(f"NEWSLETTER_WEB_ADMIN_PASSWORD_HASH='{hashed}'")
+
+
+@click.command("dev-smtp")
+@click.option("--port", type=click.IntRange(1, 65535), default=2525, show_default=True)
+@click.option(
+    "--maildir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to store messages (default: [smtp] maildir).",
+)
+@click.pass_obj
+def dev_smtp(app: AppContext, port: int, maildir: Path | None) -> None:
+    """Run the embedded SMTP server on 127.0.0.1, storing what it receives in a Maildir."""
+    target = maildir or app.settings.smtp.maildir
+    prepare_maildir(target)  # now, so that a path that cannot hold a Maildir is said at start
+    server = EmbeddedSMTPServer(target, port=port).start()
+    console.print(
+        f"SMTP on 127.0.0.1:{server.port}, storing messages in {escape(str(target))}; Ctrl-C stops it"
+    )
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

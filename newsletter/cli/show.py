@@ -1,0 +1,363 @@
+"""What the command line prints: the consoles, every table, progress display and report of a command.
+
+Commands decide and call the package; this module turns what they got back into lines. Every value that
+comes from a feed, a reader or the configuration is escaped before Rich reads the line as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.status import Status
+from rich.table import Table
+
+from newsletter.editions import Edition, EditionPaper
+from newsletter.ingest import SourceReport
+from newsletter.jobs import Job, JobRun, describe_counts
+from newsletter.ops import Diagnosis
+from newsletter.settings import SourceConfig
+from newsletter.subscribers import STATUSES, ImportReport, Subscriber
+
+if TYPE_CHECKING:
+    from newsletter.deliver import DeliveryReport
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+if not console.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
+    console.width = max(console.width, 120)
+
+# How many lines of a long list are printed before "... and N more".
+PROBLEMS_SHOWN = 10
+FAILURES_SHOWN = 10
+REJECTED_SHOWN = 50
+
+
+def error(message: str) -> None:
+    """The one line of ordinary trouble, on stderr."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def _minute(stamp: str) -> str:
+    """A stored ISO timestamp to the minute, as a table shows it."""
+    return stamp[:16].replace("T", " ")
+
+
+# --- fetching -------------------------------------------------------------------------------------------------
+
+
+class FetchProgress:
+    """Live per-source status lines while sources are fetched (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[source]}[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+            transient=True,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> FetchProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def started(self, source: SourceConfig) -> None:
+        self._tasks[source.name] = self._progress.add_task("waiting", source=source.name, total=None)
+
+    def step(self, source: SourceConfig, message: str) -> None:
+        self._progress.update(self._tasks[source.name], description=message)
+
+    def finished(self, source: SourceConfig, report: SourceReport) -> None:
+        status = "failed" if report.failed else f"{report.new} new"
+        self._progress.update(self._tasks[source.name], description=status, total=1, completed=1)
+
+
+def fetch_reports(reports: Sequence[SourceReport]) -> None:
+    """One row per source, then each failure and the first problems of each source."""
+    if not reports:
+        return
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    table.add_column("source", no_wrap=True)
+    table.add_column("status")
+    for column in ("fetched", "new", "updated", "revisions", "duplicates", "errors"):
+        table.add_column(column, justify="right")
+    table.add_column("time", justify="right")
+    for report in reports:
+        status = {"ok": "[green]ok[/]", "not_modified": "unchanged", "failed": "[red]failed[/]"}[
+            report.status
+        ]
+        table.add_row(
+            report.name,
+            status,
+            str(report.fetched),
+            str(report.new),
+            str(report.updated),
+            str(report.revisions),
+            str(report.duplicates),
+            f"[red]{report.errors}[/]" if report.errors else "0",
+            f"{report.seconds:.1f}s",
+        )
+    console.print(table)
+    for report in reports:
+        if report.failed:
+            console.print(f"[red]{report.name} failed:[/] {escape(report.error or '')}", soft_wrap=True)
+        for problem in report.problems[:PROBLEMS_SHOWN]:
+            console.print(f"[yellow]{report.name}:[/] {escape(problem)}", soft_wrap=True)
+        if len(report.problems) > PROBLEMS_SHOWN:
+            console.print(
+                f"[yellow]{report.name}:[/] ... and {len(report.problems) - PROBLEMS_SHOWN} more problems"
+            )
+
+
+def stored_papers(
+    database: Path, total: int, reports: Sequence[SourceReport], categories: Sequence[tuple[str, int]]
+) -> None:
+    """How many papers the database holds, how many this run added, and the commonest categories."""
+    new_total = sum(r.new for r in reports)
+    console.print(
+        f"\n[bold]{total}[/] papers stored in [bold]{escape(str(database))}[/]; {new_total} new in this run."
+    )
+    if categories:
+        console.print("categories: " + escape(", ".join(f"{cat} {n}" for cat, n in categories)))
+
+
+# --- editions -------------------------------------------------------------------------------------------------
+
+
+def clustering() -> Status:
+    """A spinner while an edition's papers are clustered (only on a terminal)."""
+    return err_console.status("clustering papers into topics", spinner="dots")
+
+
+def edition(edition: Edition, *, papers_per_section: int) -> None:
+    """An edition's window and its sections, with the first paper(s) of each."""
+    window = f"{edition.window_start:%Y-%m-%d %H:%M} → {edition.window_end:%Y-%m-%d %H:%M} UTC"
+    if not edition.sections:
+        console.print(f"\nedition {edition.id} ({window}): nothing new in this window.")
+        return
+    console.print(
+        f"\nedition {edition.id} ({window}): {edition.paper_count} papers in {len(edition.sections)} topics "
+        f"[dim]({edition.engine}, {edition.seconds:.1f}s)[/]"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("topic")
+    table.add_column("papers", justify="right")
+    table.add_column("first papers" if papers_per_section > 1 else "first paper")
+    for number, section in enumerate(edition.sections, start=1):
+        firsts = "\n".join(_paper_line(p) for p in section.papers[:papers_per_section])
+        table.add_row(str(number), escape(section.label), str(len(section.papers)), firsts)
+    console.print(table)
+
+
+def _paper_line(paper: EditionPaper) -> str:
+    votes = f" ▲{paper.upvotes}" if paper.upvotes else ""
+    return escape(f"{paper.title}{votes}")
+
+
+# --- sending --------------------------------------------------------------------------------------------------
+
+
+class SendProgress:
+    """A bar of messages settled while an edition is sent (only on a terminal); ``advance`` counts one."""
+
+    def __init__(self, edition_id: int) -> None:
+        self._progress = Progress(
+            TextColumn("sending edition {task.fields[edition]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+            transient=True,
+        )
+        self._edition_id = edition_id
+
+    def __enter__(self) -> Callable[[object], None]:
+        self._progress.start()
+        task = self._progress.add_task("send", edition=self._edition_id, total=None)
+        return lambda _outcome: self._progress.advance(task)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+
+def delivery(report: DeliveryReport) -> None:
+    """What a send did: the ledger's counts, failures, messages of unknown fate and what is left."""
+    counts = report.counts
+    total = sum(counts.values())
+    parts = [
+        f"{counts.get(state, 0)} {state}"
+        for state in ("sent", "failed", "suppressed", "unknown")
+        if counts.get(state)
+    ]
+    console.print(
+        f"edition {report.edition_id}: {total} recipients; "
+        + (", ".join(parts) or "nothing sent")
+        + f" [dim]({report.sent_now} sent in this run, {report.seconds:.1f}s"
+        + (f", {report.rate:.0f} msg/s" if report.sent_now > 20 else "")
+        + ")[/]"
+    )
+    for address, reply in report.failures[:FAILURES_SHOWN]:
+        console.print(f"[red]failed[/] {escape(address)}: {escape(reply)}", soft_wrap=True)
+    if len(report.failures) > FAILURES_SHOWN:
+        console.print(f"[red]... and {len(report.failures) - FAILURES_SHOWN} more failures[/]")
+    if report.unknown:
+        console.print(
+            f"[yellow]{len(report.unknown)} message(s) were in flight when a send stopped or lost its "
+            "connection; the server may or may not have accepted them, so they were not sent again:[/] "
+            + escape(", ".join(report.unknown)),
+            soft_wrap=True,
+        )
+    resume = f"`newsletter resume {report.edition_id}`"
+    if report.pending:
+        when = f" (next retry due {report.next_retry_at:%Y-%m-%d %H:%M} UTC)" if report.next_retry_at else ""
+        reason = f"{report.stopped}; " if report.stopped else ""
+        hint = "" if resume in reason else f": run {resume} to send them"  # said once is enough
+        console.print(
+            f"[red]{escape(reason)}{report.pending} message(s) not sent yet{when}{hint}[/]", soft_wrap=True
+        )
+    elif report.stopped:
+        console.print(f"[red]{escape(report.stopped)}[/]", soft_wrap=True)
+
+
+# --- subscribers ----------------------------------------------------------------------------------------------
+
+
+def subscriber_list(subscribers: Iterable[Subscriber]) -> None:
+    """The subscribers as a table, then how many there are."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("id", "email", "name", "status", "since"):
+        table.add_column(column)
+    count = 0
+    for subscriber in subscribers:
+        count += 1
+        table.add_row(
+            str(subscriber.id),
+            escape(subscriber.email),
+            escape(subscriber.name),
+            subscriber.status,
+            subscriber.created_at[:10],
+        )
+    console.print(table)
+    console.print(f"{count} subscriber{'s' if count != 1 else ''}")
+
+
+def import_report(report: ImportReport) -> None:
+    """What an import added and kept, and the first rejected lines with their reasons."""
+    console.print(
+        f"imported {report.added} new subscribers; {report.existing} already known; {report.rejected} rows rejected"
+    )
+    for line, reason in report.errors[:REJECTED_SHOWN]:
+        console.print(f"[yellow]line {line}:[/] {escape(reason)}", soft_wrap=True)
+    if report.rejected > REJECTED_SHOWN:
+        console.print(f"[yellow]... and {report.rejected - REJECTED_SHOWN} more rejected lines[/]")
+
+
+# --- operations -----------------------------------------------------------------------------------------------
+
+
+def schedule(
+    defined: Sequence[Job],
+    runs: list[dict[str, Any]],
+    *,
+    title: str | None = None,
+    source: Path | None = None,
+) -> None:
+    """Each job with its schedule, next run and last run (``runs``: the last run of each job), then the
+    directory the jobs were read from when given."""
+    last = {run["job"]: run for run in runs}
+    table = Table(title=title, show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("job", "action", "schedule", "time zone", "next run", "last run"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for job in defined:
+        upcoming = job.next_run(now) if job.enabled else None
+        run = last.get(job.name)
+        previous = "never"
+        if run:
+            previous = f"{run['status']} at {_minute(run['started_at'])} UTC"
+            previous += f": {escape(run['error'])}" if run["error"] else ""
+        table.add_row(
+            job.name,
+            job.action,
+            job.cron,
+            str(job.timezone),
+            f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
+            previous,
+        )
+    console.print(table)
+    if source is not None:
+        console.print(f"[dim]from {escape(str(source))}[/]")
+
+
+def job_run(name: str, action: str, run: JobRun) -> None:
+    console.print(
+        f"job {escape(name)}: {run.status} in {run.seconds:.1f}s: "
+        + escape(describe_counts(action, run.counts))
+        + (f"\n{escape(run.error)}" if run.error else ""),
+        soft_wrap=True,
+    )
+
+
+def status(name: str, database: Path, data: dict[str, Any]) -> None:
+    """Sources, the last editions with their deliveries, and the subscribers by status (``ops.status``)."""
+    console.print(f"[bold]{escape(name)}[/] · database {escape(str(database))} · {data['papers']} papers")
+    table = Table(title="sources", show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("source", "status", "last success", "error"):
+        table.add_column(column)
+    for source in data["sources"]:
+        table.add_row(
+            source["name"], source["status"] or "", _minute(source["last_success_at"] or "never"),
+            escape(source["error"] or ""),
+        )  # fmt: skip
+    console.print(table)
+    table = Table(title="editions", show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("#", "kind", "status", "created", "papers", "sent", "failed", "pending", "not sent"):
+        table.add_column(column)
+    for edition in data["editions"]:
+        counts = data["deliveries"][edition["id"]]
+        table.add_row(
+            str(edition["id"]), edition["kind"], edition["status"], _minute(edition["created_at"]),
+            str(edition["papers"]), *(str(counts[heading]) for heading in ("sent", "failed", "pending", "not_sent")),
+        )  # fmt: skip
+    console.print(table)
+    subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)
+    console.print(f"subscribers: {subscribers_by_status}")
+
+
+def jobs_unreadable(problem: str) -> None:
+    console.print(f"[red]jobs: {escape(problem)}[/]")
+
+
+def diagnosis(diagnosis: Diagnosis) -> None:
+    """Each check of ``doctor``: ok, warning or FAILED, with what it found."""
+    for check in diagnosis.checks:
+        mark = (
+            "[green]ok[/]"
+            if check.ok and not check.warning
+            else "[yellow]warning[/]"
+            if check.ok
+            else "[red]FAILED[/]"
+        )
+        console.print(f"{mark:>20} {check.name}: {escape(check.detail)}", soft_wrap=True)
