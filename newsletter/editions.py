@@ -371,3 +371,39 @@ def public_among(db: sqlite_utils.Database, edition_ids: list[int]) -> set[int]:
             [json.dumps(edition_ids)],
         )
     }
+
+
+# --- an edition's send ---------------------------------------------------------------------------------------
+
+
+def store_one_off(
+    db: sqlite_utils.Database, subject: str, body: str, segment: str, *, now: datetime | None = None
+) -> int:
+    """A one-off message as an edition of its own (``built``, no papers); returns its id."""
+    stamp = iso(now or datetime.now(UTC))
+    with write_transaction(db):
+        cursor = db.conn.execute(
+            """
+            INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
+                                  engine, subject, body, segment)
+            VALUES ('one-off', 'built', ?, ?, ?, 0, 0, '', ?, ?, ?)
+            """,
+            [stamp, stamp, stamp, subject, body, segment],
+        )
+    return int(cursor.lastrowid or 0)
+
+
+def is_ledger_pruned(db: sqlite_utils.Database, edition_id: int) -> bool:
+    """Whether the edition's delivery records were deleted by retention (it can never be sent again)."""
+    return bool(db.execute("SELECT ledger_pruned FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+
+
+def mark_sending(db: sqlite_utils.Database, edition_id: int) -> None:
+    """A built edition whose ledger now exists is going out. Runs in the caller's transaction."""
+    db.conn.execute("UPDATE editions SET status = 'sending' WHERE id = ? AND status = 'built'", [edition_id])
+
+
+def mark_sent(db: sqlite_utils.Database, edition_id: int) -> None:
+    """Every recipient's message reached a final state."""
+    with write_transaction(db):
+        db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import smtplib
 import sqlite3
 import ssl
@@ -18,6 +17,7 @@ from newsletter.config import DEFAULT_CONFIG_NAME
 from newsletter.dates import iso
 from newsletter.db import open_database, schema_version, write_transaction
 from newsletter.errors import DatabaseMissing
+from newsletter.ledger import delivery_summaries
 from newsletter.settings import RetentionSettings, Settings
 from newsletter.subscribers import delete_stale_signups
 
@@ -134,28 +134,6 @@ def latest_job_runs(db: sqlite_utils.Database) -> list[dict[str, Any]]:
             "(SELECT max(id) FROM job_runs GROUP BY job) ORDER BY job"
         )
     ]
-
-
-# What an operator sees of an edition's ledger: each state counted under one heading.
-DELIVERY_HEADINGS = {
-    "sent": ("sent",),
-    "failed": ("failed", "unknown"),
-    "pending": ("queued", "sending", "committing"),
-    "not_sent": ("suppressed", "skipped"),
-}
-_HEADING_OF = {state: heading for heading, states in DELIVERY_HEADINGS.items() for state in states}
-
-
-def delivery_summaries(db: sqlite_utils.Database, edition_ids: list[int]) -> dict[int, dict[str, int]]:
-    """For each edition: its delivery rows counted under ``DELIVERY_HEADINGS``."""
-    summaries = {edition_id: dict.fromkeys(DELIVERY_HEADINGS, 0) for edition_id in edition_ids}
-    for edition_id, state, number in db.execute(
-        "SELECT edition_id, state, count(*) FROM deliveries "
-        "WHERE edition_id IN (SELECT value FROM json_each(?)) GROUP BY edition_id, state",
-        [json.dumps(edition_ids)],
-    ):
-        summaries[edition_id][_HEADING_OF[state]] += number
-    return summaries
 
 
 # --- doctor ---------------------------------------------------------------------------------------------------
