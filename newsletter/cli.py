@@ -952,7 +952,7 @@ def jobs_list(app: AppContext) -> None:
     """Each job with its schedule, next run and last run."""
     from newsletter.errors import JobError
     from newsletter.jobs import load_jobs
-    from newsletter.ops import latest_job_runs
+    from newsletter.runs import latest_job_runs
 
     settings = app.settings
     try:
@@ -1033,12 +1033,12 @@ def status_command(app: AppContext) -> None:
     """Sources, editions, deliveries, subscribers and the job schedule at a glance."""
     from newsletter.errors import JobError
     from newsletter.jobs import load_jobs
-    from newsletter.ops import status
+    from newsletter.status import collect
 
     settings = app.settings
     db = open_db(settings, create=False)
     try:
-        data = status(db)
+        data = collect(db)
     finally:
         db.close()
     console.print(
@@ -1077,7 +1077,7 @@ def status_command(app: AppContext) -> None:
 @click.pass_obj
 def doctor_command(app: AppContext) -> None:
     """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), links, templates, jobs."""
-    from newsletter.ops import doctor
+    from newsletter.doctor import doctor
 
     diagnosis = doctor(app.settings)
     for check in diagnosis.checks:
@@ -1098,7 +1098,7 @@ def doctor_command(app: AppContext) -> None:
 @click.pass_obj
 def backup_command(app: AppContext, target: Path) -> None:
     """Copy the live database to TARGET (consistent while the scheduler and web app keep running)."""
-    from newsletter.ops import backup
+    from newsletter.retention import backup
 
     try:
         pages = backup(app.settings.database, target)

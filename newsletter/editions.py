@@ -393,6 +393,19 @@ def store_one_off(
     return int(cursor.lastrowid or 0)
 
 
+def digest_for_period(db: sqlite_utils.Database, frequency: str, period: str) -> int | None:
+    """The digest edition built for this period (an ISO week or a day), if there is one."""
+    row = db.execute(
+        "SELECT id FROM editions WHERE kind = 'digest' AND frequency = ? AND period = ?", [frequency, period]
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def edition_status(db: sqlite_utils.Database, edition_id: int) -> str:
+    """``built``, ``sending`` or ``sent``."""
+    return str(db.execute("SELECT status FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+
+
 def is_ledger_pruned(db: sqlite_utils.Database, edition_id: int) -> bool:
     """Whether the edition's delivery records were deleted by retention (it can never be sent again)."""
     return bool(db.execute("SELECT ledger_pruned FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
@@ -407,3 +420,43 @@ def mark_sent(db: sqlite_utils.Database, edition_id: int) -> None:
     """Every recipient's message reached a final state."""
     with write_transaction(db):
         db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
+
+
+def latest_editions(db: sqlite_utils.Database, limit: int) -> list[dict[str, Any]]:
+    """The newest editions, newest first: id, kind, status, created_at, papers, subject, period."""
+    return [
+        dict(zip(("id", "kind", "status", "created_at", "papers", "subject", "period"), row, strict=True))
+        for row in db.execute(
+            "SELECT id, kind, status, created_at, paper_count, subject, period FROM editions "
+            "ORDER BY id DESC LIMIT ?",
+            [limit],
+        )
+    ]
+
+
+# --- retention -----------------------------------------------------------------------------------------------
+
+
+def sent_before(db: sqlite_utils.Database, before: str) -> list[int]:
+    """Editions sent, created before ``before``, whose delivery records are still kept."""
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM editions WHERE status = 'sent' AND created_at < ? AND ledger_pruned = 0 ORDER BY id",
+            [before],
+        )
+    ]
+
+
+def mark_ledger_pruned(db: sqlite_utils.Database, edition_ids: list[int]) -> None:
+    """These editions' delivery records go: they can never be sent again (without its ledger, a second
+    send could reach readers twice). Runs in the caller's transaction."""
+    db.conn.execute(
+        "UPDATE editions SET ledger_pruned = 1 WHERE id IN (SELECT value FROM json_each(?))",
+        [json.dumps(edition_ids)],
+    )
+
+
+def ledger_pruned(db: sqlite_utils.Database) -> list[int]:
+    """Every edition whose delivery records were pruned."""
+    return [row[0] for row in db.execute("SELECT id FROM editions WHERE ledger_pruned = 1 ORDER BY id")]

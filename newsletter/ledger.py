@@ -280,6 +280,17 @@ def ledger_report(db: sqlite_utils.Database, edition_id: int) -> LedgerReport:
     return LedgerReport(counts, unknown, failures, datetime.fromisoformat(next_retry) if next_retry else None)
 
 
+def editions_with_pending(db: sqlite_utils.Database) -> list[int]:
+    """Editions with deliveries still to do: deferred retries, interrupted sends."""
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT DISTINCT edition_id FROM deliveries WHERE state IN ('queued', 'sending', 'committing') "
+            "ORDER BY edition_id"
+        )
+    ]
+
+
 # What an operator sees of an edition's ledger: each state counted under one heading.
 DELIVERY_HEADINGS = {
     "sent": ("sent",),
@@ -300,6 +311,36 @@ def delivery_summaries(db: sqlite_utils.Database, edition_ids: list[int]) -> dic
     ):
         summaries[edition_id][_HEADING_OF[state]] += number
     return summaries
+
+
+# --- retention ------------------------------------------------------------------------------------------------
+
+
+def quiet_ledgers(db: sqlite_utils.Database, edition_ids: list[int], before: str) -> list[int]:
+    """Those of the editions that have a ledger and no row of it changed at or after ``before``."""
+    return [
+        row[0]
+        for row in db.execute(
+            """
+            SELECT e.value FROM json_each(?) e
+            WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.value)
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.value AND d.updated_at >= ?)
+            """,
+            [json.dumps(edition_ids), before],
+        )
+    ]
+
+
+def delete_ledgers(db: sqlite_utils.Database, edition_ids: list[int]) -> int:
+    """Delete these editions' ledgers; returns the delivery rows deleted. Runs in the caller's transaction."""
+    ids = json.dumps(edition_ids)
+    deleted = db.conn.execute(
+        "DELETE FROM deliveries WHERE edition_id IN (SELECT value FROM json_each(?))", [ids]
+    ).rowcount
+    db.conn.execute(
+        "DELETE FROM delivery_variants WHERE edition_id IN (SELECT value FROM json_each(?))", [ids]
+    )
+    return deleted
 
 
 # --- a sending worker's ledger --------------------------------------------------------------------------------

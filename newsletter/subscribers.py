@@ -640,3 +640,8 @@ def first_active_subscriber(db: sqlite_utils.Database) -> Subscriber | None:
     """The active subscriber who joined first: whose copy a preview shows when nobody is named."""
     row = db.execute("SELECT email FROM subscribers WHERE status = 'active' ORDER BY id LIMIT 1").fetchone()
     return find_subscriber(db, row[0]) if row else None
+
+
+def count_by_status(db: sqlite_utils.Database) -> dict[str, int]:
+    """How many subscribers are in each status (a status nobody is in is left out)."""
+    return dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())

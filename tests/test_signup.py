@@ -593,8 +593,8 @@ def test_only_accepted_signups_count_against_the_client_limit_and_429_says_when(
 def test_pending_signups_are_pruned_after_their_link_expired(tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from newsletter.ops import prune
     from newsletter.preferences import Preferences
+    from newsletter.retention import prune
     from newsletter.settings import RetentionSettings
     from newsletter.subscribers import add_subscriber, request_subscription, set_status
 
