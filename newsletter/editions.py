@@ -373,12 +373,61 @@ def public_among(db: sqlite_utils.Database, edition_ids: list[int]) -> set[int]:
     }
 
 
+# --- an edition's send ---------------------------------------------------------------------------------------
+
+
+def store_one_off(
+    db: sqlite_utils.Database, subject: str, body: str, segment: str, *, now: datetime | None = None
+) -> int:
+    """A one-off message as an edition of its own (``built``, no papers); returns its id."""
+    stamp = iso(now or datetime.now(UTC))
+    with write_transaction(db):
+        cursor = db.conn.execute(
+            """
+            INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
+                                  engine, subject, body, segment)
+            VALUES ('one-off', 'built', ?, ?, ?, 0, 0, '', ?, ?, ?)
+            """,
+            [stamp, stamp, stamp, subject, body, segment],
+        )
+    return int(cursor.lastrowid or 0)
+
+
+def digest_for_period(db: sqlite_utils.Database, frequency: str, period: str) -> int | None:
+    """The digest edition built for this period (an ISO week or a day), if there is one."""
+    row = db.execute(
+        "SELECT id FROM editions WHERE kind = 'digest' AND frequency = ? AND period = ?", [frequency, period]
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def edition_status(db: sqlite_utils.Database, edition_id: int) -> str:
+    """``built``, ``sending`` or ``sent``."""
+    return str(db.execute("SELECT status FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+
+
+def is_ledger_pruned(db: sqlite_utils.Database, edition_id: int) -> bool:
+    """Whether the edition's delivery records were deleted by retention (it can never be sent again)."""
+    return bool(db.execute("SELECT ledger_pruned FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+
+
+def mark_sending(db: sqlite_utils.Database, edition_id: int) -> None:
+    """A built edition whose ledger now exists is going out. Runs in the caller's transaction."""
+    db.conn.execute("UPDATE editions SET status = 'sending' WHERE id = ? AND status = 'built'", [edition_id])
+
+
+def mark_sent(db: sqlite_utils.Database, edition_id: int) -> None:
+    """Every recipient's message reached a final state."""
+    with write_transaction(db):
+        db.conn.execute("UPDATE editions SET status = 'sent' WHERE id = ?", [edition_id])
+
+
 # --- the list of every edition ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class EditionEntry:
-    """One line of the admin's list of editions, public or not."""
+    """One line of a list of editions of every kind and status (the admin pages, `newsletter status`)."""
 
     id: int
     kind: str
@@ -400,3 +449,31 @@ def recent_editions(db: sqlite_utils.Database, *, limit: int) -> list[EditionEnt
             [limit],
         )
     ]
+
+
+# --- retention -----------------------------------------------------------------------------------------------
+
+
+def sent_before(db: sqlite_utils.Database, before: str) -> list[int]:
+    """Editions sent, created before ``before``, whose delivery records are still kept."""
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM editions WHERE status = 'sent' AND created_at < ? AND ledger_pruned = 0 ORDER BY id",
+            [before],
+        )
+    ]
+
+
+def mark_ledger_pruned(db: sqlite_utils.Database, edition_ids: list[int]) -> None:
+    """These editions' delivery records go: they can never be sent again (without its ledger, a second
+    send could reach readers twice). Runs in the caller's transaction."""
+    db.conn.execute(
+        "UPDATE editions SET ledger_pruned = 1 WHERE id IN (SELECT value FROM json_each(?))",
+        [json.dumps(edition_ids)],
+    )
+
+
+def ledger_pruned(db: sqlite_utils.Database) -> list[int]:
+    """Every edition whose delivery records were pruned."""
+    return [row[0] for row in db.execute("SELECT id FROM editions WHERE ledger_pruned = 1 ORDER BY id")]

@@ -21,10 +21,7 @@ another, and the ledger sends each reader at most one copy.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -39,10 +36,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter import locks, outbox
-from newsletter.dates import iso
-from newsletter.db import open_database, write_transaction
+from newsletter.db import open_database
+from newsletter.editions import build_edition, digest_for_period, edition_status
 from newsletter.errors import JobError, SendInProgress
+from newsletter.fetch import Fetcher
+from newsletter.ingest import run_ingest
+from newsletter.ledger import editions_with_pending
 from newsletter.locks import LockHeld
+from newsletter.retention import prune
+from newsletter.runs import finish_run, start_run
 from newsletter.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -200,9 +202,6 @@ class JobRunner:
     # --- the actions ----------------------------------------------------------------------------------------
 
     def _fetch(self, db: Any, job: Job, moment: datetime) -> JobRun:
-        from newsletter.fetch import Fetcher
-        from newsletter.ingest import run_ingest
-
         wanted = job.options.get("sources")
         sources = [s for s in self.settings.sources if (s.name in wanted if wanted else s.enabled)]
         with Fetcher(self.settings.fetch) as fetcher:
@@ -220,18 +219,16 @@ class JobRunner:
         return JobRun(job.name, status, counts, error)
 
     def _digest(self, db: Any, job: Job, moment: datetime) -> JobRun:
-        from newsletter.editions import build_edition
-
         frequency = str(job.options.get("frequency", "weekly"))
         period = period_of(frequency, moment)
-        edition_id = _edition_for_period(db, frequency, period)
+        edition_id = digest_for_period(db, frequency, period)
         if edition_id is None:
             try:
                 edition_id = build_edition(db, self.settings.digest, frequency=frequency, period=period).id
             except sqlite3.IntegrityError:  # another scheduler built it meanwhile: use theirs
-                edition_id = _edition_for_period(db, frequency, period)
+                edition_id = digest_for_period(db, frequency, period)
                 assert edition_id is not None
-        status = db.execute("SELECT status FROM editions WHERE id = ?", [edition_id]).fetchone()[0]
+        status = edition_status(db, edition_id)
         counts: dict[str, Any] = {"edition": edition_id, "period": period}
         if status == "sent" or job.options.get("send", True) is False:
             return JobRun(
@@ -248,13 +245,7 @@ class JobRunner:
         return JobRun(job.name, "ok", counts)
 
     def _retry(self, db: Any, job: Job, moment: datetime) -> JobRun:
-        editions = [
-            row[0]
-            for row in db.execute(
-                "SELECT DISTINCT edition_id FROM deliveries WHERE state IN ('queued', 'sending', 'committing') "
-                "ORDER BY edition_id"
-            )
-        ]
+        editions = editions_with_pending(db)
         sent, problems, skipped = 0, [], []
         for edition_id in editions:
             if self.interrupt.is_set():
@@ -276,51 +267,15 @@ class JobRunner:
         return JobRun(job.name, "ok" if not problems else "partial", counts, "; ".join(problems) or None)
 
     def _cleanup(self, db: Any, job: Job, moment: datetime) -> JobRun:
-        from newsletter.ops import prune
-
         return JobRun(job.name, "ok", prune(db, self.settings.retention))
 
     # --- the record of runs ---------------------------------------------------------------------------------
 
     def _start(self, db: Any, job: Job, scheduled_for: datetime | None) -> int:
-        with write_transaction(db):
-            cursor = db.conn.execute(
-                "INSERT INTO job_runs (job, action, scheduled_for, started_at, status, host, pid) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?)",
-                [
-                    job.name,
-                    job.action,
-                    iso(scheduled_for),
-                    iso(datetime.now(UTC)),
-                    socket.gethostname(),
-                    os.getpid(),
-                ],
-            )
-        return int(cursor.lastrowid or 0)
+        return start_run(db, job.name, job.action, scheduled_for)
 
     def _finish(self, db: Any, run_id: int, run: JobRun) -> None:
-        with write_transaction(db):
-            db.conn.execute(
-                "UPDATE job_runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
-                [iso(datetime.now(UTC)), run.status, json.dumps(run.counts), run.error, run_id],
-            )
-
-
-def _edition_for_period(db: Any, frequency: str, period: str) -> int | None:
-    row = db.execute(
-        "SELECT id FROM editions WHERE kind = 'digest' AND frequency = ? AND period = ?", [frequency, period]
-    ).fetchone()
-    return int(row[0]) if row else None
-
-
-def last_scheduled_run(db: Any, job: str) -> datetime | None:
-    """The latest scheduled time the job completed (or that another instance was already doing); an
-    interrupted or failed run does not count, so a restart within the grace time tries again."""
-    row = db.execute(
-        "SELECT max(scheduled_for) FROM job_runs WHERE job = ? AND status IN ('ok', 'partial', 'skipped')",
-        [job],
-    ).fetchone()
-    return datetime.fromisoformat(row[0]) if row and row[0] else None
+        finish_run(db, run_id, run.status, run.counts, run.error)
 
 
 def missed_run(job: Job, last: datetime | None, now: datetime, grace: float) -> datetime | None:

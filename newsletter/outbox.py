@@ -10,21 +10,28 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import sqlite_utils
 
-from newsletter.dates import iso
-from newsletter.db import open_database, write_transaction
-from newsletter.deliver import DeliveryReport, Progress, Variant, create_ledger, deliver, send_single
+from newsletter.db import open_database
+from newsletter.deliver import DeliveryReport, Progress, deliver
 from newsletter.devsmtp import EmbeddedSMTPServer
-from newsletter.editions import Edition, load_edition
+from newsletter.editions import Edition, is_ledger_pruned, load_edition, store_one_off
 from newsletter.errors import SendError, SubscriberError
+from newsletter.ledger import Variant, create_ledger, stored_variants
 from newsletter.message import MessageTemplate, Recipient, new_message_id, personalise_html
 from newsletter.preferences import Preferences
 from newsletter.render import RenderedEmail, Renderer, RenderSettings
 from newsletter.settings import Settings, SmtpSettings
-from newsletter.subscribers import CONFIRMATION_DAYS, Subscriber, find_subscriber, normalise_email
+from newsletter.smtp import send_single
+from newsletter.subscribers import (
+    CONFIRMATION_DAYS,
+    Subscriber,
+    find_subscriber,
+    first_active_subscriber,
+    normalise_email,
+    preference_sets,
+)
 from newsletter.tokens import Links, Tokens, site_secret
 
 
@@ -78,23 +85,20 @@ def plan_variants(db: sqlite_utils.Database, edition: Edition) -> dict[str, Vari
     if edition.kind == "one-off":
         return None
     variants: dict[str, Variant] = {}
-    for categories, keywords, empty_digest in db.execute(
-        "SELECT DISTINCT categories, keywords, empty_digest FROM subscribers WHERE status = 'active' AND frequency = ?",
-        [edition.frequency],
-    ):
+    for categories, keywords, empty_digest in preference_sets(db, edition.frequency):
         preferences = Preferences.from_row(categories, keywords, empty_digest=empty_digest)
         papers = sum(len(section.papers) for section in preferences.sections(edition.sections))
         variants[preferences.variant] = Variant(categories, keywords, empty_digest, papers)
     return variants
 
 
-def stored_variants(db: sqlite_utils.Database, edition_id: int) -> dict[str, Preferences | None]:
+def variant_preferences(db: sqlite_utils.Database, edition_id: int) -> dict[str, Preferences | None]:
+    """The preferences each variant of the edition's ledger is rendered for (None: the whole edition)."""
     return {
-        variant: Preferences.from_row(categories, keywords, empty_digest=empty) if variant else None
-        for variant, categories, keywords, empty in db.execute(
-            "SELECT variant, categories, keywords, empty_digest FROM delivery_variants WHERE edition_id = ?",
-            [edition_id],
-        )
+        key: Preferences.from_row(v.categories_json, v.keywords_json, empty_digest=v.empty_digest)
+        if key
+        else None
+        for key, v in stored_variants(db, edition_id).items()
     }
 
 
@@ -125,8 +129,7 @@ def send_edition(
     db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
-        pruned = db.execute("SELECT ledger_pruned FROM editions WHERE id = ?", [edition_id]).fetchone()[0]
-        if pruned:
+        if is_ledger_pruned(db, edition_id):
             raise SendError(
                 f"edition {edition_id} went out long ago and its delivery records were pruned: "
                 "sending it again could reach readers twice"
@@ -140,7 +143,7 @@ def send_edition(
                 frequency=edition.frequency,
             )
         # One-off messages got their ledger (their segment) when they were created.
-        templates = VariantTemplates(settings, edition, stored_variants(db, edition_id))
+        templates = VariantTemplates(settings, edition, variant_preferences(db, edition_id))
         link_maker = links(settings, db)
     finally:
         db.close()
@@ -185,10 +188,7 @@ def preview_html(settings: Settings, edition_id: int, address: str | None = None
             if subscriber is None:
                 raise SendError(f"{address} is not a subscriber")
         else:
-            row = db.execute(
-                "SELECT email FROM subscribers WHERE status = 'active' ORDER BY id LIMIT 1"
-            ).fetchone()
-            subscriber = find_subscriber(db, row[0]) if row else None
+            subscriber = first_active_subscriber(db)
         email = subscriber.email if subscriber else "reader@example.org"
         rendered, recipient = _copy_for(settings, db, edition, email, subscriber)
         return personalise_html(rendered, recipient)
@@ -207,17 +207,7 @@ def create_one_off(settings: Settings, subject: str, body: str, segment: str = "
     db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         target = _segment(db, segment)
-        now = datetime.now(UTC)
-        with write_transaction(db):
-            cursor = db.conn.execute(
-                """
-                INSERT INTO editions (kind, status, created_at, window_start, window_end, paper_count, topic_count,
-                                      engine, subject, body, segment)
-                VALUES ('one-off', 'built', ?, ?, ?, 0, 0, '', ?, ?, ?)
-                """,
-                [iso(now), iso(now), iso(now), subject, body, segment],
-            )
-            edition_id = int(cursor.lastrowid or 0)
+        edition_id = store_one_off(db, subject, body, segment)
         create_ledger(db, edition_id, message_domain=settings.sender.domain, only=target)  # all in variant ""
         return edition_id
     finally:

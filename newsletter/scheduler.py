@@ -21,7 +21,8 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from newsletter.db import check_writable, open_database
-from newsletter.jobs import Job, JobRunner, last_scheduled_run, load_jobs, missed_run
+from newsletter.jobs import Job, JobRunner, load_jobs, missed_run
+from newsletter.runs import last_scheduled_run
 from newsletter.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -625,6 +625,23 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
     )
 
 
+# --- what a send needs to know ------------------------------------------------------------------------------
+
+
+def preference_sets(db: sqlite_utils.Database, frequency: str) -> list[tuple[str, str, str]]:
+    """The distinct (categories, keywords, empty_digest) stored for the active readers of ``frequency``."""
+    return db.execute(
+        "SELECT DISTINCT categories, keywords, empty_digest FROM subscribers WHERE status = 'active' AND frequency = ?",
+        [frequency],
+    ).fetchall()
+
+
+def first_active_subscriber(db: sqlite_utils.Database) -> Subscriber | None:
+    """The active subscriber who joined first: whose copy a preview shows when nobody is named."""
+    row = db.execute("SELECT email FROM subscribers WHERE status = 'active' ORDER BY id LIMIT 1").fetchone()
+    return find_subscriber(db, row[0]) if row else None
+
+
 def count_by_status(db: sqlite_utils.Database) -> dict[str, int]:
-    """How many subscribers have each status (a status nobody has is left out)."""
+    """How many subscribers are in each status (a status nobody is in is left out)."""
     return dict(db.execute("SELECT status, count(*) FROM subscribers GROUP BY status").fetchall())

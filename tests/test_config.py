@@ -360,7 +360,7 @@ def test_the_cli_refuses_a_misspelled_section_in_one_line(tmp_path):
 
 
 def test_doctor_names_the_configuration_file_and_the_variables_it_used(tmp_path, monkeypatch):
-    from newsletter.ops import doctor
+    from newsletter.doctor import doctor
 
     monkeypatch.chdir(tmp_path)  # the built-in defaults put the embedded server's maildir here
 

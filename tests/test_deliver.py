@@ -18,11 +18,11 @@ import pytest
 
 from newsletter.config import load_settings
 from newsletter.db import open_database
-from newsletter.deliver import ledger_counts
 from newsletter.editions import build_edition
 from newsletter.errors import SubscriberError
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
+from newsletter.ledger import ledger_counts
 from newsletter.outbox import create_one_off, send_edition, send_test_copy
 from newsletter.samples import sample_sources
 from newsletter.settings import DigestSettings

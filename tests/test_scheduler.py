@@ -280,7 +280,7 @@ def test_doctor_against_a_real_server_with_and_without_auth(tmp_path):
     from aiosmtpd.smtp import AuthResult
 
     from newsletter.devsmtp import EmbeddedSMTPServer
-    from newsletter.ops import doctor
+    from newsletter.doctor import doctor
     from tests.support.tls import server_certificate
 
     cert, context = server_certificate(tmp_path)
@@ -332,8 +332,8 @@ def test_doctor_against_a_real_server_with_and_without_auth(tmp_path):
 
 def test_retention_prunes_old_things_and_keeps_editions(tmp_path, smtp_server):
     from newsletter.errors import SendError
-    from newsletter.ops import prune
     from newsletter.outbox import send_edition
+    from newsletter.retention import prune
     from newsletter.settings import RetentionSettings
 
     settings = make_settings(tmp_path, smtp_server.port)

@@ -20,9 +20,9 @@ import pytest
 
 from newsletter import locks
 from newsletter.db import open_database
-from newsletter.deliver import recover
 from newsletter.errors import LockLost, SendInProgress
 from newsletter.jobs import Job, JobRunner
+from newsletter.ledger import recover
 from newsletter.locks import LockHeld
 from newsletter.outbox import send_edition
 from tests.support.smtpserver import ScriptedSMTPServer

@@ -593,8 +593,8 @@ def test_only_accepted_signups_count_against_the_client_limit_and_429_says_when(
 def test_pending_signups_are_pruned_after_their_link_expired(tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from newsletter.ops import prune
     from newsletter.preferences import Preferences
+    from newsletter.retention import prune
     from newsletter.settings import RetentionSettings
     from newsletter.subscribers import add_subscriber, request_subscription, set_status
 
@@ -621,7 +621,7 @@ def test_the_request_path_does_the_same_work_whatever_the_address(tmp_path, smtp
     from datetime import UTC, datetime, timedelta
 
     from newsletter.preferences import Preferences
-    from newsletter.signups import SignupSender
+    from newsletter.signup_sender import SignupSender
     from newsletter.subscribers import add_subscriber, request_subscription, set_status, suppress
 
     port = free_port()
@@ -674,7 +674,7 @@ def test_the_request_path_does_the_same_work_whatever_the_address(tmp_path, smtp
 
 
 def test_queued_signups_survive_a_stop_and_two_senders_send_each_once(tmp_path, smtp_server):
-    from newsletter.signups import SignupSender
+    from newsletter.signup_sender import SignupSender
 
     port = free_port()
     settings = web_settings(tmp_path, smtp_server.port, port)
@@ -703,19 +703,20 @@ def test_a_request_that_fails_unexpectedly_waits_and_the_sender_goes_on(tmp_path
     sender thread: every later sign-up would wait for a restart while the form still says an email is on
     its way. Such a failure cannot be caused from outside the installed package, so the email function is
     replaced for one address by one that raises; the other address gets the real email."""
-    import newsletter.signups
+    import newsletter.signup_sender
     from newsletter.preferences import Preferences
-    from newsletter.signups import SignupRequest, SignupSender, enqueue
+    from newsletter.signup_sender import SignupSender
+    from newsletter.signups import SignupRequest, enqueue
 
     settings = web_settings(tmp_path, smtp_server.port, free_port())
-    real_send = newsletter.signups.send_signup_email
+    real_send = newsletter.signup_sender.send_signup_email
 
     def send(settings, subscriber, kind):
         if subscriber.email == "broken@example.org":
             raise RuntimeError("the confirmation template cannot be rendered")
         return real_send(settings, subscriber, kind)
 
-    monkeypatch.setattr(newsletter.signups, "send_signup_email", send)
+    monkeypatch.setattr(newsletter.signup_sender, "send_signup_email", send)
     db = open_database(settings.database)
     for address in ("broken@example.org", "fine@example.org"):  # the broken one is handled first
         enqueue(db, SignupRequest.create(address, "", Preferences()))

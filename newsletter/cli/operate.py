@@ -16,10 +16,13 @@ import newsletter.cli.show as show
 from newsletter.cli.app import AppContext, fail
 from newsletter.cli.show import console, err_console
 from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
+from newsletter.doctor import doctor
 from newsletter.errors import FAILURE, USAGE, DatabaseMissing, JobError
 from newsletter.jobs import JobRunner, load_jobs
-from newsletter.ops import backup, doctor, latest_job_runs, status
+from newsletter.retention import backup
+from newsletter.runs import latest_job_runs
 from newsletter.scheduler import run_forever
+from newsletter.status import collect
 from newsletter.web import serve as serve_web
 from newsletter.web.security import hash_password
 
@@ -115,7 +118,7 @@ def status_command(app: AppContext) -> None:
     """Sources, editions, deliveries, subscribers and the job schedule at a glance."""
     settings = app.settings
     with app.database(create=False) as db:
-        data = status(db)
+        data = collect(db)
     show.status(settings.name, settings.database, data)
     try:
         defined = load_jobs(settings.scheduler.jobs_dir, settings.timezone)

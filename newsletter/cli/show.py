@@ -25,10 +25,10 @@ from rich.progress import (
 from rich.status import Status
 from rich.table import Table
 
+from newsletter.doctor import Diagnosis
 from newsletter.editions import Edition, EditionPaper
 from newsletter.ingest import SourceReport
 from newsletter.jobs import Job, JobRun, describe_counts
-from newsletter.ops import Diagnosis
 from newsletter.settings import SourceConfig
 from newsletter.subscribers import STATUSES, ImportReport, Subscriber
 
@@ -321,7 +321,7 @@ def job_run(name: str, action: str, run: JobRun) -> None:
 
 
 def status(name: str, database: Path, data: dict[str, Any]) -> None:
-    """Sources, the last editions with their deliveries, and the subscribers by status (``ops.status``)."""
+    """Sources, the last editions with their deliveries, and the subscribers by status (``status.collect``)."""
     console.print(f"[bold]{escape(name)}[/] · database {escape(str(database))} · {data['papers']} papers")
     table = Table(title="sources", show_edge=False, pad_edge=False, title_justify="left")
     for column in ("source", "status", "last success", "error"):
@@ -336,10 +336,9 @@ def status(name: str, database: Path, data: dict[str, Any]) -> None:
     for column in ("#", "kind", "status", "created", "papers", "sent", "failed", "pending", "not sent"):
         table.add_column(column)
     for edition in data["editions"]:
-        counts = data["deliveries"][edition["id"]]
+        counts = data["deliveries"][edition.id]
         table.add_row(
-            str(edition["id"]), edition["kind"], edition["status"], _minute(edition["created_at"]),
-            str(edition["papers"]), *(str(counts[heading]) for heading in ("sent", "failed", "pending", "not_sent")),
+            str(edition.id), edition.kind, edition.status, _minute(edition.created_at), str(edition.paper_count), *(str(counts[heading]) for heading in ("sent", "failed", "pending", "not_sent")),
         )  # fmt: skip
     console.print(table)
     subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)

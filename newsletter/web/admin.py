@@ -22,7 +22,7 @@ from starlette.routing import Route
 from newsletter import outbox
 from newsletter.editions import EditionEntry, load_edition, public_among, recent_editions
 from newsletter.errors import EditionNotFound, SendError, SendInProgress, ServerUnavailable, SubscriberError
-from newsletter.ops import delivery_summaries
+from newsletter.ledger import delivery_summaries
 from newsletter.subscribers import (
     STATUSES,
     Subscriber,

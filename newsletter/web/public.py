@@ -19,7 +19,8 @@ from newsletter.editions import Edition, PublishedEdition, load_published_editio
 from newsletter.errors import EditionNotFound, PreferenceError, SubscriberError
 from newsletter.preferences import EMPTY_DIGEST, Preferences, parse_list
 from newsletter.render import markdown_html, paper_view
-from newsletter.signups import SignupRequest, SignupSender, enqueue
+from newsletter.signup_sender import SignupSender
+from newsletter.signups import SignupRequest, enqueue
 from newsletter.subscribers import (
     CONFIRMATION_DAYS,
     Subscriber,

@@ -1,0 +1,29 @@
+"""What ``newsletter status`` shows: sources, papers, the latest editions with their deliveries,
+subscribers by status and the last run of each job, gathered from each table's owner as plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlite_utils
+
+from newsletter.editions import recent_editions
+from newsletter.ledger import delivery_summaries
+from newsletter.runs import latest_job_runs
+from newsletter.store import paper_count, source_states
+from newsletter.subscribers import count_by_status
+
+LATEST_EDITIONS = 5
+
+
+def collect(db: sqlite_utils.Database) -> dict[str, Any]:
+    """Everything an operator looks at first, as plain data for the command line to print."""
+    editions = recent_editions(db, limit=LATEST_EDITIONS)
+    return {
+        "sources": source_states(db),
+        "papers": paper_count(db),
+        "editions": editions,
+        "deliveries": delivery_summaries(db, [edition.id for edition in editions]),
+        "subscribers": count_by_status(db),
+        "runs": latest_job_runs(db),
+    }
