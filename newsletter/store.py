@@ -286,16 +286,6 @@ def common_categories(
     ]
 
 
-def source_states(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Each source's last fetch: name, status, last_success_at, last_attempt_at, error; by name."""
-    return [
-        dict(zip(("name", "status", "last_success_at", "last_attempt_at", "error"), row, strict=True))
-        for row in db.execute(
-            "SELECT name, last_status, last_success_at, last_attempt_at, last_error FROM sources ORDER BY name"
-        )
-    ]
-
-
 def delete_unused_papers(db: sqlite_utils.Database, last_seen_before: str) -> int:
     """Delete the papers never placed in an edition and not seen since ``last_seen_before``, with their
     keys; returns how many papers went. Runs in the caller's transaction."""
@@ -305,8 +295,3 @@ def delete_unused_papers(db: sqlite_utils.Database, last_seen_before: str) -> in
     """
     db.conn.execute(f"DELETE FROM paper_keys WHERE paper_id IN ({unused})", [last_seen_before])
     return db.conn.execute(f"DELETE FROM papers WHERE id IN ({unused})", [last_seen_before]).rowcount
-
-
-def delete_fetch_runs(db: sqlite_utils.Database, started_before: str) -> int:
-    """Delete the records of fetches started before ``started_before``. Runs in the caller's transaction."""
-    return db.conn.execute("DELETE FROM fetch_runs WHERE started_at < ?", [started_before]).rowcount
