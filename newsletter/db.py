@@ -460,3 +460,18 @@ MIGRATIONS: list[Migration] = [
 def ping(db: sqlite_utils.Database) -> None:
     """Raise unless the database answers a query (health checks)."""
     db.execute("SELECT 1").fetchone()
+
+
+def prove_writable(db: sqlite_utils.Database) -> None:
+    """Write to the database in a transaction that leaves nothing behind (a table created and dropped),
+    raising what would stop any write: a read-only file or directory, a full disk, a lock held past the
+    busy timeout. ``check_writable`` only asks the file system, before a long-running process starts;
+    this is the write itself (the doctor)."""
+    with write_transaction(db):
+        db.conn.execute("CREATE TABLE write_probe (x)")
+        db.conn.execute("DROP TABLE write_probe")
+
+
+def journal_mode(db: sqlite_utils.Database) -> str:
+    """The file's journal mode (``wal`` once opened here)."""
+    return str(db.execute("PRAGMA journal_mode").fetchone()[0])

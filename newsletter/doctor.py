@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from newsletter.config import DEFAULT_CONFIG_NAME
-from newsletter.db import open_database, schema_version, write_transaction
+from newsletter.db import journal_mode, open_database, prove_writable, schema_version
 from newsletter.editions import Edition, EditionPaper, Section
 from newsletter.errors import DatabaseMissing, JobError
 from newsletter.jobs import load_jobs
@@ -68,11 +68,9 @@ def _check_database(settings: Settings, diagnosis: Diagnosis) -> None:
     try:
         db = open_database(settings.database, create=False)  # a check never creates what it checks
         try:
-            with write_transaction(db):
-                db.conn.execute("CREATE TABLE doctor_probe (x)")
-                db.conn.execute("DROP TABLE doctor_probe")
+            prove_writable(db)
             version = schema_version(db)
-            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            mode = journal_mode(db)
         finally:
             db.close()
     except DatabaseMissing:
@@ -179,4 +177,6 @@ def _check_jobs(settings: Settings, diagnosis: Diagnosis) -> None:
         diagnosis.add("jobs", False, str(exc))
         return
     enabled = [job.name for job in jobs if job.enabled]
-    diagnosis.add("jobs", True, f"{len(enabled)} scheduled jobs in {settings.scheduler.jobs_dir}: {', '.join(enabled)}")
+    diagnosis.add(
+        "jobs", True, f"{len(enabled)} scheduled jobs in {settings.scheduler.jobs_dir}: {', '.join(enabled)}"
+    )

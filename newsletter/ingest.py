@@ -7,7 +7,6 @@ stops the others, and a source whose papers could not be stored keeps its old ET
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -19,12 +18,12 @@ from typing import Protocol
 
 import sqlite_utils
 
-from newsletter.dates import iso
 from newsletter.db import write_transaction
 from newsletter.errors import SourceError
 from newsletter.fetch import Fetcher
 from newsletter.fetched import FetchError
 from newsletter.settings import SourceConfig
+from newsletter.source_log import FetchOutcome, last_validators, record_failure, record_run, record_success
 from newsletter.sources import KINDS
 from newsletter.sources.base import Collected, SourceState
 from newsletter.store import store_papers
@@ -153,8 +152,7 @@ def _store(
                 counts.duplicates,
                 counts.revisions,
             )
-            _save_state(db, source, collected.state, report, now)
-            _record_run(db, source, report, now)
+            _record_success(db, source, collected.state, report, now)
     except Exception as error:
         log.exception("storing source %s failed", source.name)
         report.status = "failed"
@@ -166,99 +164,51 @@ def _store(
 
 
 def load_state(db: sqlite_utils.Database, source: SourceConfig) -> SourceState:
-    row = db.execute(
-        "SELECT url, etag, last_modified, body_sha256, last_success_at FROM sources WHERE name = ?",
-        [source.name],
-    ).fetchone()
-    if row is None or row[0] != source.url:
+    saved = last_validators(db, source.name)
+    if saved is None or saved.url != source.url:
         return SourceState()  # a changed URL is a different feed: no conditional GET against the old one
-    _url, etag, last_modified, body_sha256, last_success_at = row
     return SourceState(
-        etag=etag,
-        last_modified=last_modified,
-        body_sha256=body_sha256,
-        last_success_at=datetime.fromisoformat(last_success_at) if last_success_at else None,
+        etag=saved.etag,
+        last_modified=saved.last_modified,
+        body_sha256=saved.body_sha256,
+        last_success_at=saved.last_success_at,
     )
 
 
-def _counts_json(report: SourceReport) -> str:
-    return json.dumps(
-        {
-            "fetched": report.fetched,
-            "new": report.new,
-            "updated": report.updated,
-            "duplicates": report.duplicates,
-            "revisions": report.revisions,
-            "errors": report.errors,
-        }
+def _outcome(report: SourceReport) -> FetchOutcome:
+    return FetchOutcome(
+        status=report.status,
+        fetched=report.fetched,
+        new=report.new,
+        updated=report.updated,
+        duplicates=report.duplicates,
+        revisions=report.revisions,
+        errors=report.errors,
+        error=report.error,
+        problems=tuple(report.problems),
     )
 
 
-def _save_state(
+def _record_success(
     db: sqlite_utils.Database, source: SourceConfig, state: SourceState, report: SourceReport, now: datetime
 ) -> None:
-    db.conn.execute(
-        """
-        INSERT INTO sources (name, kind, url, etag, last_modified, body_sha256, last_attempt_at,
-                             last_success_at, last_status, last_error, last_counts)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
-        ON CONFLICT (name) DO UPDATE SET
-            kind = excluded.kind, url = excluded.url, etag = excluded.etag,
-            last_modified = excluded.last_modified, body_sha256 = excluded.body_sha256,
-            last_attempt_at = excluded.last_attempt_at, last_success_at = excluded.last_success_at,
-            last_status = excluded.last_status, last_error = NULL, last_counts = excluded.last_counts
-        """,
-        [
-            source.name,
-            source.kind,
-            source.url,
-            state.etag,
-            state.last_modified,
-            state.body_sha256,
-            iso(now),
-            iso(now),
-            report.status,
-            _counts_json(report),
-        ],
+    outcome = _outcome(report)
+    record_success(
+        db,
+        source,
+        etag=state.etag,
+        last_modified=state.last_modified,
+        body_sha256=state.body_sha256,
+        outcome=outcome,
+        now=now,
     )
+    record_run(db, source.name, outcome, started_at=now)
 
 
 def _record_failure(
     db: sqlite_utils.Database, source: SourceConfig, report: SourceReport, now: datetime
 ) -> None:
+    outcome = _outcome(report)
     with write_transaction(db):
-        db.conn.execute(
-            """
-            INSERT INTO sources (name, kind, url, last_attempt_at, last_status, last_error, last_counts)
-            VALUES (?, ?, ?, ?, 'failed', ?, ?)
-            ON CONFLICT (name) DO UPDATE SET
-                kind = excluded.kind, url = excluded.url, last_attempt_at = excluded.last_attempt_at,
-                last_status = 'failed', last_error = excluded.last_error, last_counts = excluded.last_counts
-            """,
-            [source.name, source.kind, source.url, iso(now), report.error, _counts_json(report)],
-        )
-        _record_run(db, source, report, now)
-
-
-def _record_run(db: sqlite_utils.Database, source: SourceConfig, report: SourceReport, now: datetime) -> None:
-    db.conn.execute(
-        """
-        INSERT INTO fetch_runs (source, started_at, finished_at, status, fetched, new, updated, duplicates,
-                                revisions, errors, error, problems)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        """,
-        [
-            source.name,
-            iso(now),
-            iso(datetime.now(UTC)),
-            report.status,
-            report.fetched,
-            report.new,
-            report.updated,
-            report.duplicates,
-            report.revisions,
-            report.errors,
-            report.error,
-            json.dumps(report.problems, ensure_ascii=False),
-        ],
-    )
+        record_failure(db, source, outcome, now)
+        record_run(db, source.name, outcome, started_at=now)

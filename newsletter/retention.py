@@ -16,7 +16,8 @@ from newsletter.editions import ledger_pruned, mark_ledger_pruned, sent_before
 from newsletter.ledger import delete_ledgers, quiet_ledgers
 from newsletter.runs import delete_finished_runs
 from newsletter.settings import RetentionSettings
-from newsletter.store import delete_fetch_runs, delete_unused_papers
+from newsletter.source_log import delete_fetch_runs
+from newsletter.store import delete_unused_papers
 from newsletter.subscribers import delete_stale_signups
 
 

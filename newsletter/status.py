@@ -10,7 +10,8 @@ import sqlite_utils
 from newsletter.editions import recent_editions
 from newsletter.ledger import delivery_summaries
 from newsletter.runs import latest_job_runs
-from newsletter.store import paper_count, source_states
+from newsletter.source_log import source_states
+from newsletter.store import paper_count
 from newsletter.subscribers import count_by_status
 
 LATEST_EDITIONS = 5

@@ -243,6 +243,26 @@ def _update_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
     db.conn.executemany(f"UPDATE papers SET {assignments} WHERE id = ?", parameters)
 
 
+# --- what an edition selects -------------------------------------------------------------------------------
+
+
+def new_papers_between(db: sqlite_utils.Database, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The papers first seen in ``[start, end)`` that count as new, by key, with what an edition shows of
+    them (``dated``: when published, else when first seen)."""
+    cursor = db.execute(
+        """
+        SELECT id, key, title, abstract, authors, url, upvotes, ai_summary, primary_category, github_repo,
+               categories, coalesce(published, first_seen_at) AS dated
+        FROM papers
+        WHERE is_new = 1 AND first_seen_at >= ? AND first_seen_at < ?
+        ORDER BY key
+        """,
+        [iso(start), iso(end)],
+    )
+    columns = [c[0] for c in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
 # --- what an operator looks at, and retention --------------------------------------------------------------
 
 
@@ -266,16 +286,6 @@ def common_categories(
     ]
 
 
-def source_states(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Each source's last fetch: name, status, last_success_at, last_attempt_at, error; by name."""
-    return [
-        dict(zip(("name", "status", "last_success_at", "last_attempt_at", "error"), row, strict=True))
-        for row in db.execute(
-            "SELECT name, last_status, last_success_at, last_attempt_at, last_error FROM sources ORDER BY name"
-        )
-    ]
-
-
 def delete_unused_papers(db: sqlite_utils.Database, last_seen_before: str) -> int:
     """Delete the papers never placed in an edition and not seen since ``last_seen_before``, with their
     keys; returns how many papers went. Runs in the caller's transaction."""
@@ -285,8 +295,3 @@ def delete_unused_papers(db: sqlite_utils.Database, last_seen_before: str) -> in
     """
     db.conn.execute(f"DELETE FROM paper_keys WHERE paper_id IN ({unused})", [last_seen_before])
     return db.conn.execute(f"DELETE FROM papers WHERE id IN ({unused})", [last_seen_before]).rowcount
-
-
-def delete_fetch_runs(db: sqlite_utils.Database, started_before: str) -> int:
-    """Delete the records of fetches started before ``started_before``. Runs in the caller's transaction."""
-    return db.conn.execute("DELETE FROM fetch_runs WHERE started_at < ?", [started_before]).rowcount
