@@ -1,4 +1,76 @@
-"""A self-hosted research-paper newsletter."""
+"""A self-hosted research-paper newsletter: feeds in, a weekly digest by topic out, by email.
+
+The module map: one line per module, what it owns. The layers go from the bottom up. A module imports
+only from its own layer or an earlier one, never from a later one; no modules import each other, through
+any path; SQL on a table is written only in the table's owner (a read may join another table). Imports
+inside functions are only for heavy engines a command may not need: the optional embeddings engine, and
+the clusterer (scikit-learn), which only building an edition loads. tests/test_layout.py keeps this map and the
+code in step.
+
+1. Values: what everything passes around, and rules that need nothing else of the package
+   errors          the exception tree; each error carries the exit code a command ends with
+   dates           how a moment is written in the database
+   ids             the keys that decide when two records are the same paper
+   text            feed text (HTML, LaTeX, entities) made plain
+   models          the records that flow through the pipeline: Paper, ParsedFeed
+   logs            log lines, human-readable or JSON, never with a secret
+   toml_lines      where in a TOML text each key was written
+   config_keys     one configuration key: its type, default and limits, checked and never coerced
+   taxonomy        arXiv's categories, the codes a reader can follow
+   settings        every setting as a frozen value, each key declared once with its default
+   fetched         what a fetch hands on (Document, FetchError), without the HTTP client
+
+2. Reading the world: feeds to papers, and how each kind is configured
+   sources/        the source kinds (arXiv RSS and API, Hugging Face daily, any feed): configure and parse
+   samples/        the offline sample feeds the demo falls back to
+   fetch           HTTP for every source: conditional GET, timeouts, retries, size cap, politeness
+
+3. Configuration
+   default_config  the commented file `newsletter init` writes, generated from settings
+   config          reads and checks the file and the environment into Settings
+
+4. Storage
+   db              opening the SQLite file for shared use, migrations, writable and health checks
+   trouble         ordinary trouble (disk, database, port) as one line and an exit code
+   locks           locks kept in the database: one sender per edition, one running instance per job
+
+5. Table owners: every statement on a table is its owner's
+   store           papers and their keys: each paper stored once, whatever source it came from
+   source_log      sources and fetch_runs: each source's conditional-GET state and every fetch
+   runs            job_runs: a record of every scheduled run
+   tokens          app_secrets and the signed tokens in every email link
+   editions        editions and their sections: values, storing, loading, what is public
+   preferences     what a reader follows, and the part of an edition that is theirs
+   subscribers     subscribers, suppressions, sign-up limits, double opt-in, CSV in and out
+   signups         signup_requests: the queue of sign-up emails
+   ledger          deliveries and delivery_variants: one row per edition and recipient, its state machine
+
+6. Engines: work on values, with no tables of their own
+   cluster         topic sections and their labels, from text alone
+   embeddings      the optional sentence-embedding engine for cluster
+   render          Jinja2 and MJML to an email's HTML and text, once per edition
+   message         a rendered email to wire-ready bytes for each recipient
+   smtp            the SMTP protocol: connecting, pipelined transactions, replies
+   devsmtp         the embedded SMTP server that stores what it receives
+   ingest          fetch every source and store what it yields
+
+7. Services: one job each, calling owners and engines
+   compose         an edition from a window's papers: select, cluster, label, store
+   deliver         the sending workers and their pace, over the ledger and smtp
+   outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
+   signup_sender   the thread of the web app that drains the sign-up queue
+   erasure         forgetting a reader: every record about them, in one transaction
+   retention       what old data goes, and consistent backups
+   status          what `newsletter status` shows
+   doctor          checks of the configuration, database, SMTP server, links, templates and jobs
+   jobs            the scheduled jobs: definitions and actions
+   scheduler       the jobs on their cron schedules
+
+8. Shells: thin, no SQL
+   web/            the web app: sign-up, preferences, archive and admin pages, its server and its limits
+   cli/            the `newsletter` command, by command group, with everything it prints in show
+   __main__        `python -m newsletter`
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
