@@ -174,9 +174,11 @@ def _check_templates(settings: Settings, diagnosis: Diagnosis) -> None:
 
 def _check_jobs(settings: Settings, diagnosis: Diagnosis) -> None:
     try:
-        jobs = load_jobs(settings.jobs_dir, settings.timezone)
+        jobs = load_jobs(settings.scheduler.jobs_dir, settings.timezone)
     except JobError as exc:
         diagnosis.add("jobs", False, str(exc))
         return
     enabled = [job.name for job in jobs if job.enabled]
-    diagnosis.add("jobs", True, f"{len(enabled)} scheduled jobs in {settings.jobs_dir}: {', '.join(enabled)}")
+    diagnosis.add(
+        "jobs", True, f"{len(enabled)} scheduled jobs in {settings.scheduler.jobs_dir}: {', '.join(enabled)}"
+    )
