@@ -28,10 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 import corpus  # noqa: E402
 
+from newsletter.compose import build_edition  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
 from newsletter.db import open_database, write_transaction  # noqa: E402
 from newsletter.devsmtp import free_port  # noqa: E402
-from newsletter.editions import build_edition, load_edition  # noqa: E402
+from newsletter.editions import load_edition  # noqa: E402
 from newsletter.fetch import Fetcher  # noqa: E402
 from newsletter.ingest import run_ingest  # noqa: E402
 from newsletter.message import MessageTemplate  # noqa: E402

@@ -1,16 +1,14 @@
-"""Editions: the papers first seen in a window, clustered into ranked, labelled topic sections, stored.
-
-An edition's window is ``[start, end)`` over ``papers.first_seen_at``; by default it starts where the
-previous digest's window ended (or ``window_days`` ago) and ends now, so consecutive digests neither
-overlap nor leave gaps. Only papers that count as new are selected (a revision of an old paper is not).
+"""Editions: the editions table with its sections and ranked papers (edition_sections, edition_papers),
+as stored by the digests built in ``newsletter.compose`` and the one-off messages; loading an edition,
+what is public (the archive and the feed), an edition's send status, the list of every edition and what
+retention marks.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
@@ -18,8 +16,6 @@ import sqlite_utils
 from newsletter.dates import iso
 from newsletter.db import write_transaction
 from newsletter.errors import EditionNotFound
-from newsletter.settings import DigestSettings
-from newsletter.text import extract_summary
 
 
 @dataclass(slots=True)
@@ -87,45 +83,28 @@ class Edition:
         }
 
 
-def default_window(
-    db: sqlite_utils.Database, *, now: datetime, window_days: float, frequency: str = "weekly"
-) -> tuple[datetime, datetime]:
+def last_digest_end(db: sqlite_utils.Database, frequency: str, *, until: datetime) -> datetime | None:
+    """Where the latest digest of this frequency whose window ended by ``until`` ended, if there is one."""
     row = db.execute(
         "SELECT max(window_end) FROM editions WHERE kind = 'digest' AND frequency = ? AND window_end <= ?",
-        [frequency, iso(now)],
+        [frequency, iso(until)],
     ).fetchone()
-    start = datetime.fromisoformat(row[0]) if row and row[0] else now - timedelta(days=window_days)
-    return start, now
+    return datetime.fromisoformat(row[0]) if row and row[0] else None
 
 
-def build_edition(
+def store_digest(
     db: sqlite_utils.Database,
-    settings: DigestSettings,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    now: datetime | None = None,
-    frequency: str = "weekly",
-    period: str | None = None,
-) -> Edition:
-    """Select, cluster, rank and store a digest edition; returns it as stored.
-
-    A daily edition follows the previous daily one (or covers a day); a weekly one the previous weekly
-    one (or ``window_days``).
-    """
-    if frequency not in ("weekly", "daily"):
-        raise ValueError(f"unknown frequency {frequency!r}")
-    started = time.perf_counter()
-    now = now or datetime.now(UTC)
-    window_days = 1.0 if frequency == "daily" else settings.window_days
-    default_start, default_end = default_window(db, now=now, window_days=window_days, frequency=frequency)
-    start = since or default_start
-    end = until or default_end
-    if end <= start:
-        raise ValueError(f"the window ends ({iso(end)}) before it starts ({iso(start)})")
-    papers = _select(db, start, end)
-    sections = _sections(papers, settings)
-    elapsed = time.perf_counter() - started
+    created_at: datetime,
+    window: tuple[datetime, datetime],
+    paper_count: int,
+    sections: list[Section],
+    engine: str,
+    frequency: str,
+    period: str | None,
+) -> int:
+    """A digest edition (``built``) with its sections and their papers, in one transaction; returns its id."""
+    start, end = window
     with write_transaction(db):
         cursor = db.conn.execute(
             """
@@ -133,82 +112,11 @@ def build_edition(
                                   engine, frequency, period)
             VALUES ('digest', 'built', ?, ?, ?, ?, ?, ?, ?, ?)
             """,
-            [iso(now), iso(start), iso(end), len(papers), len(sections), settings.engine, frequency, period],
+            [iso(created_at), iso(start), iso(end), paper_count, len(sections), engine, frequency, period],
         )
         edition_id = int(cursor.lastrowid or 0)
         _store_sections(db, edition_id, sections)
-    edition = load_edition(db, edition_id)
-    edition.seconds = elapsed
-    return edition
-
-
-def _select(db: sqlite_utils.Database, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    cursor = db.execute(
-        """
-        SELECT id, key, title, abstract, authors, url, upvotes, ai_summary, primary_category, github_repo,
-               categories, coalesce(published, first_seen_at) AS dated
-        FROM papers
-        WHERE is_new = 1 AND first_seen_at >= ? AND first_seen_at < ?
-        ORDER BY key
-        """,
-        [iso(start), iso(end)],
-    )
-    columns = [c[0] for c in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
-
-
-def _sections(papers: list[dict[str, Any]], settings: DigestSettings) -> list[Section]:
-    if not papers:
-        return []
-    # Imported here: scikit-learn and NumPy cost ~110 MB, which sending, serving and fetching never need.
-    from newsletter.cluster import PaperText, cluster_documents, score_paper
-
-    clustering = cluster_documents(
-        [PaperText(id=p["key"], title=p["title"], abstract=p["abstract"] or "") for p in papers],
-        topics=settings.topics,
-        min_topics=settings.min_topics,
-        max_topics=settings.max_topics,
-        min_topic_size=settings.min_topic_size,
-        engine=settings.engine,
-    )
-    dates = [p["dated"] or "" for p in papers]
-    oldest, newest = min(dates), max(dates)
-    sections = []
-    for topic in clustering.topics:
-        ranked = []
-        for index, centrality in zip(topic.members, topic.centrality, strict=True):
-            paper = papers[index]
-            recency = _position(paper["dated"] or "", oldest, newest)
-            ranked.append(
-                EditionPaper(
-                    paper_id=paper["id"],
-                    key=paper["key"],
-                    title=paper["title"],
-                    score=score_paper(upvotes=paper["upvotes"], centrality=centrality, recency=recency),
-                    summary=paper["ai_summary"]
-                    or extract_summary(paper["abstract"] or "", max_chars=settings.summary_chars),
-                    authors=json.loads(paper["authors"] or "[]"),
-                    url=paper["url"],
-                    upvotes=paper["upvotes"],
-                    primary_category=paper["primary_category"],
-                    github_repo=paper["github_repo"],
-                    categories=json.loads(paper["categories"] or "[]"),
-                    abstract=paper["abstract"] or "",
-                )
-            )
-        ranked.sort(key=lambda p: (-p.score, p.key))
-        sections.append(Section(topic.label, topic.keywords, ranked, topic.is_other))
-    return sections
-
-
-def _position(value: str, oldest: str, newest: str) -> float:
-    if newest == oldest:
-        return 1.0
-    try:
-        low, high, here = (datetime.fromisoformat(v).timestamp() for v in (oldest, newest, value))
-    except ValueError:
-        return 0.0
-    return (here - low) / (high - low)
+    return edition_id
 
 
 def _store_sections(db: sqlite_utils.Database, edition_id: int, sections: list[Section]) -> None:

@@ -36,8 +36,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter import locks, outbox
+from newsletter.compose import build_edition
 from newsletter.db import open_database
-from newsletter.editions import build_edition, digest_for_period, edition_status
+from newsletter.editions import digest_for_period, edition_status
 from newsletter.errors import JobError, SendInProgress
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest

@@ -243,6 +243,26 @@ def _update_rows(db: sqlite_utils.Database, rows: list[dict[str, Any]]) -> None:
     db.conn.executemany(f"UPDATE papers SET {assignments} WHERE id = ?", parameters)
 
 
+# --- what an edition selects -------------------------------------------------------------------------------
+
+
+def new_papers_between(db: sqlite_utils.Database, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The papers first seen in ``[start, end)`` that count as new, by key, with what an edition shows of
+    them (``dated``: when published, else when first seen)."""
+    cursor = db.execute(
+        """
+        SELECT id, key, title, abstract, authors, url, upvotes, ai_summary, primary_category, github_repo,
+               categories, coalesce(published, first_seen_at) AS dated
+        FROM papers
+        WHERE is_new = 1 AND first_seen_at >= ? AND first_seen_at < ?
+        ORDER BY key
+        """,
+        [iso(start), iso(end)],
+    )
+    columns = [c[0] for c in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
 # --- what an operator looks at, and retention --------------------------------------------------------------
 
 

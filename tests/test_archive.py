@@ -9,8 +9,8 @@ import feedparser
 import httpx
 import pytest
 
+from newsletter.compose import build_edition
 from newsletter.db import open_database
-from newsletter.editions import build_edition
 from newsletter.outbox import create_one_off, send_edition, send_test_copy
 from newsletter.settings import DigestSettings
 from newsletter.web import create_app

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.compose import build_edition
 from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
-from newsletter.editions import build_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.outbox import send_edition

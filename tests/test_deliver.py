@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.compose import build_edition
 from newsletter.config import load_settings
 from newsletter.db import open_database
-from newsletter.editions import build_edition
 from newsletter.errors import SubscriberError
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest

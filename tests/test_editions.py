@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from newsletter.compose import build_edition
 from newsletter.dates import iso
-from newsletter.editions import build_edition, load_edition
+from newsletter.editions import load_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.samples import sample_sources

@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from newsletter.compose import build_edition
 from newsletter.db import open_database
-from newsletter.editions import Edition, build_edition, load_edition
+from newsletter.editions import Edition, load_edition
 from newsletter.errors import RenderError
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest

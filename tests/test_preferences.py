@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from newsletter.compose import build_edition
 from newsletter.db import open_database
-from newsletter.editions import EditionPaper, Section, build_edition, load_edition
+from newsletter.editions import EditionPaper, Section, load_edition
 from newsletter.errors import PreferenceError
 from newsletter.outbox import send_edition
 from newsletter.preferences import Preferences

@@ -111,7 +111,7 @@ def test_unsubscribed_between_two_editions_gets_only_the_first(tmp_path, sent, s
     db = open_database(settings.database)
     from datetime import timedelta
 
-    from newsletter.editions import build_edition
+    from newsletter.compose import build_edition
     from newsletter.settings import DigestSettings
 
     second = build_edition(
@@ -181,7 +181,7 @@ def test_hostile_paper_text_is_inert_in_the_email_and_the_archive(tmp_path, smtp
         run_ingest(db, [SourceConfig(name="hostile", kind="arxiv_rss", url=url)], fetcher, now=MONDAY)
     from datetime import timedelta
 
-    from newsletter.editions import build_edition
+    from newsletter.compose import build_edition
     from newsletter.settings import DigestSettings
 
     # Ingest already strips markup; text that reached the database some other way must be escaped too.

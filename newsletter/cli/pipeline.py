@@ -17,8 +17,9 @@ from newsletter import outbox, samples, trouble
 from newsletter.cli.app import AppContext, check_frequency, check_output, fail
 from newsletter.cli.sending import digest_preview, digest_send, exit_unless_complete, send_and_report
 from newsletter.cli.show import console
+from newsletter.compose import build_edition
 from newsletter.default_config import write_default_config
-from newsletter.editions import Edition, build_edition
+from newsletter.editions import Edition
 from newsletter.errors import USAGE
 from newsletter.fetch import Fetcher
 from newsletter.ingest import SourceReport, run_ingest
