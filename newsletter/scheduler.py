@@ -1,4 +1,5 @@
-"""``newsletter run``: the jobs of ``jobs/`` on their cron schedules (APScheduler 3), beside the web app.
+"""The scheduler: the jobs of ``jobs/`` on their cron schedules (APScheduler 3), which ``newsletter run``
+runs beside the web app.
 
 Each job runs at most one instance at a time, coalesces missed runs into one and still runs when it is
 at most ``misfire_grace_time`` late. Runs missed while the scheduler was not running at all are caught
@@ -12,9 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -76,10 +75,26 @@ class Scheduler:
         scheduled = self._scheduler.get_job(job.name)
         return scheduled.next_run_time if scheduled else None
 
+    def wait_for_signal(self) -> None:
+        """Return once SIGTERM or SIGINT (Ctrl-C) arrives; from then on no job starts. For a process that
+        runs the scheduler alone (the web server otherwise handles these signals)."""
+        stopping = threading.Event()
+
+        def stop(signum: int, _frame: object) -> None:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            self.interrupt.set()
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        while not stopping.wait(1.0):
+            pass
+
     def stop(self) -> None:
         """Stop taking jobs, let the running ones finish (a send stops after the message in hand)."""
         self.interrupt.set()
         self._scheduler.shutdown(wait=True)
+        log.info("scheduler stopped")
 
     def _run_scheduled(self, job: Job, scheduled_for: datetime | None = None) -> None:
         if self.interrupt.is_set():
@@ -108,47 +123,3 @@ class Scheduler:
             event.job_id,
             event.scheduled_run_time,
         )
-
-
-def run_forever(
-    settings: Settings,
-    *,
-    web: bool = True,
-    host: str | None = None,
-    port: int | None = None,
-    on_ready: Callable[[Scheduler], Any] | None = None,
-) -> None:
-    """The long-running process: the scheduler, and the web app unless ``web`` is False. The web app's
-    address is bound before any job starts, so a taken port stops here with ServeError."""
-    listener = None
-    if web:
-        from newsletter.web import listen_for, serve
-
-        listener = listen_for(settings, host=host, port=port)
-    try:
-        scheduler = Scheduler(settings)
-        scheduler.start()
-    except BaseException:
-        if listener is not None:
-            listener.close()
-        raise
-    if on_ready:
-        on_ready(scheduler)
-    try:
-        if listener is not None:
-            serve(settings, listener=listener)  # returns once SIGTERM or Ctrl-C has shut it down
-        else:
-            stopping = threading.Event()
-
-            def stop(signum: int, _frame: object) -> None:
-                log.info("received %s: stopping", signal.Signals(signum).name)
-                scheduler.interrupt.set()
-                stopping.set()
-
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
-            while not stopping.wait(1.0):
-                pass
-    finally:
-        scheduler.stop()
-        log.info("scheduler stopped")

@@ -21,8 +21,10 @@ from newsletter.errors import FAILURE, USAGE, DatabaseMissing, JobError
 from newsletter.jobs import JobRunner, load_jobs
 from newsletter.retention import backup
 from newsletter.runs import latest_job_runs
-from newsletter.scheduler import run_forever
+from newsletter.scheduler import Scheduler
+from newsletter.settings import Settings
 from newsletter.status import collect
+from newsletter.web import listen_for
 from newsletter.web import serve as serve_web
 from newsletter.web.security import hash_password
 
@@ -67,7 +69,27 @@ def run_command(app: AppContext, no_web: bool, host: str | None, port: int | Non
     _check_port(port)
     settings = app.settings
     _log_events(app)
-    run_forever(settings, web=not no_web, host=host, port=port)
+    _run_scheduler(settings, web=not no_web, host=host, port=port)
+
+
+def _run_scheduler(settings: Settings, *, web: bool, host: str | None, port: int | None) -> None:
+    """The long-running process: the scheduler, and the web app unless ``web`` is False. The web app's
+    address is bound before any job starts, so a taken port stops here with ServeError."""
+    listener = listen_for(settings, host=host, port=port) if web else None
+    try:
+        scheduler = Scheduler(settings)
+        scheduler.start()
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
+    try:
+        if listener is not None:
+            serve_web(settings, listener=listener)  # returns once SIGTERM or Ctrl-C has shut it down
+        else:
+            scheduler.wait_for_signal()
+    finally:
+        scheduler.stop()
 
 
 # --- jobs -----------------------------------------------------------------------------------------------------
