@@ -343,6 +343,15 @@ def delete_ledgers(db: sqlite_utils.Database, edition_ids: list[int]) -> int:
     return deleted
 
 
+# --- forgetting a reader --------------------------------------------------------------------------------------
+
+
+def delete_deliveries_to(db: sqlite_utils.Database, subscriber_id: int) -> int:
+    """Delete every delivery record of this subscriber (a deletion request); returns how many went. Runs in
+    the caller's transaction."""
+    return db.conn.execute("DELETE FROM deliveries WHERE subscriber_id = ?", [subscriber_id]).rowcount
+
+
 # --- a sending worker's ledger --------------------------------------------------------------------------------
 
 

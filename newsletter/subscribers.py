@@ -270,12 +270,10 @@ def _write_preferences(
     )
 
 
-def remove_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
-    """Forget a subscriber entirely, delivery records included (a deletion request)."""
-    with write_transaction(db):
-        db.conn.execute("DELETE FROM deliveries WHERE subscriber_id = ?", [subscriber_id])
-        cursor = db.conn.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id])
-    return cursor.rowcount == 1
+def delete_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
+    """Delete the subscriber's row; False when there was none. Runs in the caller's transaction:
+    ``newsletter.erasure`` forgets a reader, their other records first."""
+    return db.conn.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id]).rowcount == 1
 
 
 def suppress(db: sqlite_utils.Database, email: str, reason: str, *, now: datetime | None = None) -> None:

@@ -15,6 +15,7 @@ import newsletter.cli.show as show
 from newsletter import trouble
 from newsletter.cli.app import AppContext, check_frequency, check_output, fail
 from newsletter.cli.show import console, err_console
+from newsletter.erasure import forget_subscriber
 from newsletter.errors import FAILURE, USAGE
 from newsletter.preferences import FREQUENCIES, Preferences, parse_list
 from newsletter.subscribers import (
@@ -27,7 +28,6 @@ from newsletter.subscribers import (
     find_subscriber,
     import_csv,
     list_subscribers,
-    remove_subscriber,
     set_status,
 )
 
@@ -133,7 +133,7 @@ def subscribers_remove(app: AppContext, email: str) -> None:
     """Delete a subscriber and their delivery records (a deletion request)."""
     with app.database() as db:
         subscriber = _listed(db, email)
-        remove_subscriber(db, subscriber.id)
+        forget_subscriber(db, subscriber.id)
     console.print(f"removed {escape(subscriber.email)}")
 
 

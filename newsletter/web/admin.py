@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from newsletter import outbox
 from newsletter.editions import EditionEntry, load_edition, public_among, recent_editions
+from newsletter.erasure import forget_subscriber
 from newsletter.errors import EditionNotFound, SendError, SendInProgress, ServerUnavailable, SubscriberError
 from newsletter.ledger import delivery_summaries
 from newsletter.subscribers import (
@@ -32,7 +33,6 @@ from newsletter.subscribers import (
     get_subscriber,
     import_file,
     list_subscribers,
-    remove_subscriber,
     set_status,
 )
 from newsletter.web.pages import Site
@@ -228,7 +228,7 @@ class Admin:
         def remove(db: sqlite_utils.Database) -> Subscriber | None:
             subscriber = get_subscriber(db, subscriber_id)
             if subscriber is not None:
-                remove_subscriber(db, subscriber.id)
+                forget_subscriber(db, subscriber.id)
             return subscriber
 
         subscriber = await self.site.call(remove)
