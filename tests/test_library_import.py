@@ -9,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from newsletter.config import load_settings
 from newsletter.db import write_transaction
+from newsletter.default_config import write_default_config
+from newsletter.errors import ConfigError
 from newsletter.fetch import Fetcher
 from newsletter.library import LIBRARY, pending_items, reader_signals
 from newsletter.library_import import BATCH, TITLE_ONLY, WAITING_FOR_A_SOURCE, add_to_library, arxiv_source
@@ -170,3 +173,21 @@ def test_an_api_error_answer_is_said_and_keeps_its_batch(db, feed_server, polite
         "1 arXiv ids not fetched: the arXiv API could not be asked (arXiv API error: incorrect id format for "
         "abc); add it again later"
     ]
+
+
+def test_the_library_settings_keep_the_arxiv_spacing_rule(tmp_path):
+    path = tmp_path / "newsletter.toml"
+    path.write_text("[library]\nmin_interval = 1\n")
+    with pytest.raises(ConfigError, match=r"\[library\] min_interval: arXiv asks for at least 3 seconds"):
+        load_settings(path, environ={})
+    path.write_text('[library]\narxiv_api = "ftp://example.org/api"\n')
+    with pytest.raises(ConfigError, match=r"\[library\] arxiv_api: url must be http\(s\):// or file://"):
+        load_settings(path, environ={})
+    path.write_text('[library]\narxiv_api = "http://127.0.0.1:9/api"\nmin_interval = 0\n')
+    assert load_settings(path, environ={}).library == LibrarySettings("http://127.0.0.1:9/api", 0.0)
+    written = tmp_path / "written.toml"
+    write_default_config(written)
+    assert (
+        "[library]" in written.read_text() and load_settings(written, environ={}).library == LibrarySettings()
+    )
+    assert arxiv_source(LibrarySettings()).min_interval == 3.0
