@@ -24,6 +24,7 @@ from newsletter.db import write_transaction
 from newsletter.errors import SourceError
 from newsletter.fetch import Fetcher
 from newsletter.fetched import FetchError
+from newsletter.library import promote_pending
 from newsletter.settings import SourceConfig
 from newsletter.sources import KINDS
 from newsletter.sources.base import Collected, SourceState
@@ -146,6 +147,7 @@ def _store(
     try:
         with write_transaction(db):
             counts = store_papers(db, collected.papers, source=source.name, now=now)
+            promote_pending(db)  # readers waiting for one of these papers get it in their library
             report.fetched, report.new, report.updated, report.duplicates, report.revisions = (
                 counts.fetched,
                 counts.new,

@@ -14,15 +14,16 @@ from newsletter.db import write_transaction
 from newsletter.default_config import write_default_config
 from newsletter.errors import ConfigError
 from newsletter.fetch import Fetcher
-from newsletter.library import LIBRARY, pending_items, reader_signals
+from newsletter.ingest import run_ingest
+from newsletter.library import LIBRARY, PendingItem, keep_pending, pending_items, reader_signals
 from newsletter.library_import import BATCH, TITLE_ONLY, WAITING_FOR_A_SOURCE, add_to_library, arxiv_source
 from newsletter.library_items import parse_arguments, parse_upload
 from newsletter.models import Paper
-from newsletter.settings import FetchSettings, LibrarySettings
+from newsletter.settings import FetchSettings, LibrarySettings, SourceConfig
 from newsletter.store import READER_ADDED, new_papers_between, store_papers
 from newsletter.subscribers import add_subscriber
 from tests.support.arxivapi import FakeArxiv
-from tests.support.feedserver import Reply
+from tests.support.feedserver import Reply, file_reply
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 USER_AGENT = "newsletter-test/1.0 mailto:ops@example.org"
@@ -191,3 +192,16 @@ def test_the_library_settings_keep_the_arxiv_spacing_rule(tmp_path):
         "[library]" in written.read_text() and load_settings(written, environ={}).library == LibrarySettings()
     )
     assert arxiv_source(LibrarySettings()).min_interval == 3.0
+
+
+def test_a_fetch_that_stores_a_pending_paper_puts_it_in_the_library(db, feed_server, fixtures):
+    subscriber = ada(db)
+    with write_transaction(db):
+        keep_pending(
+            db, subscriber, [PendingItem(key="arxiv:2501.00001", item="2501.00001", reason="API down")]
+        )
+    url = feed_server.route("/rss", file_reply(fixtures / "arxiv_rss_small.xml"))
+    with Fetcher(FetchSettings(timeout=2, attempts=1)) as fetcher:
+        [report] = run_ingest(db, [SourceConfig(name="arxiv", kind="arxiv_rss", url=url)], fetcher)
+    assert report.status == "ok" and pending_items(db, subscriber) == []
+    assert [(s.id, s.kind) for s in reader_signals(db, subscriber)] == [("arxiv:2501.00001", LIBRARY)]
