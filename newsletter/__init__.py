@@ -43,6 +43,7 @@ code in step.
    preferences     what a reader follows, and the part of an edition that is theirs
    subscribers     subscribers, suppressions, sign-up limits, double opt-in, CSV in and out
    signups         signup_requests: the queue of sign-up emails
+   library         reader_signals and library_pending: what each reader liked, hid and keeps, and what waits
    ledger          deliveries and delivery_variants: one row per edition and recipient, its state machine
 
 6. Engines: work on values, with no tables of their own
@@ -53,6 +54,8 @@ code in step.
    smtp            the SMTP protocol: connecting, pipelined transactions, replies
    devsmtp         the embedded SMTP server that stores what it receives
    ingest          fetch every source and store what it yields
+   library_items   a reader's items (arXiv ids and URLs, DOIs, BibTeX, RIS, Zotero CSV, lists) read into keys
+   library_import  items into a reader's library: found, fetched from the arXiv API by id, or kept pending
 
 7. Services: one job each, calling owners and engines
    compose         an edition from a window's papers: select, cluster, label, store

@@ -38,6 +38,7 @@ from newsletter.settings import (
     SECTIONS,
     DigestSettings,
     FetchSettings,
+    LibrarySettings,
     RetentionSettings,
     SchedulerSettings,
     Settings,
@@ -265,6 +266,7 @@ def _build(
     configured = _sources(entries)
     fetch = _fetch(tables["fetch"])
     digest = _digest(tables["digest"])
+    library = _library(tables["library"])
     web = _web(tables["web"])
     smtp = _smtp(tables["smtp"], base_dir)
     timezone = _timezone(general)
@@ -278,6 +280,7 @@ def _build(
         retention=_fill(RetentionSettings, tables["retention"]),
         fetch=fetch,
         digest=digest,
+        library=library,
         web=web,
         smtp=smtp,
         sources=configured,
@@ -362,6 +365,23 @@ def _smtp(table: _Table, base_dir: Path) -> SmtpSettings:
         if value and ("\n" in value or "\r" in value):
             raise table.error(name, f"[smtp] {name} cannot contain line breaks")
     return _fill(SmtpSettings, table, host=host, port=port, maildir=base_dir / table["maildir"], **optional)
+
+
+def _library(table: _Table) -> LibrarySettings:
+    # The arXiv API as a source of its own: the same checks, the same spacing rule for arxiv.org.
+    entry = {
+        "name": "library",
+        "kind": "arxiv_api",
+        "url": table["arxiv_api"],
+        "id_list": ("0",),
+        "min_interval": table["min_interval"],
+    }
+    try:
+        sources.configure(entry)
+    except SettingError as exc:
+        key = "arxiv_api" if exc.key == "url" else exc.key
+        raise table.error(key, f"[library] {key}: {exc}") from None
+    return _fill(LibrarySettings, table)
 
 
 def _digest(table: _Table) -> DigestSettings:

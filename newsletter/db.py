@@ -443,6 +443,42 @@ def _revisions_counted(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE fetch_runs ADD COLUMN revisions INTEGER NOT NULL DEFAULT 0")
 
 
+def _reader_library(db: sqlite_utils.Database) -> None:
+    # What each reader taught the ranking: one row per reader and paper, the latest choice winning. The
+    # papers stay as long as a reader keeps them (retention skips them); a reader's rows go with the reader.
+    db.execute(
+        """
+        CREATE TABLE reader_signals (
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            paper_id INTEGER NOT NULL REFERENCES papers (id),
+            kind TEXT NOT NULL CHECK (kind IN ('like', 'dislike', 'library')),
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (subscriber_id, paper_id)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX reader_signals_paper ON reader_signals (paper_id)")
+    # Items a reader gave that are not a stored paper yet (a DOI no source has brought, a title alone, an
+    # arXiv id the API could not be asked for), by the key that will find the paper once it is stored.
+    db.execute(
+        """
+        CREATE TABLE library_pending (
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            key TEXT NOT NULL,                 -- arxiv:ID, doi:DOI or title:normalised title
+            item TEXT NOT NULL,                -- what the reader gave, as given
+            title TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (subscriber_id, key)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX library_pending_key ON library_pending (key)")
+    # Follows that are not learned: authors whose papers a reader always wants, keywords they never want.
+    db.execute("ALTER TABLE subscribers ADD COLUMN follow_authors TEXT NOT NULL DEFAULT '[]'")
+    db.execute("ALTER TABLE subscribers ADD COLUMN exclude_keywords TEXT NOT NULL DEFAULT '[]'")
+
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = [
     _initial_schema,
@@ -454,6 +490,7 @@ MIGRATIONS: list[Migration] = [
     _signup_queue,
     _lock_owners,
     _revisions_counted,
+    _reader_library,
 ]
 
 

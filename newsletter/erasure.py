@@ -10,11 +10,14 @@ import sqlite_utils
 
 from newsletter.db import write_transaction
 from newsletter.ledger import delete_deliveries_to
+from newsletter.library import delete_reader_library
 from newsletter.subscribers import delete_subscriber
 
 
 def forget_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
-    """Delete the subscriber and their delivery records; False when there was no such subscriber."""
+    """Delete the subscriber, their delivery records and everything they taught (liked, hidden and library
+    papers, pending items; their follows are on their row); False when there was no such subscriber."""
     with write_transaction(db):
         delete_deliveries_to(db, subscriber_id)
+        delete_reader_library(db, subscriber_id)
         return delete_subscriber(db, subscriber_id)

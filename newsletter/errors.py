@@ -89,6 +89,14 @@ class PreferenceError(UsageError, ValueError):
     """A choice that cannot be stored; the message says which and why."""
 
 
+class LibraryError(UsageError, ValueError):
+    """Something a reader gave for their library that cannot be used as given; the message says why."""
+
+
+class PaperNotFound(UsageError, LookupError):
+    """No stored paper has that id (a mistyped one, or a paper pruned since it was shown)."""
+
+
 class InvalidToken(NewsletterError, ValueError):
     """A token that was forged, altered, made for something else, or has expired."""
 

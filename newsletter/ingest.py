@@ -22,6 +22,7 @@ from newsletter.db import write_transaction
 from newsletter.errors import SourceError
 from newsletter.fetch import Fetcher
 from newsletter.fetched import FetchError
+from newsletter.library import promote_pending
 from newsletter.settings import SourceConfig
 from newsletter.source_log import FetchOutcome, last_validators, record_failure, record_run, record_success
 from newsletter.sources import KINDS
@@ -145,6 +146,7 @@ def _store(
     try:
         with write_transaction(db):
             counts = store_papers(db, collected.papers, source=source.name, now=now)
+            promote_pending(db)  # readers waiting for one of these papers get it in their library
             report.fetched, report.new, report.updated, report.duplicates, report.revisions = (
                 counts.fetched,
                 counts.new,

@@ -9,6 +9,10 @@ the edition's sections with matching papers, the sections with most matches firs
 
 Preferences are stored canonically (sorted, de-duplicated, compact JSON), so readers with the same
 choices share one rendered email.
+
+``Follows`` are the reader's other choices, made by hand and never learned: authors whose papers they
+always want to see, keywords whose papers they never want. They are stored on the reader's row too; the
+personal digest reads them (``follows_an_author``, ``excluded``).
 """
 
 from __future__ import annotations
@@ -16,17 +20,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from newsletter.editions import EditionPaper, Section
 from newsletter.errors import PreferenceError
+from newsletter.ids import normalise_title
 from newsletter.taxonomy import canonical_category, closest_category
 
 FREQUENCIES = ("weekly", "daily")
 EMPTY_DIGEST = ("notice", "skip")
 MAX_KEYWORDS = 20
 MAX_CATEGORIES = 50
+MAX_FOLLOWED_AUTHORS = 50
+MAX_EXCLUDED_KEYWORDS = 20
+MAX_AUTHOR_NAME = 100
+MAX_KEYWORD = 60
 
 # Names for the arXiv categories most readers of a machine-learning digest follow.
 CATEGORY_NAMES = {
@@ -88,8 +99,7 @@ class Preferences:
         if len(clean_keywords) > MAX_KEYWORDS:
             raise PreferenceError(f"follow at most {MAX_KEYWORDS} keywords")
         for keyword in clean_keywords:
-            if len(keyword) > 60 or not any(ch.isalnum() for ch in keyword):
-                raise PreferenceError(f"{keyword[:60]!r} is not a usable keyword")
+            _check_keyword(keyword)
         if frequency not in FREQUENCIES:
             raise PreferenceError(f"frequency must be one of {', '.join(FREQUENCIES)}")
         if empty_digest not in EMPTY_DIGEST:
@@ -157,6 +167,109 @@ class Preferences:
         # Most matches first; "Other papers" stays last; ties keep the edition's order.
         kept.sort(key=lambda item: (item[2].is_other, -item[0], item[1]))
         return [section for _, _, section in kept]
+
+
+@dataclass(frozen=True, slots=True)
+class Follows:
+    """Authors a reader always wants to see and keywords they never want, as they chose them.
+
+    Author names are kept as written (cleaned) and compared folded: case, accents, punctuation and
+    spacing do not matter, so "José  Pérez" follows "Jose Perez". Keywords are compared like the
+    preferences' keywords: whole words or phrases in the title or abstract, any case.
+    """
+
+    authors: tuple[str, ...] = ()
+    exclude_keywords: tuple[str, ...] = ()
+    _author_keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def create(cls, authors: Iterable[str] = (), exclude_keywords: Iterable[str] = ()) -> Follows:
+        by_key: dict[str, str] = {}
+        for raw in authors:
+            name = _author_name(raw)
+            if name:
+                by_key.setdefault(author_key(name), name)
+        if len(by_key) > MAX_FOLLOWED_AUTHORS:
+            raise PreferenceError(f"follow at most {MAX_FOLLOWED_AUTHORS} authors")
+        keywords = tuple(sorted({_keyword(k) for k in exclude_keywords if k.strip()}))
+        if len(keywords) > MAX_EXCLUDED_KEYWORDS:
+            raise PreferenceError(f"exclude at most {MAX_EXCLUDED_KEYWORDS} keywords")
+        for keyword in keywords:
+            _check_keyword(keyword)
+        names = tuple(sorted(by_key.values(), key=author_key))
+        patterns = tuple(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE) for k in keywords)
+        return cls(names, keywords, frozenset(by_key), patterns)
+
+    @classmethod
+    def from_row(cls, authors: str, exclude_keywords: str) -> Follows:
+        """Stored follows; ones that can no longer be read are none."""
+        try:
+            return cls.create(json.loads(authors or "[]"), json.loads(exclude_keywords or "[]"))
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+    @property
+    def authors_json(self) -> str:
+        return canonical_json(self.authors)
+
+    @property
+    def exclude_keywords_json(self) -> str:
+        return canonical_json(self.exclude_keywords)
+
+    @property
+    def empty(self) -> bool:
+        return not self.authors and not self.exclude_keywords
+
+    def without(self, *, authors: Iterable[str] = (), keywords: Iterable[str] = ()) -> Follows:
+        """These follows less the given authors and excluded keywords (compared as they match)."""
+        gone_authors = {author_key(name) for name in authors}
+        gone_keywords = {_keyword(keyword) for keyword in keywords}
+        return Follows.create(
+            [name for name in self.authors if author_key(name) not in gone_authors],
+            [keyword for keyword in self.exclude_keywords if keyword not in gone_keywords],
+        )
+
+    def follows(self, author: str) -> bool:
+        return author_key(author) in self._author_keys
+
+    def excludes(self, keyword: str) -> bool:
+        return _keyword(keyword) in self.exclude_keywords
+
+    def follows_an_author(self, authors: Iterable[str]) -> bool:
+        """Whether one of ``authors`` is a followed author."""
+        return bool(self._author_keys) and any(author_key(name) in self._author_keys for name in authors)
+
+    def excluded(self, title: str, abstract: str) -> bool:
+        """Whether an excluded keyword appears in the title or abstract."""
+        text = f"{title}\n{abstract}"
+        return any(pattern.search(text) for pattern in self._patterns)
+
+
+def author_key(name: str) -> str:
+    """An author's name as followed authors are compared: folded like a title key."""
+    return normalise_title(name)
+
+
+def _author_name(raw: str) -> str:
+    text = unicodedata.normalize("NFC", raw or "").strip()
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
+        raise PreferenceError("an author's name cannot contain line breaks or control characters")
+    name = " ".join(text.split())
+    if not name:
+        return ""
+    if len(name) > MAX_AUTHOR_NAME or not author_key(name):
+        raise PreferenceError(f"{name[:MAX_AUTHOR_NAME]!r} is not a usable author name")
+    return name
+
+
+def _keyword(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _check_keyword(keyword: str) -> None:
+    if len(keyword) > MAX_KEYWORD or not any(ch.isalnum() for ch in keyword):
+        raise PreferenceError(f"{keyword[:MAX_KEYWORD]!r} is not a usable keyword")
 
 
 def _arxiv_category(code: str) -> str:

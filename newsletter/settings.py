@@ -153,6 +153,18 @@ class DigestSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LibrarySettings:
+    """[library]"""
+
+    arxiv_api: str = setting(
+        "https://export.arxiv.org/api/query",
+        "Papers a reader adds to their library by arXiv id that are not stored yet are fetched by id from the",
+        "arXiv API here, 100 a request, at least `min_interval` seconds apart (arXiv asks for 3).",
+    )
+    min_interval: float = setting(3.0, minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
 class WebSettings:
     """[web]"""
 
@@ -280,6 +292,7 @@ class Settings:
     retention: RetentionSettings
     fetch: FetchSettings
     digest: DigestSettings
+    library: LibrarySettings
     web: WebSettings
     smtp: SmtpSettings
     sources: tuple[SourceConfig, ...]
@@ -311,6 +324,7 @@ SECTIONS: dict[str, type] = {
     "retention": RetentionSettings,
     "fetch": FetchSettings,
     "digest": DigestSettings,
+    "library": LibrarySettings,
     "web": WebSettings,
     "smtp": SmtpSettings,
 }

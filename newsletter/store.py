@@ -7,6 +7,10 @@ again (another category, another source, a new version, an arXiv ``replace`` ann
 and never makes it new again; a revision of a paper never seen before is stored but not counted as new
 (it is counted as a revision: it was announced new in an earlier week).
 
+Papers a reader adds to their library are stored under the source name ``READER_ADDED``, which no
+configured source can have: they are never new (an old paper a reader keeps is not news). When a source
+later lists such a paper, that is its first sighting as far as the digests go.
+
 Callers wrap ``store_papers`` in ``db.write_transaction`` so a source's papers land all together or not at all.
 """
 
@@ -25,6 +29,8 @@ from newsletter.dates import iso
 from newsletter.models import Paper
 
 _LOOKUP_CHUNK = 500
+# The source name of papers fetched because a reader added them (source names cannot hold parentheses).
+READER_ADDED = "(library)"
 _JSON_COLUMNS = ("authors", "categories", "keywords", "sources")
 # Optional fields that are filled in when a later sighting knows them and the stored row does not.
 _FILL_COLUMNS = ("doi", "arxiv_id", "github_repo", "ai_summary", "comment", "journal_ref", "venue", "pdf_url")
@@ -67,15 +73,18 @@ def store_papers(
             paper_id = _insert(db, row)
             rows[paper_id] = row
             inserted.add(paper_id)
-            if row["is_new"]:
-                counts.new += 1
-            else:
-                counts.revisions += 1  # a revision of a paper we never saw: stored, not new
+            _count_first_sighting(counts, row)
         else:
             row = rows[paper_id]
+            announced = row["sources"] == [READER_ADDED] and source != READER_ADDED
+            if announced:
+                # Only a reader had it: a source listing it now announces it, as if first seen now.
+                row["is_new"], row["first_seen_at"], row["changed_at"] = _is_new(paper, source), stamp, stamp
             changed = _merge(row, paper, source)
             row["last_seen_at"] = stamp
-            if changed and paper_id not in inserted:
+            if announced:
+                _count_first_sighting(counts, row)
+            elif changed and paper_id not in inserted:
                 row["changed_at"] = stamp
                 counts.updated += 1
             else:
@@ -91,6 +100,13 @@ def store_papers(
     return counts
 
 
+def _count_first_sighting(counts: StoreCounts, row: dict[str, Any]) -> None:
+    if row["is_new"]:
+        counts.new += 1
+    elif row["sources"] != [READER_ADDED]:
+        counts.revisions += 1  # a revision of a paper we never saw: stored, not new
+
+
 def _resolve(paper: Paper, known: dict[str, int]) -> int | None:
     for key in paper.strong_keys:
         if key in known:
@@ -101,6 +117,26 @@ def _resolve(paper: Paper, known: dict[str, int]) -> int | None:
         if key in known:
             return known[key]
     return None
+
+
+def paper_ids_by_key(db: sqlite_utils.Database, keys: Iterable[str]) -> dict[str, int]:
+    """The stored paper each of ``keys`` (``arxiv:...``, ``doi:...``, ``title:...``, any alias) names; keys
+    of no stored paper are left out."""
+    return _lookup_keys(db, keys)
+
+
+def paper_titles(db: sqlite_utils.Database, paper_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """The canonical key and title of each stored paper among ``paper_ids``."""
+    found: dict[int, tuple[str, str]] = {}
+    id_list = list(dict.fromkeys(paper_ids))
+    for start in range(0, len(id_list), _LOOKUP_CHUNK):
+        chunk = id_list[start : start + _LOOKUP_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for paper_id, key, title in db.execute(
+            f"SELECT id, key, title FROM papers WHERE id IN ({marks})", chunk
+        ):
+            found[paper_id] = (key, title)
+    return found
 
 
 def _lookup_keys(db: sqlite_utils.Database, keys: Iterable[str]) -> dict[str, int]:
@@ -156,11 +192,16 @@ def _new_row(paper: Paper, source: str, stamp: str | None) -> dict[str, Any]:
         "journal_ref": paper.journal_ref,
         "venue": paper.venue,
         "sources": [source],
-        "is_new": 0 if paper.announce_type and paper.announce_type.is_revision else 1,
+        "is_new": _is_new(paper, source),
         "first_seen_at": stamp,
         "last_seen_at": stamp,
         "changed_at": stamp,
     }
+
+
+def _is_new(paper: Paper, source: str) -> int:
+    revision = paper.announce_type is not None and paper.announce_type.is_revision
+    return 0 if revision or source == READER_ADDED else 1
 
 
 def _merge(row: dict[str, Any], paper: Paper, source: str) -> bool:
@@ -287,11 +328,12 @@ def common_categories(
 
 
 def delete_unused_papers(db: sqlite_utils.Database, last_seen_before: str) -> int:
-    """Delete the papers never placed in an edition and not seen since ``last_seen_before``, with their
-    keys; returns how many papers went. Runs in the caller's transaction."""
+    """Delete the papers never placed in an edition, kept by no reader and not seen since
+    ``last_seen_before``, with their keys; returns how many papers went. Runs in the caller's transaction."""
     unused = """
         SELECT id FROM papers WHERE last_seen_at < ?
         AND NOT EXISTS (SELECT 1 FROM edition_papers ep WHERE ep.paper_id = papers.id)
+        AND NOT EXISTS (SELECT 1 FROM reader_signals rs WHERE rs.paper_id = papers.id)
     """
     db.conn.execute(f"DELETE FROM paper_keys WHERE paper_id IN ({unused})", [last_seen_before])
     return db.conn.execute(f"DELETE FROM papers WHERE id IN ({unused})", [last_seen_before]).rowcount

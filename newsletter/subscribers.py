@@ -16,7 +16,7 @@ import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ from email_validator import EmailNotValidError, validate_email
 from newsletter.dates import iso
 from newsletter.db import write_transaction
 from newsletter.errors import SubscriberError
-from newsletter.preferences import Preferences
+from newsletter.preferences import Follows, Preferences
 
 STATUSES = ("pending", "active", "unsubscribed", "bounced")
 MAX_NAME_LENGTH = 100
@@ -54,6 +54,7 @@ class Subscriber:
     unsubscribed_at: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     preferences: Preferences = field(default_factory=Preferences)
+    follows: Follows = field(default_factory=Follows)
 
 
 def normalise_email(raw: str) -> str:
@@ -268,6 +269,35 @@ def _write_preferences(
             subscriber_id,
         ],
     )
+
+
+def change_follows(
+    db: sqlite_utils.Database,
+    subscriber_id: int,
+    change: Callable[[Follows], Follows],
+    *,
+    now: datetime | None = None,
+) -> Follows:
+    """Replace the reader's follows with ``change(current follows)``, read and written under the write lock
+    so that two changes at once both count; returns the follows stored. A PreferenceError from ``change``
+    leaves them as they were."""
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT follow_authors, exclude_keywords FROM subscribers WHERE id = ?", [subscriber_id]
+        ).fetchone()
+        if row is None:
+            raise SubscriberError("that reader is no longer on the list")
+        follows = change(Follows.from_row(row[0], row[1]))
+        db.conn.execute(
+            "UPDATE subscribers SET follow_authors = ?, exclude_keywords = ?, updated_at = ? WHERE id = ?",
+            [
+                follows.authors_json,
+                follows.exclude_keywords_json,
+                iso(now or datetime.now(UTC)),
+                subscriber_id,
+            ],
+        )
+    return follows
 
 
 def delete_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
@@ -575,7 +605,7 @@ def _write_batch(db: sqlite_utils.Database, records: list[tuple[Any, ...]], repo
 
 EXPORT_COLUMNS = (
     "email", "name", "status", "attributes", "categories", "keywords", "frequency", "created_at",
-    "confirmed_at", "unsubscribed_at",
+    "confirmed_at", "unsubscribed_at", "follow_authors", "exclude_keywords",
 )  # fmt: skip
 
 
@@ -598,7 +628,7 @@ def _export_cell(value: Any) -> Any:
 
 _COLUMNS = (
     "id, email, name, status, source, created_at, confirmed_at, unsubscribed_at, attributes, categories, "
-    "keywords, frequency, empty_digest"
+    "keywords, frequency, empty_digest, follow_authors, exclude_keywords"
 )
 
 
@@ -620,6 +650,7 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
         unsubscribed_at=row[7],
         attributes=json.loads(row[8] or "{}"),
         preferences=preferences,
+        follows=Follows.from_row(row[13], row[14]),
     )
 
 

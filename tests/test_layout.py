@@ -33,6 +33,8 @@ OWNERS = {
     "signup_requests": "signups",
     "deliveries": "ledger",
     "delivery_variants": "ledger",
+    "reader_signals": "library",
+    "library_pending": "library",
     "job_runs": "runs",
     "app_secrets": "tokens",
     "admin_sessions": "web.sessions",

@@ -6,6 +6,7 @@
 - ``pipeline``: init, fetch, digest build, demo;
 - ``sending``: digest preview, digest send, resume, send;
 - ``subscribers``: the subscribers commands;
+- ``library``: the library commands (a reader's papers, pending items and follows) and feedback;
 - ``operate``: serve, run, jobs, status, doctor, backup, admin-password, dev-smtp;
 - ``show``: the consoles and everything the commands print (tables, progress, reports).
 """
@@ -20,7 +21,7 @@ from typing import Any
 import click
 
 from newsletter import __version__, logs, trouble
-from newsletter.cli import operate, pipeline, sending, subscribers
+from newsletter.cli import library, operate, pipeline, sending, subscribers
 from newsletter.cli.app import AppContext, fail
 from newsletter.cli.show import err_console
 from newsletter.config import DEFAULT_CONFIG_NAME
@@ -94,6 +95,8 @@ for command in (
     sending.resume,
     sending.send_one_off,
     subscribers.subscribers,
+    library.library,
+    library.feedback,
     operate.serve,
     operate.run_command,
     operate.jobs,

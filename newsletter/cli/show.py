@@ -29,6 +29,9 @@ from newsletter.doctor import Diagnosis
 from newsletter.editions import Edition, EditionPaper
 from newsletter.ingest import SourceReport
 from newsletter.jobs import Job, JobRun, describe_counts
+from newsletter.library import PendingItem, ReaderSignal, pending_json, signal_json
+from newsletter.library_import import AddReport
+from newsletter.preferences import Follows
 from newsletter.settings import SourceConfig
 from newsletter.subscribers import STATUSES, ImportReport, Subscriber
 
@@ -272,6 +275,91 @@ def import_report(report: ImportReport) -> None:
         console.print(f"[yellow]line {line}:[/] {escape(reason)}", soft_wrap=True)
     if report.rejected > REJECTED_SHOWN:
         console.print(f"[yellow]... and {report.rejected - REJECTED_SHOWN} more rejected lines[/]")
+
+
+# --- a reader's library --------------------------------------------------------------------------------------
+
+ADDED_SHOWN = 20
+KIND_SHOWN = {"like": "liked", "dislike": "hidden", "library": "library"}
+
+
+def problems(lines: Sequence[str], count: int) -> None:
+    """One ``error:`` line per problem, the first ones, then how many more there were."""
+    for line in lines[:REJECTED_SHOWN]:
+        error(line)
+    if count > REJECTED_SHOWN:
+        error(f"... and {count - REJECTED_SHOWN} more problems")
+
+
+def library_added(email: str, report: AddReport) -> None:
+    """What an add put in the reader's library and what it keeps pending, with why."""
+    fetched = f" ({report.fetched} fetched from arXiv)" if report.fetched else ""
+    console.print(
+        f"{escape(email)}: {len(report.added)} papers in the library from this add{fetched}, "
+        f"{len(report.pending)} pending"
+    )
+    for key, title in report.added[:ADDED_SHOWN]:
+        console.print(f"  added {escape(key)}  {escape(title)}", soft_wrap=True)
+    if len(report.added) > ADDED_SHOWN:
+        console.print(f"  ... and {len(report.added) - ADDED_SHOWN} more")
+    for item in report.pending[:REJECTED_SHOWN]:
+        console.print(f"  [yellow]pending[/] {escape(item.item)}: {escape(item.reason)}", soft_wrap=True)
+    if len(report.pending) > REJECTED_SHOWN:
+        console.print(f"  ... and {len(report.pending) - REJECTED_SHOWN} more pending")
+
+
+def library_json(reader: Subscriber, signals: Sequence[ReaderSignal], pending: Sequence[PendingItem]) -> Any:
+    """What ``library list --json`` writes."""
+    return {
+        "reader": reader.email,
+        "papers": [signal_json(signal) for signal in signals],
+        "pending": [pending_json(item) for item in pending],
+        "follow_authors": list(reader.follows.authors),
+        "exclude_keywords": list(reader.follows.exclude_keywords),
+    }
+
+
+def library_listing(
+    reader: Subscriber, signals: Sequence[ReaderSignal], pending: Sequence[PendingItem]
+) -> None:
+    """The reader's papers (newest first), pending items and follows."""
+    counts = {kind: sum(signal.kind == kind for signal in signals) for kind in KIND_SHOWN}
+    console.print(
+        f"{escape(reader.email)}: {counts['library']} library, {counts['like']} liked, "
+        f"{counts['dislike']} hidden, {len(pending)} pending"
+    )
+    if signals:
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("kind", "paper", "title", "since"):
+            table.add_column(column)
+        for signal in reversed(signals):
+            table.add_row(
+                KIND_SHOWN[signal.kind],
+                escape(signal.id),
+                escape(signal.title),
+                f"{signal.created_at:%Y-%m-%d}",
+            )
+        console.print(table)
+    if pending:
+        table = Table(show_edge=False, pad_edge=False)
+        for column in ("pending", "why", "since"):
+            table.add_column(column)
+        for item in pending:
+            since = f"{item.created_at:%Y-%m-%d}" if item.created_at else ""
+            table.add_row(escape(item.item), escape(item.reason), since)
+        console.print(table)
+    follows(reader.email, reader.follows, quiet=True)
+
+
+def follows(email: str, chosen: Follows, *, quiet: bool = False) -> None:
+    """The authors the reader follows and the keywords they exclude."""
+    if quiet and chosen.empty:
+        return
+    authors = ", ".join(chosen.authors) or "none"
+    keywords = ", ".join(chosen.exclude_keywords) or "none"
+    console.print(
+        f"{escape(email)} follows authors: {escape(authors)}; excludes keywords: {escape(keywords)}"
+    )
 
 
 # --- operations -----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from newsletter.cli.app import AppContext, check_frequency, check_output, fail
 from newsletter.cli.show import console, err_console
 from newsletter.erasure import forget_subscriber
 from newsletter.errors import FAILURE, USAGE
+from newsletter.library import export_jsonl
 from newsletter.preferences import FREQUENCIES, Preferences, parse_list
 from newsletter.subscribers import (
     STATUSES,
@@ -95,19 +96,34 @@ def subscribers_import(app: AppContext, csv_path: Path) -> None:
     "out_path", metavar="[FILE.csv]", default="-", type=click.Path(dir_okay=False, allow_dash=True)
 )
 @click.option("--status", type=click.Choice(STATUSES), help="Only this status.")
+@click.option(
+    "--library",
+    "library_path",
+    metavar="FILE.jsonl",
+    type=click.Path(dir_okay=False),
+    help="Also write what each of them taught (liked, hidden and library papers, pending items), one JSON "
+    "line per reader.",
+)
 @click.pass_obj
-def subscribers_export(app: AppContext, out_path: str, status: str | None) -> None:
-    """Write subscribers as CSV (status, preferences and timestamps included) to FILE.csv, or to standard
-    output when it is '-' or left out."""
+def subscribers_export(app: AppContext, out_path: str, status: str | None, library_path: str | None) -> None:
+    """Write subscribers as CSV (status, preferences, followed authors, excluded keywords and timestamps
+    included) to FILE.csv, or to standard output when it is '-' or left out."""
     if out_path != "-":
         check_output(out_path, "FILE.csv")
+    if library_path:
+        check_output(library_path, "--library")
     with app.database(create=False) as db:
         if out_path == "-":
             count = export_csv(db, sys.stdout, status=status)
         else:
             with open(out_path, "w", encoding="utf-8", newline="") as out:
                 count = export_csv(db, out, status=status)
+        if library_path:
+            with open(library_path, "w", encoding="utf-8") as out:
+                readers = export_jsonl(db, out, status=status)
     err_console.print(f"exported {count} subscribers")
+    if library_path:
+        err_console.print(f"exported what {readers} of them taught to {escape(library_path)}")
 
 
 @subscribers.command("confirm")
@@ -130,7 +146,7 @@ def subscribers_unsubscribe(app: AppContext, email: str) -> None:
 @click.argument("email")
 @click.pass_obj
 def subscribers_remove(app: AppContext, email: str) -> None:
-    """Delete a subscriber and their delivery records (a deletion request)."""
+    """Delete a subscriber, their delivery records and everything they taught (a deletion request)."""
     with app.database() as db:
         subscriber = _listed(db, email)
         forget_subscriber(db, subscriber.id)
