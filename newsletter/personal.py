@@ -1,0 +1,700 @@
+"""Rank an edition's papers for each reader from the papers the reader liked, hid and saved.
+
+An engine: it works on texts and times given to it, reads no table and no clock, and gives the same
+answer for the same input in any order.
+
+The model, model-free and deterministic:
+
+* **Space.** The edition's papers are vectorised once, with the clusterer's pieces: words and two-word
+  phrases of title (counted twice) and abstract, the clusterer's token pattern, its stop words and its
+  generic research words ("propose", "results") left out; sublinear TF-IDF with the edition's document
+  frequencies, unit length. A latent space (truncated SVD of the same matrix) adds what words alone miss:
+  "quasar" and "active galactic nuclei" land close. A reader's signal papers, which need not be in the
+  edition, are projected into both spaces; a term the edition lacks still counts in a signal's length,
+  so a paper about something absent from the edition is far from everything rather than close to
+  whatever its few shared words touch. The closeness of two papers is the mean of their two cosines.
+* **Scores.** Each signal paper gives a row: its closeness to every paper of the edition, standardised
+  against that row's own mean and spread over the edition (a z-score: "how much closer than this
+  edition's typical paper"). A reader's score for a paper mixes the standardised closeness to the
+  recency-weighted centroid of the positive signals (likes and library papers) with the best
+  standardised closeness to any single positive paper (weight ``NEAREST_WEIGHT``): the centroid is the
+  better ranker for one coherent interest, the nearest paper keeps a second, smaller interest from
+  being drowned by the first. Disliked papers give the same kind of score, and the part of it above zero
+  is subtracted: a paper close to something the reader hid goes down, the rest is left alone.
+  Recent signals weigh more: a signal's weight halves every ``HALF_LIFE_DAYS`` days before ``now``.
+* **For you.** A paper is proposed when it is close in absolute terms and stands out for this reader:
+  its closeness to the nearest positive paper exceeds the ``CLOSE_QUANTILE`` quantile of the closeness of
+  random pairs of the edition's own papers (a threshold measured on every edition, so it means "closer
+  than 99 of 100 unrelated pairs here" for any edition and any reader), its score is at least
+  ``MIN_SCORE`` standard deviations above the reader's typical paper, and it is not closer to a hidden
+  paper than to a liked one. At most ``limit`` papers, best first; none when nothing qualifies. Papers
+  the reader already signalled are never proposed.
+* **Why.** Each proposed paper names the positive paper it is closest to and the terms the two share
+  that weigh most in both.
+* **Cold start.** A reader without positive or negative signals gets every score 0, the edition's own
+  order and no For-you papers.
+* **Scale.** The edition is vectorised once; each distinct signal paper's closeness row is computed once
+  per batch (and kept in a bounded cache); readers are scored in chunks with matrix operations whose
+  memory does not depend on the number of readers. ``rank_many`` is a generator; the full ranked order
+  of a reader is sorted only when asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import CountVectorizer
+
+from newsletter.cluster import GENERIC_RESEARCH_WORDS, STOP_WORDS, TOKEN_PATTERN
+
+LIKE = "like"
+DISLIKE = "dislike"
+LIBRARY = "library"
+KINDS = (LIKE, DISLIKE, LIBRARY)
+POSITIVE = frozenset({LIKE, LIBRARY})
+
+FOR_YOU = 8  # papers in the "For you" section at most ([digest] for_you)
+HALF_LIFE_DAYS = 180.0  # a signal's weight halves every half-year: interests drift slowly
+NEAREST_WEIGHT = 0.25  # share of the score from the single nearest positive paper (the rest: the centroid)
+LATENT_WEIGHT = 0.5  # share of the latent space in the closeness of two papers
+DISLIKE_WEIGHT = 1.0  # how hard a hidden paper pushes its neighbours down
+CLOSE_SPREADS = 3.0  # For you: this many robust SDs closer to a liked paper than unrelated pairs are
+LINK_SPREADS = 1.0  # two liked papers are one interest when this many robust SDs closer than unrelated pairs
+MAX_SIGNALS = 1000  # the most recent signals of a reader count; older ones are ignored
+NULL_PAIRS = 20_000  # random pairs of edition papers measured for the closeness threshold
+MIN_LATENT_PAPERS = 20  # below this, the edition is too small for a latent space: words only
+MAX_LATENT_DIMENSIONS = 150
+LATENT_TERMS = 30_000
+CHUNK_ROWS = 2048  # signal rows scored at once (bounds the memory of a batch)
+CACHE_BYTES = 64 * 1024 * 1024  # closeness rows of signal papers kept between batches
+SEED = 0
+WORKERS = 2  # threads scoring batches: the machines this runs on have two cores or more
+MIN_DF = 2
+GRAPH_WEIGHT = 0.3
+GRAPH_NEIGHBOURS = 10
+
+_STOP = sorted(STOP_WORDS | GENERIC_RESEARCH_WORDS)
+_ROUND = 6  # scores are rounded so that batching cannot change the last bits of an answer
+
+
+class Text(Protocol):
+    """What the ranker reads of a paper (``cluster.PaperText`` is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def abstract(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One thing a reader taught: a paper they liked, hid ("dislike") or keep in their library."""
+
+    paper: Text
+    kind: str
+    at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown signal kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """A reader to rank for: any key the caller uses (a subscriber id, an address) and their signals."""
+
+    key: str
+    signals: Sequence[Signal] = ()
+
+
+class Why:
+    """Why a paper is proposed: the positive paper it is closest to and the terms they share (worked
+    out when first asked for: most readers' picks are never explained twice)."""
+
+    __slots__ = ("_paper", "_position", "_ranker", "_terms", "kind", "paper_id", "title")
+
+    def __init__(self, paper: Text, kind: str, ranker: PersonalRanker, position: int) -> None:
+        self.paper_id = paper.id
+        self.title = paper.title
+        self.kind = kind
+        self._ranker = ranker
+        self._position = position
+        self._terms: tuple[str, ...] | None = None
+        self._paper = paper
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        if self._terms is None:
+            self._terms = self._ranker.shared_terms(self._position, self._paper)
+        return self._terms
+
+    @property
+    def text(self) -> str:
+        saved = "in your library" if self.kind == LIBRARY else "you liked"
+        line = f"Close to “{self.title}”, {saved}"
+        if self.terms:
+            line += f": {', '.join(self.terms)}"
+        return line
+
+    def __repr__(self) -> str:
+        return f"Why({self.text!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A paper of the "For you" section."""
+
+    id: str
+    score: float
+    why: Why
+
+
+@dataclass(slots=True)
+class ReaderView:
+    """One reader's view of the edition: a score for every paper, the ranked order, the For-you picks."""
+
+    reader: str | None
+    ids: tuple[str, ...]  # the edition's papers, in the edition's order
+    score_array: np.ndarray  # scores in ``ids`` order
+    for_you: list[Pick]
+    _order: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Positions in ``ids``, best first; ties keep the edition's order."""
+        if self._order is None:
+            self._order = np.lexsort((np.arange(len(self.ids)), -self.score_array))
+        return self._order
+
+    @property
+    def ranked(self) -> list[str]:
+        return [self.ids[i] for i in self.order.tolist()]
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return dict(zip(self.ids, self.score_array.tolist(), strict=True))
+
+    def ranked_scores(self) -> list[tuple[str, float]]:
+        values = self.score_array.tolist()
+        return [(self.ids[i], values[i]) for i in self.order.tolist()]
+
+
+class PersonalRanker:
+    """Built once per edition; ``rank`` scores one reader, ``rank_many`` a stream of readers in batches."""
+
+    def __init__(
+        self,
+        papers: Sequence[Text],
+        *,
+        signal_papers: Iterable[Text] = (),
+        now: datetime | None = None,
+        limit: int = FOR_YOU,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        seen: dict[str, Text] = {}
+        for paper in papers:
+            seen.setdefault(paper.id, paper)
+        self.ids: tuple[str, ...] = tuple(seen)  # the edition's order
+        self.now = now
+        self.limit = limit
+        # Inside, papers are in the order of their ids: no number depends on the order of the input.
+        self._canonical = sorted(self.ids)
+        self._position = {paper_id: i for i, paper_id in enumerate(self._canonical)}
+        self._to_edition = np.array([self._position[paper_id] for paper_id in self.ids], dtype=np.intp)
+        self._texts = [seen[paper_id] for paper_id in self._canonical]
+        others = {p.id: p for p in signal_papers if p.id not in seen}
+        self._space = _Space(self._texts + [others[paper_id] for paper_id in sorted(others)])
+        n = len(self.ids)
+        self._edition_lexical = self._space.lexical[:n].tocsr()
+        self._edition_latent = None if self._space.latent is None else self._space.latent[:n]
+        self._close = self._closeness_threshold()
+        self._neighbours = self._neighbour_graph()
+        self._rows: OrderedDict[str, tuple[np.ndarray, sparse.csr_matrix, np.ndarray | None]] = OrderedDict()
+        self._terms: dict[tuple[int, str], tuple[str, ...]] = {}
+        self._cache_rows = max(64, cache_bytes // max(1, 4 * len(self.ids)))
+
+    # --- public ----------------------------------------------------------------------------------------
+
+    @property
+    def closeness_threshold(self) -> float:
+        """Closeness a For-you paper must reach to one of the reader's liked or library papers."""
+        return self._close
+
+    def rank(self, signals: Iterable[Signal], *, reader: str | None = None) -> ReaderView:
+        [view] = self.rank_many([Reader(reader or "", tuple(signals))])
+        view.reader = reader
+        return view
+
+    def rank_many(self, readers: Iterable[Reader]) -> Iterator[ReaderView]:
+        """One view per reader, in the readers' order, computed in batches of bounded memory.
+
+        Batches are scored on ``WORKERS`` threads (the heavy part is numpy, which runs outside the
+        interpreter lock); at most that many batches are in memory at once.
+        """
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            pending: deque[Future[list[ReaderView]]] = deque()
+            for batch in self._batches(readers):
+                rows, index = self._batch_rows(batch)
+                pending.append(pool.submit(self._score_batch, batch, rows, index))
+                while len(pending) >= WORKERS:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
+    def _batches(self, readers: Iterable[Reader]) -> Iterator[list[tuple[str, list[tuple[Signal, float]]]]]:
+        batch: list[tuple[str, list[tuple[Signal, float]]]] = []
+        rows = 0
+        for reader in readers:
+            weighted = self._weighted(reader.signals)
+            if batch and rows + len(weighted) > CHUNK_ROWS:
+                yield batch
+                batch, rows = [], 0
+            batch.append((reader.key, weighted))
+            rows += len(weighted)
+        if batch:
+            yield batch
+
+    # --- signals ---------------------------------------------------------------------------------------
+
+    def _weighted(self, signals: Iterable[Signal]) -> list[tuple[Signal, float]]:
+        """One signal per paper (the latest wins), the most recent ``MAX_SIGNALS``, each with its weight."""
+        latest: dict[str, tuple[tuple[float, str], Signal]] = {}
+        for signal in signals:
+            order = (_seconds(signal.at), signal.kind)
+            known = latest.get(signal.paper.id)
+            if known is None or order > known[0]:
+                latest[signal.paper.id] = (order, signal)
+        kept = sorted(latest.items())
+        if len(kept) > MAX_SIGNALS:
+            newest = sorted(kept, key=lambda item: (item[1][0], item[0]))[-MAX_SIGNALS:]
+            kept = sorted(newest)
+        if self.now is not None:
+            now = _seconds(self.now)
+        else:
+            now = max((order[0] for _, (order, _) in kept), default=-math.inf)
+        weighted = []
+        for _, ((at, _), signal) in kept:
+            weight = 1.0
+            if at > -math.inf and now > -math.inf:
+                weight = 0.5 ** (max(0.0, now - at) / (HALF_LIFE_DAYS * 86400))
+            weighted.append((signal, weight))
+        return weighted
+
+    # --- closeness rows ----------------------------------------------------------------------------------
+
+    def _closeness_rows(self, papers: Sequence[Text]) -> np.ndarray:
+        """Closeness of each paper to every paper of the edition, (len(papers), n) float32, cached by id."""
+        missing = [paper for paper in papers if paper.id not in self._rows]
+        if missing:
+            lexical, latent = self._space.project(missing)
+            close = np.asarray((lexical @ self._edition_lexical.T).todense(), dtype=np.float32)
+            if latent is not None and self._edition_latent is not None:
+                close *= 1 - LATENT_WEIGHT
+                close += LATENT_WEIGHT * (latent @ self._edition_latent.T).astype(np.float32)
+            for i, paper in enumerate(missing):
+                self._rows[paper.id] = (close[i].copy(), lexical[i], None if latent is None else latent[i])
+        out = np.empty((len(papers), len(self.ids)), dtype=np.float32)
+        for i, paper in enumerate(papers):
+            out[i] = self._rows[paper.id][0]
+            self._rows.move_to_end(paper.id)
+        while len(self._rows) > self._cache_rows:
+            self._rows.popitem(last=False)
+        return out
+
+    # --- scoring -------------------------------------------------------------------------------------------
+
+    def _batch_rows(
+        self, batch: list[tuple[str, list[tuple[Signal, float]]]]
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        """The closeness rows of every distinct signal paper of a batch, and each paper's row."""
+        papers: dict[str, Text] = {}
+        for _, weighted in batch:
+            for signal, _ in weighted:
+                papers.setdefault(signal.paper.id, signal.paper)
+        order = sorted(papers)
+        index = {paper_id: i for i, paper_id in enumerate(order)}
+        return self._closeness_rows([papers[paper_id] for paper_id in order]), index
+
+    def _score_batch(
+        self, batch: list[tuple[str, list[tuple[Signal, float]]]], rows: np.ndarray, index: dict[str, int]
+    ) -> list[ReaderView]:
+        n = len(self.ids)
+        width = max((len(weighted) for _, weighted in batch), default=0)
+        if n == 0 or width == 0:
+            return [self._cold(key) for key, _ in batch]
+        means = rows.mean(axis=1)
+        spreads = np.maximum(rows.std(axis=1), 1e-6)
+
+        count = len(batch)
+        which = np.zeros((count, width), dtype=np.intp)
+        weights = np.zeros((count, width), dtype=np.float32)
+        liked = np.zeros((count, width), dtype=bool)
+        hidden = np.zeros((count, width), dtype=bool)
+        for r, (_, weighted) in enumerate(batch):
+            for k, (signal, weight) in enumerate(weighted):
+                which[r, k] = index[signal.paper.id]
+                weights[r, k] = weight
+                liked[r, k] = signal.kind in POSITIVE
+                hidden[r, k] = signal.kind == DISLIKE
+
+        gathered = rows[which]  # (readers, signals, papers): the one large array of a batch
+        like_centroid, like_close = _centroid(gathered, weights * liked, liked)
+        hide_centroid, hide_close = _centroid(gathered, weights * hidden, hidden)
+        any_hidden = bool(hidden.any())
+        # From here on ``gathered`` holds each signal's standardised, recency-weighted closeness.
+        scale = weights / spreads[which]
+        gathered *= scale[..., None]
+        gathered -= (scale * means[which])[..., None]
+        like = _mix(like_centroid, gathered, liked)
+        scores = like
+        if any_hidden:
+            scores = like - DISLIKE_WEIGHT * np.maximum(_mix(hide_centroid, gathered, hidden), 0.0)
+        if self._neighbours is not None:
+            scores = (1 - GRAPH_WEIGHT) * scores + GRAPH_WEIGHT * (self._neighbours @ scores.T).T
+        scores = np.round(scores.astype(np.float64), _ROUND)
+
+        views = []
+        for r, (key, weighted) in enumerate(batch):
+            row = scores[r]
+            own = [(self._position.get(s.paper.id), s.kind) for s, _ in weighted]
+            gone = [position for position, kind in own if position is not None and kind == DISLIKE]
+            if gone:
+                row[gone] = min(float(row.min()), 0.0) - 1.0  # a hidden paper of this edition goes last
+            picks: list[Pick] = []
+            if liked[r].any():
+                signalled = {position for position, _ in own if position is not None}
+                close = like_close[r]
+                eligible = (close >= self._close) & (close > hide_close[r]) & (row > 0)
+                mine = liked[r][: len(weighted)]
+                picks = self._picks(
+                    row, eligible, signalled, rows[which[r][: len(weighted)][mine]], weighted, mine
+                )
+            views.append(ReaderView(key, self.ids, row[self._to_edition], picks))
+        return views
+
+    def _picks(
+        self,
+        scores: np.ndarray,
+        eligible: np.ndarray,
+        signalled: set[int],
+        liked_rows: np.ndarray,
+        weighted: list[tuple[Signal, float]],
+        liked: np.ndarray,
+    ) -> list[Pick]:
+        """The For-you papers: the best eligible ones, shared out between the reader's interests."""
+        candidates = np.flatnonzero(eligible)
+        if signalled:
+            candidates = candidates[~np.isin(candidates, list(signalled))]
+        if not len(candidates):
+            return []
+        candidates = candidates[np.lexsort((candidates, -scores[candidates]))]
+        positives = [
+            (signal, weight) for (signal, weight), good in zip(weighted, liked.tolist(), strict=True) if good
+        ]
+        nearest = liked_rows[:, candidates].argmax(axis=0)
+        if len(set(nearest.tolist())) == 1:
+            chosen = list(range(min(self.limit, len(candidates))))
+        else:
+            interest = self._interests([signal.paper for signal, _ in positives])
+            weights = np.bincount(interest, weights=[weight for _, weight in positives])
+            chosen = _share_out(interest[nearest], weights, self.limit)
+        chosen.sort()  # candidates are best first
+        return [
+            Pick(
+                self._canonical[candidates[c]],
+                float(scores[candidates[c]]),
+                Why(positives[nearest[c]][0].paper, positives[nearest[c]][0].kind, self, int(candidates[c])),
+            )
+            for c in chosen
+        ]
+
+    def _interests(self, papers: list[Text]) -> np.ndarray:
+        """A number per liked paper: papers linked by closeness (directly or through others) share one."""
+        entries = [self._rows.get(paper.id) for paper in papers]
+        if any(entry is None for entry in entries):
+            self._closeness_rows(papers)
+            entries = [self._rows[paper.id] for paper in papers]
+        if all(entry[2] is not None for entry in entries):
+            vectors = np.vstack([entry[2] for entry in entries])
+            close = vectors @ vectors.T
+            link = self._link_latent
+        else:
+            vectors = sparse.vstack([entry[1] for entry in entries]).tocsr()
+            close = (vectors @ vectors.T).toarray()
+            link = self._link_lexical
+        _, labels = connected_components(sparse.csr_matrix(close >= link), directed=False)
+        # Number the interests in order of first appearance, so that the numbering is deterministic.
+        _, first = np.unique(labels, return_index=True)
+        renumber = np.empty(len(first), dtype=np.intp)
+        renumber[np.argsort(np.argsort(first))] = np.arange(len(first))
+        return renumber[labels]
+
+    def _cold(self, key: str) -> ReaderView:
+        return ReaderView(key, self.ids, np.zeros(len(self.ids)), [], np.arange(len(self.ids)))
+
+    def shared_terms(self, position: int, paper: Text, count: int = 3) -> tuple[str, ...]:
+        """The terms of the edition's paper at ``position`` and ``paper`` that weigh most in both."""
+        memo_key = (position, paper.id)
+        if memo_key in self._terms:
+            return self._terms[memo_key]
+        cached = self._rows.get(paper.id)
+        theirs = cached[1] if cached is not None else self._space.project([paper])[0][0]
+        weights = self._edition_lexical[position].multiply(theirs).tocsr()
+        ranked = sorted(
+            zip(weights.data.tolist(), weights.indices.tolist(), strict=True), key=lambda t: (-t[0], t[1])
+        )
+        terms: list[str] = []
+        for _, column in ranked:
+            term = str(self._space.vocabulary[column])
+            if any(term in other or other in term for other in terms):
+                continue  # "graph" adds nothing after "graph neural"
+            terms.append(term)
+            if len(terms) == count:
+                break
+        text = f"{self._texts[position].title} {self._texts[position].abstract}"
+        found = tuple(_spelling(term, text) for term in terms)
+        if len(self._terms) > 100_000:
+            self._terms.clear()
+        self._terms[memo_key] = found
+        return found
+
+    def _neighbour_graph(self) -> sparse.csr_matrix | None:
+        """Each paper's ``GRAPH_NEIGHBOURS`` closest papers of the edition, weights summing to one."""
+        n = len(self.ids)
+        k = min(GRAPH_NEIGHBOURS, n - 1)
+        if k < 1 or GRAPH_WEIGHT <= 0:
+            return None
+        rows, columns, values = [], [], []
+        for start in range(0, n, 512):
+            stop = min(n, start + 512)
+            close = np.asarray((self._edition_lexical[start:stop] @ self._edition_lexical.T).todense())
+            if self._edition_latent is not None:
+                close = (1 - LATENT_WEIGHT) * close + LATENT_WEIGHT * (
+                    self._edition_latent[start:stop] @ self._edition_latent.T
+                )
+            close[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+            nearest = np.argpartition(-close, k - 1, axis=1)[:, :k]
+            weight = np.maximum(np.take_along_axis(close, nearest, axis=1), 0.0)
+            weight /= np.maximum(weight.sum(axis=1, keepdims=True), 1e-12)
+            rows.append(np.repeat(np.arange(start, stop), k))
+            columns.append(nearest.ravel())
+            values.append(weight.ravel())
+        graph = sparse.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))), shape=(n, n)
+        )
+        return graph.astype(np.float32)
+
+    def _closeness_threshold(self) -> float:
+        """How close a For-you paper must be to a liked one: ``CLOSE_SPREADS`` robust standard deviations
+        above the median closeness of random pairs of the edition's papers.
+
+        Most pairs of an edition are unrelated, so the median and the median absolute deviation describe
+        unrelated papers whatever the share of related pairs (which a plain quantile would mix in: in an
+        edition of few topics, the top 5% of pairs are all related).
+        """
+        n = len(self.ids)
+        self._link_lexical = self._link_latent = math.inf
+        if n < 2:
+            return math.inf  # nothing to measure "close" against: no For-you papers
+        if n * (n - 1) // 2 <= NULL_PAIRS:
+            first, second = np.triu_indices(n, 1)
+        else:
+            rng = np.random.default_rng(SEED)
+            first = rng.integers(0, n, NULL_PAIRS * 2)
+            second = rng.integers(0, n, NULL_PAIRS * 2)
+            distinct = first != second
+            first, second = first[distinct][:NULL_PAIRS], second[distinct][:NULL_PAIRS]
+        lexical = np.asarray(
+            self._edition_lexical[first].multiply(self._edition_lexical[second]).sum(axis=1)
+        ).ravel()
+        close = lexical
+        self._link_lexical = _above_unrelated(lexical, LINK_SPREADS)
+        if self._edition_latent is not None:
+            latent = np.einsum("ij,ij->i", self._edition_latent[first], self._edition_latent[second])
+            close = (1 - LATENT_WEIGHT) * lexical + LATENT_WEIGHT * latent
+            self._link_latent = _above_unrelated(latent, LINK_SPREADS)
+        return _above_unrelated(close, CLOSE_SPREADS)
+
+
+def _above_unrelated(close: np.ndarray, spreads: float) -> float:
+    """``spreads`` robust standard deviations above the median: the median absolute deviation, scaled
+    to a normal distribution's, measures the spread of the bulk of the pairs, the unrelated ones."""
+    middle = float(np.median(close))
+    spread = 1.4826 * float(np.median(np.abs(close - middle)))
+    return middle + spreads * max(spread, 1e-3)
+
+
+def _share_out(interest: np.ndarray, weights: np.ndarray, limit: int) -> list[int]:
+    """Which candidates (indices, best first within each interest) fill ``limit`` places, shared out
+    between interests in proportion to their weights (Sainte-Laguë): a small second interest still gets
+    a place once the first has had its share."""
+    queues = [np.flatnonzero(interest == g).tolist() for g in range(len(weights))]
+    taken = [0] * len(weights)
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        open_interests = [g for g in range(len(weights)) if taken[g] < len(queues[g])]
+        if not open_interests:
+            break
+        g = max(open_interests, key=lambda g: (weights[g] / (2 * taken[g] + 1), -g))
+        chosen.append(queues[g][taken[g]])
+        taken[g] += 1
+    return chosen
+
+
+def _centroid(gathered: np.ndarray, weights: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised closeness to the weighted centroid of the signals in ``mask``, and the best raw
+    closeness to any one of them (-inf where a reader has none)."""
+    total = weights.sum(axis=1)
+    if not mask.any():
+        return np.zeros(gathered.shape[::2], dtype=np.float32), np.full(gathered.shape[::2], -np.inf)
+    # Summed signal by signal rather than by a matrix product: the same reader gets the same bits
+    # whatever the batch it is in (padding adds exact zeros at the end).
+    centroid = np.zeros(gathered.shape[::2], dtype=np.float32)
+    term = np.empty_like(centroid)
+    for k in range(gathered.shape[1]):
+        np.multiply(gathered[:, k, :], weights[:, k, None], out=term)
+        centroid += term
+    centroid /= np.where(total > 0, total, 1)[:, None]
+    centroid -= centroid.mean(axis=1, keepdims=True)
+    centroid /= np.maximum(centroid.std(axis=1, keepdims=True), 1e-6)
+    centroid[total <= 0] = 0.0
+    best = np.max(gathered, axis=1, where=mask[..., None], initial=-np.inf)
+    return centroid, best
+
+
+def _mix(centroid: np.ndarray, standard: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The centroid's part and the single nearest signal's part of a score; 0 for a reader without any."""
+    nearest = np.max(standard, axis=1, where=mask[..., None], initial=-np.inf)
+    has = mask.any(axis=1)
+    nearest[~has] = 0.0
+    return (1 - NEAREST_WEIGHT) * centroid + NEAREST_WEIGHT * nearest
+
+
+class _Space:
+    """The lexical and latent spaces of one edition."""
+
+    def __init__(self, papers: Sequence[Text]) -> None:
+        n = len(papers)
+        self.vectorizer = CountVectorizer(
+            ngram_range=(1, 2),
+            stop_words=_STOP,
+            token_pattern=TOKEN_PATTERN,
+            min_df=MIN_DF if n >= 20 else 1,
+            max_df=0.5 if n >= 20 else 1.0,
+            dtype=np.float32,
+        )
+        try:
+            self.counts = self.vectorizer.fit_transform(_text(p) for p in papers).tocsr()
+            self.vocabulary = self.vectorizer.get_feature_names_out()
+        except ValueError:  # nothing but stop words
+            self.counts = sparse.csr_matrix((n, 0), dtype=np.float32)
+            self.vocabulary = np.array([], dtype=object)
+            self.vectorizer = None
+        document_frequency = np.bincount(self.counts.indices, minlength=self.counts.shape[1])
+        self.idf = np.log((1 + n) / (1 + document_frequency)) + 1.0
+        self.unseen_idf = math.log(1 + n) + 1.0  # a term no paper of the edition has
+        self.lexical = _unit(_weigh(self.counts, self.idf))
+        self.latent: np.ndarray | None = None
+        self.svd: TruncatedSVD | None = None
+        # The latent space is fitted on the most widespread terms only: rare terms barely move its leading
+        # directions, and leaving them out keeps the fit's time and memory small on a large edition.
+        self.latent_columns = np.sort(np.argsort(-document_frequency, kind="stable")[:LATENT_TERMS])
+        dimensions = min(MAX_LATENT_DIMENSIONS, n // 4, len(self.latent_columns) - 1)
+        if n >= MIN_LATENT_PAPERS and dimensions >= 2:
+            # Three power iterations (not scikit-learn's seven): the leading directions are what counts.
+            self.svd = TruncatedSVD(dimensions, algorithm="randomized", n_iter=3, random_state=SEED)
+            self.latent = _unit_dense(self.svd.fit_transform(self._latent_input(self.lexical)))
+
+    def _latent_input(self, lexical: sparse.csr_matrix) -> sparse.csr_matrix:
+        return _unit(lexical[:, self.latent_columns])
+
+    def project(self, papers: Sequence[Text]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
+        """Signal papers in the edition's spaces; terms the edition lacks still count in their length."""
+        if self.vectorizer is None:
+            return sparse.csr_matrix((len(papers), 0), dtype=np.float32), None
+        analyse = self.vectorizer.build_analyzer()
+        vocabulary = self.vectorizer.vocabulary_
+        rows, columns, values, unseen = [], [], [], []
+        for r, paper in enumerate(papers):
+            missing = 0.0
+            for term, count in Counter(analyse(_text(paper))).items():
+                column = vocabulary.get(term)
+                weight = 1.0 + math.log(count)
+                if column is None:
+                    # An unseen word says the paper is partly about something the edition lacks; an
+                    # unseen two-word phrase says little (most phrases are rare, and the edition's own
+                    # papers lost theirs to the minimum document frequency).
+                    if " " not in term:
+                        missing += (weight * self.unseen_idf) ** 2
+                else:
+                    rows.append(r)
+                    columns.append(column)
+                    values.append(weight)
+            unseen.append(missing)
+        matrix = sparse.csr_matrix(
+            (np.asarray(values, dtype=np.float64), (rows, columns)),
+            shape=(len(papers), len(self.vocabulary)),
+        )
+        matrix.sum_duplicates()
+        matrix = matrix.multiply(self.idf[None, :]).tocsr()
+        seen_norm = np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel()
+        norm = np.sqrt(seen_norm + np.asarray(unseen))
+        lexical = sparse.diags(1.0 / np.where(norm > 0, norm, 1.0)) @ matrix
+        latent = None
+        if self.svd is not None:
+            # The latent direction of what the edition can see of the paper, shortened by the share of
+            # the paper the edition cannot see: a paper mostly about unseen things is close to nothing.
+            visible = np.sqrt(seen_norm) / np.where(norm > 0, norm, 1.0)
+            latent = _unit_dense(self.svd.transform(self._latent_input(matrix))) * visible[:, None]
+        return lexical.tocsr().astype(np.float32), latent
+
+
+def _text(paper: Text) -> str:
+    # The title says what the paper is about more densely than the abstract: count it twice.
+    return f"{paper.title}. {paper.title}. {paper.abstract}"
+
+
+def _weigh(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
+    weighted = counts.astype(np.float32).tocsr(copy=True)
+    weighted.data = 1.0 + np.log(weighted.data)
+    return weighted.multiply(idf[None, :].astype(np.float32)).tocsr()
+
+
+def _unit(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    scale = (1.0 / np.where(norms > 0, norms, 1.0)).astype(matrix.dtype)
+    return (sparse.diags(scale) @ matrix).tocsr()
+
+
+def _unit_dense(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def _seconds(moment: datetime | None) -> float:
+    """A moment as seconds since the epoch (a naive one read as UTC); no moment is the oldest."""
+    if moment is None:
+        return -math.inf
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+def _spelling(term: str, text: str) -> str:
+    """The term as the paper writes it ("LLMs", not "llms")."""
+    pattern = r"\b" + r"\s+".join(re.escape(word) for word in term.split()) + r"\b"
+    found = Counter(" ".join(m.group(0).split()) for m in re.finditer(pattern, text, re.IGNORECASE))
+    if not found:
+        return term
+    return max(found.items(), key=lambda item: (item[1], item[0].islower()))[0]

@@ -1,0 +1,256 @@
+"""The personal ranker on small editions written here: topics with their own vocabularies."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from newsletter.cluster import PaperText
+from newsletter.personal import DISLIKE, LIBRARY, LIKE, PersonalRanker, Reader, Signal
+
+TOPICS = {
+    "astro": "galaxy galaxies stellar star-formation redshift halo telescope quasar supernova cosmic "
+    "luminosity spectroscopic survey exoplanet accretion disk black hole nebula",
+    "nlp": "language model tokenizer translation sentence corpus syntax parsing dialogue transformer "
+    "question answering summarization multilingual prompt word embeddings entity",
+    "robot": "robot manipulator grasping locomotion legged gripper trajectory planning actuator "
+    "navigation lidar quadruped teleoperation motion control kinematics arm",
+    "bio": "protein folding gene expression enzyme membrane sequencing mutation microbiome "
+    "transcription factor metabolic pathway antibody genome chromatin ribosome",
+    "quantum": "qubit entanglement circuit decoherence superconducting error-correction hamiltonian "
+    "photonic annealing fidelity bell inequality trapped ion teleportation spin",
+    "econ": "market inflation monetary policy auction pricing consumer demand labor tax trade "
+    "equilibrium firm wage interest household regulation",
+    "climate": "precipitation warming ocean ice sheet carbon emissions aerosol monsoon drought "
+    "atmospheric circulation sea level glacier permafrost rainfall",
+    "graphs": "graph vertices edges chromatic planar coloring hypergraph matching spanning tree "
+    "clique bipartite degree ramsey extremal",
+    "fluids": "turbulence vortex viscous flow reynolds boundary layer navier stokes wake "
+    "shear laminar droplet jet convection",
+    "crypto": "encryption cipher key exchange signature lattice attack protocol adversary "
+    "zero-knowledge hash secure privacy blockchain",
+}
+# A field no edition here covers: a reader who only reads about it finds nothing close.
+BEETLES = (
+    "beetle species genus specimens morphology larvae mites dorsal holotype coleoptera endemic setae mandible"
+)
+FILLER = ["we", "study", "this", "and", "show", "that", "our", "the", "results", "in", "a", "with", "for"]
+
+
+def paper(topic: str, number: int, words: str | None = None) -> PaperText:
+    vocabulary = (words or TOPICS[topic]).split()
+    rng = random.Random(f"{topic}-{number}")
+    title = " ".join(rng.sample(vocabulary, 3)).capitalize()
+    sentences = []
+    for _ in range(4):
+        chosen = rng.sample(vocabulary, 5) + rng.sample(FILLER, 3)
+        rng.shuffle(chosen)
+        sentences.append(" ".join(chosen).capitalize() + ".")
+    return PaperText(f"{topic}-{number:03d}", title, " ".join(sentences))
+
+
+def edition(per_topic: int = 5, first: int = 0) -> list[PaperText]:
+    return [paper(topic, first + i) for topic in TOPICS for i in range(per_topic)]
+
+
+def topic_of(paper_id: str) -> str:
+    return paper_id.split("-")[0]
+
+
+NOW = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def liked(topic: str, number: int, kind: str = LIKE, days_ago: float = 1) -> Signal:
+    """A signal about a paper that is not in the edition (numbers from 500 on)."""
+    return Signal(paper(topic, 500 + number), kind, NOW - timedelta(days=days_ago))
+
+
+@pytest.fixture(scope="module")
+def papers() -> list[PaperText]:
+    return edition()
+
+
+@pytest.fixture(scope="module")
+def ranker(papers: list[PaperText]) -> PersonalRanker:
+    return PersonalRanker(papers, now=NOW)
+
+
+def test_cold_start_keeps_the_editions_order_and_proposes_nothing(ranker, papers):
+    view = ranker.rank([])
+    assert view.ranked == [p.id for p in papers]
+    assert set(view.scores.values()) == {0.0}
+    assert view.for_you == []
+
+
+def test_one_liked_paper_brings_its_topic_first(ranker):
+    view = ranker.rank([liked("astro", 1)])
+    assert {topic_of(i) for i in view.ranked[:5]} == {"astro"}
+    assert view.for_you, "one clearly related paper is enough for a For-you section"
+    assert {topic_of(pick.id) for pick in view.for_you} == {"astro"}
+
+
+def test_many_signals(ranker):
+    signals = [liked("nlp", i) for i in range(6)] + [liked("nlp", 10 + i, LIBRARY) for i in range(6)]
+    view = ranker.rank(signals)
+    assert {topic_of(i) for i in view.ranked[:5]} == {"nlp"}
+    assert 0 < len(view.for_you) <= 8
+    assert all(topic_of(pick.id) == "nlp" for pick in view.for_you)
+
+
+def test_for_you_is_capped(papers):
+    many = PersonalRanker(edition(per_topic=20), now=NOW, limit=3)
+    view = many.rank([liked("bio", i) for i in range(5)])
+    assert len(view.for_you) == 3
+    assert [pick.score for pick in view.for_you] == sorted(
+        (pick.score for pick in view.for_you), reverse=True
+    )
+
+
+def test_same_input_same_answer_in_any_order(papers):
+    signals = [liked("robot", 1), liked("quantum", 2, LIBRARY), liked("econ", 3, DISLIKE, days_ago=30)]
+    first = PersonalRanker(papers, now=NOW).rank(signals)
+    shuffled = list(papers)
+    random.Random(7).shuffle(shuffled)
+    second = PersonalRanker(shuffled, now=NOW).rank(list(reversed(signals)))
+    assert first.scores == second.scores
+    assert first.ranked == second.ranked  # no ties once a reader has signals
+    assert [(p.id, p.score, p.why.text) for p in first.for_you] == [
+        (p.id, p.score, p.why.text) for p in second.for_you
+    ]
+    again = PersonalRanker(papers, now=NOW).rank(signals)
+    assert again.scores == first.scores
+
+
+def test_a_batch_gives_each_reader_what_they_get_alone(ranker):
+    readers = [
+        Reader("a", [liked("astro", 1)]),
+        Reader("b", []),
+        Reader("c", [liked("climate", i) for i in range(4)] + [liked("fluids", 1, DISLIKE)]),
+        Reader("d", [liked("crypto", 2, DISLIKE)]),
+    ]
+    together = list(ranker.rank_many(readers))
+    assert [view.reader for view in together] == ["a", "b", "c", "d"]
+    for reader, view in zip(readers, together, strict=True):
+        alone = ranker.rank(reader.signals)
+        assert view.scores == alone.scores
+        assert [p.id for p in view.for_you] == [p.id for p in alone.for_you]
+
+
+def test_disliked_papers_push_their_neighbours_down(ranker):
+    likes = [liked("graphs", 1), liked("graphs", 2)]
+    before = ranker.rank(likes)
+    after = ranker.rank([*likes, liked("crypto", 3, DISLIKE)])
+    crypto = [i for i in ranker.ids if topic_of(i) == "crypto"]
+    for paper_id in crypto:
+        assert after.scores[paper_id] < before.scores[paper_id]
+    # Papers far from the hidden one keep their scores.
+    assert after.scores["graphs-000"] == before.scores["graphs-000"]
+    assert {topic_of(i) for i in after.ranked[-5:]} == {"crypto"}
+
+
+def test_only_dislikes_give_no_for_you_and_sink_their_topic(ranker):
+    view = ranker.rank([liked("econ", 1, DISLIKE), liked("econ", 2, DISLIKE)])
+    assert view.for_you == []
+    assert {topic_of(i) for i in view.ranked[-5:]} == {"econ"}
+
+
+def test_recent_signals_weigh_more_than_old_ones(ranker):
+    def first_topic(astro_age: float, nlp_age: float) -> str:
+        view = ranker.rank([liked("astro", 1, days_ago=astro_age), liked("nlp", 1, days_ago=nlp_age)])
+        return topic_of(view.ranked[0])
+
+    assert first_topic(astro_age=2, nlp_age=900) == "astro"
+    assert first_topic(astro_age=900, nlp_age=2) == "nlp"
+
+
+def test_the_latest_signal_about_a_paper_wins(ranker):
+    liked_then_hidden = [liked("bio", 1, LIKE, days_ago=10), liked("bio", 1, DISLIKE, days_ago=1)]
+    view = ranker.rank(liked_then_hidden)
+    assert view.for_you == []
+    assert {topic_of(i) for i in view.ranked[-5:]} == {"bio"}
+
+
+def test_two_unrelated_interests_both_reach_for_you():
+    papers = edition(per_topic=12)
+    ranker = PersonalRanker(papers, now=NOW)
+    # Mostly astronomy, a little biology: one centroid would leave biology out.
+    signals = [liked("astro", i) for i in range(6)] + [liked("bio", 1)]
+    topics = {topic_of(pick.id) for pick in ranker.rank(signals).for_you}
+    assert topics == {"astro", "bio"}
+
+
+def test_nothing_close_means_no_for_you(ranker):
+    beetles = [Signal(paper("beetles", i, BEETLES), LIBRARY, NOW) for i in range(5)]
+    view = ranker.rank(beetles)
+    assert view.for_you == []
+    assert len(view.ranked) == len(ranker.ids)
+
+
+def test_a_paper_the_reader_already_has_is_not_proposed(papers):
+    ranker = PersonalRanker(papers, now=NOW)
+    in_edition = papers[0]
+    view = ranker.rank([Signal(in_edition, LIBRARY, NOW), liked(topic_of(in_edition.id), 1)])
+    assert view.for_you
+    assert in_edition.id not in {pick.id for pick in view.for_you}
+
+
+def test_a_hidden_paper_of_the_edition_goes_last(papers, ranker):
+    hidden = papers[3]
+    view = ranker.rank([liked("astro", 1), Signal(hidden, DISLIKE, NOW)])
+    assert view.ranked[-1] == hidden.id
+
+
+def test_why_names_the_closest_liked_paper_and_shared_terms(ranker):
+    signals = [liked("quantum", 1), liked("climate", 2, LIBRARY)]
+    view = ranker.rank(signals)
+    assert view.for_you
+    by_id = {s.paper.id: s.paper for s in signals}
+    texts = {p.id: f"{p.title} {p.abstract}".lower() for p in ranker._texts}
+    for pick in view.for_you:
+        why = pick.why
+        assert why.paper_id in by_id and topic_of(why.paper_id) == topic_of(pick.id)
+        assert by_id[why.paper_id].title in why.text
+        assert why.terms, "a proposed paper shares terms with the paper it is close to"
+        liked_text = f"{by_id[why.paper_id].title} {by_id[why.paper_id].abstract}".lower()
+        for term in why.terms:
+            assert term.lower() in texts[pick.id] and term.lower() in liked_text
+    library_pick = next(p for p in view.for_you if topic_of(p.id) == "climate")
+    assert "in your library" in library_pick.why.text
+
+
+def test_the_threshold_means_the_same_in_a_larger_edition():
+    small = edition(per_topic=6)
+    large = edition(per_topic=6) + edition(per_topic=18, first=6)  # the same topics, four times the papers
+    signals = [liked("fluids", i) for i in range(3)]
+    small_ranker = PersonalRanker(small, now=NOW, limit=100)
+    large_ranker = PersonalRanker(large, now=NOW, limit=100)
+    small_picks = {p.id for p in small_ranker.rank(signals).for_you}
+    large_picks = {p.id for p in large_ranker.rank(signals).for_you}
+    assert {topic_of(i) for i in small_picks | large_picks} == {"fluids"}
+    # The same share of the topic's papers is proposed, whatever the edition's size.
+    assert len(small_picks) / 6 == pytest.approx(len(large_picks) / 24, abs=0.2)
+    assert small_picks <= large_picks
+
+
+def test_tiny_and_empty_editions():
+    assert PersonalRanker([], now=NOW).rank([liked("astro", 1)]).ranked == []
+    one = PersonalRanker([paper("astro", 1)], now=NOW).rank([liked("astro", 1)])
+    assert one.ranked == ["astro-001"] and one.for_you == []
+    words_only = PersonalRanker([PaperText("x", "The", "and of the")], now=NOW)
+    assert words_only.rank([liked("astro", 1)]).ranked == ["x"]
+
+
+def test_unknown_signal_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown signal kind 'love'"):
+        Signal(paper("astro", 1), "love")
+
+
+def test_ranked_scores_are_best_first(ranker):
+    view = ranker.rank([liked("econ", 1), liked("econ", 2)])
+    values = [score for _, score in view.ranked_scores()]
+    assert values == sorted(values, reverse=True)
+    assert [paper_id for paper_id, _ in view.ranked_scores()] == view.ranked
+    assert np.isfinite(view.score_array).all()
