@@ -4,7 +4,7 @@ The module map: one line per module, what it owns. The layers go from the bottom
 only from its own layer or an earlier one, never from a later one; no modules import each other, through
 any path; SQL on a table is written only in the table's owner (a read may join another table). Imports
 inside functions are only for heavy engines a command may not need: the optional embeddings engine, and
-the clusterer (scikit-learn), which only building an edition loads. tests/test_layout.py keeps this map and the
+the clusterer and the personal ranker (scikit-learn), which only the work that clusters or ranks loads. tests/test_layout.py keeps this map and the
 code in step.
 
 1. Values: what everything passes around, and rules that need nothing else of the package
@@ -49,6 +49,7 @@ code in step.
 6. Engines: work on values, with no tables of their own
    cluster         topic sections and their labels, from text alone
    embeddings      the optional sentence-embedding engine for cluster
+   personal        each reader's ranking of an edition from what they liked, hid and keep: For-you picks, why
    render          Jinja2 and MJML to an email's HTML and text, once per edition
    message         a rendered email to wire-ready bytes for each recipient
    smtp            the SMTP protocol: connecting, pipelined transactions, replies
@@ -62,6 +63,7 @@ code in step.
    deliver         the sending workers and their pace, over the ledger and smtp
    outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
    signup_sender   the thread of the web app that drains the sign-up queue
+   reader_view     one reader's view of an edition: their signals ranked against its papers
    erasure         forgetting a reader: every record about them, in one transaction
    retention       what old data goes, and consistent backups
    status          what `newsletter status` shows

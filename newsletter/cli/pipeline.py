@@ -15,6 +15,7 @@ from rich.markup import escape
 import newsletter.cli.show as show
 from newsletter import outbox, samples, trouble
 from newsletter.cli.app import AppContext, check_frequency, check_output, fail
+from newsletter.cli.library import digest_for
 from newsletter.cli.sending import digest_preview, digest_send, exit_unless_complete, send_and_report
 from newsletter.cli.show import console
 from newsletter.compose import build_edition
@@ -160,6 +161,7 @@ def digest_build(
 
 digest.add_command(digest_preview)
 digest.add_command(digest_send)
+digest.add_command(digest_for)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from newsletter.jobs import Job, JobRun, describe_counts
 from newsletter.library import PendingItem, ReaderSignal, pending_json, signal_json
 from newsletter.library_import import AddReport
 from newsletter.preferences import Follows
+from newsletter.reader_view import ReaderEdition
 from newsletter.settings import SourceConfig
 from newsletter.subscribers import STATUSES, ImportReport, Subscriber
 
@@ -349,6 +350,34 @@ def library_listing(
             table.add_row(escape(item.item), escape(item.reason), since)
         console.print(table)
     follows(reader.email, reader.follows, quiet=True)
+
+
+def reader_edition(view: ReaderEdition, *, ranked_shown: int = 10) -> None:
+    """``digest for``: the For-you papers with why, then the best of the edition for this reader."""
+    titles = {paper.key: paper.title for section in view.edition.sections for paper in section.papers}
+    taught = len(view.signals)
+    console.print(
+        f"edition {view.edition.id} for {escape(view.reader.email)} "
+        f"({taught} paper{'s' if taught != 1 else ''} taught): {len(view.view.for_you)} for you"
+    )
+    if view.view.for_you:
+        table = Table(title="for you", show_edge=False, pad_edge=False, title_justify="left")
+        for column in ("score", "paper", "title", "why"):
+            table.add_column(column)
+        for pick in view.view.for_you:
+            table.add_row(
+                f"{pick.score:.2f}", escape(pick.id), escape(titles[pick.id]), escape(pick.why.text)
+            )
+        console.print(table)
+    table = Table(title="ranked", show_edge=False, pad_edge=False, title_justify="left")
+    for column in ("#", "score", "paper", "title"):
+        table.add_column(column)
+    ranked = view.view.ranked_scores()
+    for place, (paper_id, score) in enumerate(ranked[:ranked_shown], start=1):
+        table.add_row(str(place), f"{score:.2f}", escape(paper_id), escape(titles[paper_id]))
+    console.print(table)
+    if len(ranked) > ranked_shown:
+        console.print(f"[dim]and {len(ranked) - ranked_shown} more (--json - writes them all)[/]")
 
 
 def follows(email: str, chosen: Follows, *, quiet: bool = False) -> None:

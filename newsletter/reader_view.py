@@ -1,0 +1,73 @@
+"""One reader's view of an edition: what they liked, hid and keep, ranked against the edition's papers.
+
+The service between the reader's library (``newsletter.library``) and the ranking engine
+(``newsletter.personal``): it gives ``newsletter digest for`` its answer, as values and as the JSON the
+command writes. The ranker (scikit-learn) is loaded only when a view is asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+
+from newsletter.editions import Edition, load_edition
+from newsletter.errors import SubscriberError
+from newsletter.library import ReaderSignal, reader_signals
+from newsletter.subscribers import Subscriber, find_subscriber
+
+if TYPE_CHECKING:
+    from newsletter.personal import ReaderView
+
+
+@dataclass(frozen=True, slots=True)
+class _Paper:
+    """An edition's paper as the ranker reads it."""
+
+    id: str
+    title: str
+    abstract: str
+
+
+@dataclass(slots=True)
+class ReaderEdition:
+    edition: Edition
+    reader: Subscriber
+    signals: list[ReaderSignal]
+    view: ReaderView
+
+    def to_json(self) -> dict[str, Any]:
+        titles = {paper.key: paper.title for section in self.edition.sections for paper in section.papers}
+        return {
+            "edition": self.edition.id,
+            "reader": self.reader.email,
+            "for_you": [
+                {"id": pick.id, "title": titles[pick.id], "score": pick.score, "why": pick.why.text}
+                for pick in self.view.for_you
+            ],
+            "ranked": [{"id": paper_id, "score": score} for paper_id, score in self.view.ranked_scores()],
+        }
+
+
+def reader_edition(
+    db: sqlite_utils.Database, edition_id: int, email: str, *, limit: int, now: datetime | None = None
+) -> ReaderEdition:
+    """The edition as ``email`` would get it ranked: every paper scored, the For-you picks (at most
+    ``limit``). Raises EditionNotFound, or SubscriberError for an address that is not on the list."""
+    from newsletter.personal import PersonalRanker, Signal
+
+    reader = find_subscriber(db, email)
+    if reader is None:
+        raise SubscriberError(f"{email} is not on the list")
+    edition = load_edition(db, edition_id)
+    papers = [
+        _Paper(paper.key, paper.title, paper.abstract)
+        for section in edition.sections
+        for paper in section.papers
+    ]
+    signals = reader_signals(db, reader.id)
+    ranker = PersonalRanker(papers, signal_papers=signals, now=now or datetime.now(UTC), limit=limit)
+    view = ranker.rank([Signal(signal, signal.kind, signal.created_at) for signal in signals], reader=email)
+    return ReaderEdition(edition, reader, signals, view)
