@@ -79,6 +79,7 @@ LATENT_TERMS = 30_000
 CHUNK_ROWS = 2048  # signal rows scored at once (bounds the memory of a batch)
 CACHE_BYTES = 64 * 1024 * 1024  # closeness rows of signal papers kept between batches
 SEED = 0
+NGRAMS = (1, 1)  # words (hyphenated compounds whole): measured better than adding two-word phrases
 WORKERS = 2  # threads scoring batches: the machines this runs on have two cores or more
 MIN_DF = 2
 GRAPH_WEIGHT = 0.3
@@ -222,9 +223,8 @@ class PersonalRanker:
         self._edition_latent = None if self._space.latent is None else self._space.latent[:n]
         self._close = self._closeness_threshold()
         self._neighbours = self._neighbour_graph()
-        self._rows: OrderedDict[str, tuple[np.ndarray, sparse.csr_matrix, np.ndarray | None]] = OrderedDict()
+        self._store = _RowStore(n, max(CHUNK_ROWS, cache_bytes // max(1, 4 * n)))
         self._terms: dict[tuple[int, str], tuple[str, ...]] = {}
-        self._cache_rows = max(64, cache_bytes // max(1, 4 * len(self.ids)))
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -244,11 +244,14 @@ class PersonalRanker:
         Batches are scored on ``WORKERS`` threads (the heavy part is numpy, which runs outside the
         interpreter lock); at most that many batches are in memory at once.
         """
+        if not self.ids:
+            for reader in readers:
+                yield self._cold(reader.key)
+            return
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             pending: deque[Future[list[ReaderView]]] = deque()
             for batch in self._batches(readers):
-                rows, index = self._batch_rows(batch)
-                pending.append(pool.submit(self._score_batch, batch, rows, index))
+                pending.append(pool.submit(self._score_batch, batch, self._batch_rows(batch)))
                 while len(pending) >= WORKERS:
                     yield from pending.popleft().result()
             while pending:
@@ -295,48 +298,52 @@ class PersonalRanker:
 
     # --- closeness rows ----------------------------------------------------------------------------------
 
-    def _closeness_rows(self, papers: Sequence[Text]) -> np.ndarray:
-        """Closeness of each paper to every paper of the edition, (len(papers), n) float32, cached by id."""
-        missing = [paper for paper in papers if paper.id not in self._rows]
-        if missing:
-            lexical, latent = self._space.project(missing)
-            close = np.asarray((lexical @ self._edition_lexical.T).todense(), dtype=np.float32)
-            if latent is not None and self._edition_latent is not None:
-                close *= 1 - LATENT_WEIGHT
-                close += LATENT_WEIGHT * (latent @ self._edition_latent.T).astype(np.float32)
-            for i, paper in enumerate(missing):
-                self._rows[paper.id] = (close[i].copy(), lexical[i], None if latent is None else latent[i])
-        out = np.empty((len(papers), len(self.ids)), dtype=np.float32)
-        for i, paper in enumerate(papers):
-            out[i] = self._rows[paper.id][0]
-            self._rows.move_to_end(paper.id)
-        while len(self._rows) > self._cache_rows:
-            self._rows.popitem(last=False)
-        return out
-
-    # --- scoring -------------------------------------------------------------------------------------------
-
-    def _batch_rows(
-        self, batch: list[tuple[str, list[tuple[Signal, float]]]]
-    ) -> tuple[np.ndarray, dict[str, int]]:
-        """The closeness rows of every distinct signal paper of a batch, and each paper's row."""
+    def _batch_rows(self, batch: list[tuple[str, list[tuple[Signal, float]]]]) -> _BatchRows:
+        """The closeness rows of every distinct signal paper of a batch (copied out of the cache, so a
+        batch being scored never sees the cache change), computing the missing ones."""
         papers: dict[str, Text] = {}
         for _, weighted in batch:
             for signal, _ in weighted:
                 papers.setdefault(signal.paper.id, signal.paper)
         order = sorted(papers)
-        index = {paper_id: i for i, paper_id in enumerate(order)}
-        return self._closeness_rows([papers[paper_id] for paper_id in order]), index
+        missing = self._store.touch(order)
+        if missing:
+            self._store.add([papers[paper_id] for paper_id in missing], *self._closeness(missing, papers))
+        slots = np.array([self._store.slot[paper_id] for paper_id in order], dtype=np.intp)
+        return _BatchRows(
+            {paper_id: i for i, paper_id in enumerate(order)},
+            np.take(self._store.rows, slots, axis=0),
+            self._store.means[slots],
+            self._store.spreads[slots],
+            None if self._store.latent is None else self._store.latent[slots],
+        )
+
+    def _closeness(
+        self, ids: list[str], papers: dict[str, Text]
+    ) -> tuple[np.ndarray, sparse.csr_matrix, np.ndarray | None]:
+        lexical, latent = self._space.project([papers[paper_id] for paper_id in ids])
+        close = np.asarray((lexical @ self._edition_lexical.T).todense(), dtype=np.float32)
+        if latent is not None and self._edition_latent is not None:
+            close *= 1 - LATENT_WEIGHT
+            close += LATENT_WEIGHT * (latent @ self._edition_latent.T).astype(np.float32)
+        return close, lexical, latent
+
+    # --- scoring -------------------------------------------------------------------------------------------
 
     def _score_batch(
-        self, batch: list[tuple[str, list[tuple[Signal, float]]]], rows: np.ndarray, index: dict[str, int]
+        self, batch: list[tuple[str, list[tuple[Signal, float]]]], prepared: _BatchRows
     ) -> list[ReaderView]:
         n = len(self.ids)
         width = max((len(weighted) for _, weighted in batch), default=0)
         if n == 0 or width == 0:
             return [self._cold(key) for key, _ in batch]
-        means = rows.mean(axis=1)
-        spreads = np.maximum(rows.std(axis=1), 1e-6)
+        index, rows, means, spreads, latent = (
+            prepared.index,
+            prepared.rows,
+            prepared.means,
+            prepared.spreads,
+            prepared.latent,
+        )
 
         count = len(batch)
         which = np.zeros((count, width), dtype=np.intp)
@@ -379,9 +386,9 @@ class PersonalRanker:
                 close = like_close[r]
                 eligible = (close >= self._close) & (close > hide_close[r]) & (row > 0)
                 mine = liked[r][: len(weighted)]
-                picks = self._picks(
-                    row, eligible, signalled, rows[which[r][: len(weighted)][mine]], weighted, mine
-                )
+                own_rows = which[r][: len(weighted)][mine]
+                own_latent = None if latent is None else latent[own_rows]
+                picks = self._picks(row, eligible, signalled, rows[own_rows], own_latent, weighted, mine)
             views.append(ReaderView(key, self.ids, row[self._to_edition], picks))
         return views
 
@@ -391,6 +398,7 @@ class PersonalRanker:
         eligible: np.ndarray,
         signalled: set[int],
         liked_rows: np.ndarray,
+        liked_latent: np.ndarray | None,
         weighted: list[tuple[Signal, float]],
         liked: np.ndarray,
     ) -> list[Pick]:
@@ -400,15 +408,15 @@ class PersonalRanker:
             candidates = candidates[~np.isin(candidates, list(signalled))]
         if not len(candidates):
             return []
-        candidates = candidates[np.lexsort((candidates, -scores[candidates]))]
+        candidates = candidates[np.argsort(-scores[candidates], kind="stable")]  # ties: canonical order
         positives = [
             (signal, weight) for (signal, weight), good in zip(weighted, liked.tolist(), strict=True) if good
         ]
         nearest = liked_rows[:, candidates].argmax(axis=0)
-        if len(set(nearest.tolist())) == 1:
+        if (nearest == nearest[0]).all():
             chosen = list(range(min(self.limit, len(candidates))))
         else:
-            interest = self._interests([signal.paper for signal, _ in positives])
+            interest = self._interests([signal.paper for signal, _ in positives], liked_latent)
             weights = np.bincount(interest, weights=[weight for _, weight in positives])
             chosen = _share_out(interest[nearest], weights, self.limit)
         chosen.sort()  # candidates are best first
@@ -421,26 +429,14 @@ class PersonalRanker:
             for c in chosen
         ]
 
-    def _interests(self, papers: list[Text]) -> np.ndarray:
+    def _interests(self, papers: list[Text], latent: np.ndarray | None) -> np.ndarray:
         """A number per liked paper: papers linked by closeness (directly or through others) share one."""
-        entries = [self._rows.get(paper.id) for paper in papers]
-        if any(entry is None for entry in entries):
-            self._closeness_rows(papers)
-            entries = [self._rows[paper.id] for paper in papers]
-        if all(entry[2] is not None for entry in entries):
-            vectors = np.vstack([entry[2] for entry in entries])
-            close = vectors @ vectors.T
-            link = self._link_latent
+        if latent is not None:
+            linked = latent @ latent.T >= self._link_latent
         else:
-            vectors = sparse.vstack([entry[1] for entry in entries]).tocsr()
-            close = (vectors @ vectors.T).toarray()
-            link = self._link_lexical
-        _, labels = connected_components(sparse.csr_matrix(close >= link), directed=False)
-        # Number the interests in order of first appearance, so that the numbering is deterministic.
-        _, first = np.unique(labels, return_index=True)
-        renumber = np.empty(len(first), dtype=np.intp)
-        renumber[np.argsort(np.argsort(first))] = np.arange(len(first))
-        return renumber[labels]
+            vectors = sparse.vstack([self._space.project([paper])[0] for paper in papers]).tocsr()
+            linked = (vectors @ vectors.T).toarray() >= self._link_lexical
+        return _components(linked)
 
     def _cold(self, key: str) -> ReaderView:
         return ReaderView(key, self.ids, np.zeros(len(self.ids)), [], np.arange(len(self.ids)))
@@ -450,8 +446,8 @@ class PersonalRanker:
         memo_key = (position, paper.id)
         if memo_key in self._terms:
             return self._terms[memo_key]
-        cached = self._rows.get(paper.id)
-        theirs = cached[1] if cached is not None else self._space.project([paper])[0][0]
+        slot = self._store.slot.get(paper.id)
+        theirs = self._store.lexical[slot] if slot is not None else self._space.project([paper])[0]
         weights = self._edition_lexical[position].multiply(theirs).tocsr()
         ranked = sorted(
             zip(weights.data.tolist(), weights.indices.tolist(), strict=True), key=lambda t: (-t[0], t[1])
@@ -537,11 +533,36 @@ def _above_unrelated(close: np.ndarray, spreads: float) -> float:
     return middle + spreads * max(spread, 1e-3)
 
 
+def _components(linked: np.ndarray) -> np.ndarray:
+    """Connected components of a symmetric boolean matrix, numbered in order of first member."""
+    if len(linked) > 64:
+        _, labels = connected_components(sparse.csr_matrix(linked), directed=False)
+    else:
+        reach = linked | np.eye(len(linked), dtype=bool)
+        while True:  # transitive closure by squaring: a few steps for a handful of papers
+            wider = (reach.astype(np.uint8) @ reach.astype(np.uint8)) > 0
+            if (wider == reach).all():
+                break
+            reach = wider
+        labels = reach.argmax(axis=1)  # each paper's component is named by its first member
+        return np.unique(labels, return_inverse=True)[1]
+    _, first = np.unique(labels, return_index=True)
+    renumber = np.empty(len(first), dtype=np.intp)
+    renumber[np.argsort(np.argsort(first))] = np.arange(len(first))
+    return renumber[labels]
+
+
 def _share_out(interest: np.ndarray, weights: np.ndarray, limit: int) -> list[int]:
     """Which candidates (indices, best first within each interest) fill ``limit`` places, shared out
     between interests in proportion to their weights (Sainte-Laguë): a small second interest still gets
     a place once the first has had its share."""
-    queues = [np.flatnonzero(interest == g).tolist() for g in range(len(weights))]
+    counts = np.bincount(interest, minlength=len(weights))
+    grouped = np.argsort(interest, kind="stable")  # by interest, best first within each
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    queues = [
+        grouped[start : start + min(count, limit)].tolist()
+        for start, count in zip(starts, counts, strict=True)
+    ]
     taken = [0] * len(weights)
     chosen: list[int] = []
     while len(chosen) < limit:
@@ -583,13 +604,80 @@ def _mix(centroid: np.ndarray, standard: np.ndarray, mask: np.ndarray) -> np.nda
     return (1 - NEAREST_WEIGHT) * centroid + NEAREST_WEIGHT * nearest
 
 
+@dataclass(frozen=True, slots=True)
+class _BatchRows:
+    index: dict[str, int]  # paper id -> row
+    rows: np.ndarray  # closeness to every paper of the edition (canonical order), float32
+    means: np.ndarray  # of each row
+    spreads: np.ndarray  # standard deviation of each row
+    latent: np.ndarray | None  # each paper's latent vector
+
+
+class _RowStore:
+    """Closeness rows of signal papers in one array, the least recently used making room first."""
+
+    def __init__(self, width: int, capacity: int) -> None:
+        self.capacity = capacity
+        self.rows = np.empty((0, width), dtype=np.float32)
+        self.means = np.empty(0, dtype=np.float32)
+        self.spreads = np.empty(0, dtype=np.float32)
+        self.latent: np.ndarray | None = None
+        self.lexical: list[sparse.csr_matrix | None] = []
+        self.slot: OrderedDict[str, int] = OrderedDict()
+
+    def touch(self, ids: list[str]) -> list[str]:
+        """Mark ``ids`` as just used; return those not stored."""
+        missing = []
+        for paper_id in ids:
+            if paper_id in self.slot:
+                self.slot.move_to_end(paper_id)
+            else:
+                missing.append(paper_id)
+        return missing
+
+    def add(
+        self, papers: list[Text], close: np.ndarray, lexical: sparse.csr_matrix, latent: np.ndarray | None
+    ) -> None:
+        free = self._free(len(papers))
+        self.rows[free] = close
+        self.means[free] = close.mean(axis=1)
+        self.spreads[free] = np.maximum(close.std(axis=1), 1e-6)
+        if latent is not None:
+            if self.latent is None or self.latent.shape[0] < len(self.rows):
+                grown = np.zeros((len(self.rows), latent.shape[1]), dtype=np.float32)
+                if self.latent is not None:
+                    grown[: len(self.latent)] = self.latent
+                self.latent = grown
+            self.latent[free] = latent
+        for i, (paper, slot) in enumerate(zip(papers, free.tolist(), strict=True)):
+            self.slot[paper.id] = slot
+            self.lexical[slot] = lexical[i]
+
+    def _free(self, count: int) -> np.ndarray:
+        """``count`` slots: unused ones first, then those of the least recently used papers (never those of
+        the batch being prepared, which were touched last and fit in the capacity)."""
+        used = len(self.slot)
+        grow = min(self.capacity, max(used + count, 2 * len(self.rows))) - len(self.rows)
+        if grow > 0 and used + count > len(self.rows):
+            self.rows = np.concatenate([self.rows, np.empty((grow, self.rows.shape[1]), np.float32)])
+            self.means = np.concatenate([self.means, np.empty(grow, np.float32)])
+            self.spreads = np.concatenate([self.spreads, np.empty(grow, np.float32)])
+            self.lexical.extend([None] * grow)
+        taken = set(self.slot.values())
+        free = [slot for slot in range(len(self.rows)) if slot not in taken][:count]
+        while len(free) < count:
+            _, slot = self.slot.popitem(last=False)
+            free.append(slot)
+        return np.array(free, dtype=np.intp)
+
+
 class _Space:
     """The lexical and latent spaces of one edition."""
 
     def __init__(self, papers: Sequence[Text]) -> None:
         n = len(papers)
         self.vectorizer = CountVectorizer(
-            ngram_range=(1, 2),
+            ngram_range=NGRAMS,
             stop_words=_STOP,
             token_pattern=TOKEN_PATTERN,
             min_df=MIN_DF if n >= 20 else 1,
