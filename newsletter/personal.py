@@ -1,42 +1,48 @@
 """Rank an edition's papers for each reader from the papers the reader liked, hid and saved.
 
-An engine: it works on texts and times given to it, reads no table and no clock, and gives the same
-answer for the same input in any order.
+An engine: it works on the texts and times it is given, reads no table and no clock, and gives the same
+answer for the same input in any order. ``PersonalRanker(edition)`` is built once per edition;
+``rank(signals)`` gives one reader's ``ReaderView`` (a score for every paper, the ranked order, the For-you
+picks with their why-lines) and ``rank_many(readers)`` a stream of them, computed in batches.
 
 The model, model-free and deterministic:
 
-* **Space.** The edition's papers are vectorised once, with the clusterer's pieces: words and two-word
-  phrases of title (counted twice) and abstract, the clusterer's token pattern, its stop words and its
-  generic research words ("propose", "results") left out; sublinear TF-IDF with the edition's document
-  frequencies, unit length. A latent space (truncated SVD of the same matrix) adds what words alone miss:
-  "quasar" and "active galactic nuclei" land close. A reader's signal papers, which need not be in the
-  edition, are projected into both spaces; a term the edition lacks still counts in a signal's length,
-  so a paper about something absent from the edition is far from everything rather than close to
-  whatever its few shared words touch. The closeness of two papers is the mean of their two cosines.
-* **Scores.** Each signal paper gives a row: its closeness to every paper of the edition, standardised
-  against that row's own mean and spread over the edition (a z-score: "how much closer than this
-  edition's typical paper"). A reader's score for a paper mixes the standardised closeness to the
-  recency-weighted centroid of the positive signals (likes and library papers) with the best
-  standardised closeness to any single positive paper (weight ``NEAREST_WEIGHT``): the centroid is the
-  better ranker for one coherent interest, the nearest paper keeps a second, smaller interest from
-  being drowned by the first. Disliked papers give the same kind of score, and the part of it above zero
-  is subtracted: a paper close to something the reader hid goes down, the rest is left alone.
-  Recent signals weigh more: a signal's weight halves every ``HALF_LIFE_DAYS`` days before ``now``.
-* **For you.** A paper is proposed when it is close in absolute terms and stands out for this reader:
-  its closeness to the nearest positive paper exceeds the ``CLOSE_QUANTILE`` quantile of the closeness of
-  random pairs of the edition's own papers (a threshold measured on every edition, so it means "closer
-  than 99 of 100 unrelated pairs here" for any edition and any reader), its score is at least
-  ``MIN_SCORE`` standard deviations above the reader's typical paper, and it is not closer to a hidden
-  paper than to a liked one. At most ``limit`` papers, best first; none when nothing qualifies. Papers
-  the reader already signalled are never proposed.
-* **Why.** Each proposed paper names the positive paper it is closest to and the terms the two share
-  that weigh most in both.
-* **Cold start.** A reader without positive or negative signals gets every score 0, the edition's own
-  order and no For-you papers.
+* **Space.** Words of title (counted twice) and abstract, with the clusterer's token pattern (hyphenated
+  compounds kept whole), its stop words and its generic research words ("propose", "results") left out;
+  sublinear TF-IDF, unit length. Document frequencies come from the edition and the signal papers the
+  caller knows of (``signal_papers``: the send path passes every reader's). Two-word phrases were measured
+  and left out: they made rankings slightly worse. A latent space (truncated SVD of the same matrix,
+  up to 150 dimensions) adds what words alone miss: "quasar" and "active galactic nuclei" land close.
+  A signal paper the space was not fitted on is projected into it; a word the edition lacks still counts
+  in that paper's length, so a paper about something absent from the edition is far from everything
+  instead of close to whatever its few shared words touch. The closeness of two papers is the mean of
+  their lexical and latent cosines.
+* **Scores.** Each signal paper gives a row: its closeness to every paper of the edition. A reader's score
+  for a paper is 3/4 its standardised closeness to the recency-weighted centroid of the positive signals
+  (likes and library papers; standardised over the edition: "how much closer than this reader's typical
+  paper") and 1/4 its best standardised closeness to any single positive paper: the centroid ranks one
+  coherent interest best, the nearest paper keeps a second, smaller interest from drowning. Hidden
+  papers ("dislike") give the same kind of score and the part of it above zero is subtracted: papers close
+  to something the reader hid go down, the rest stays. The scores are then smoothed over the edition's
+  own neighbourhoods (each paper takes 30% from its 10 closest papers): papers of a topic the reader reads
+  lift each other. A signal's weight halves every ``HALF_LIFE_DAYS`` days before ``now``; the latest
+  signal about a paper replaces earlier ones.
+* **For you.** A candidate is close to a liked paper by this edition's standard: ``CLOSE_SPREADS`` robust
+  standard deviations above the median closeness of random pairs of the edition's papers (median and
+  MAD describe the unrelated pairs, the bulk of any edition, whatever its size or breadth), closer to a
+  liked paper than to a hidden one, above the reader's average score, and not a paper the reader already
+  signalled. The reader's liked papers fall into interests (papers linked by a closeness of at least
+  ``LINK_SPREADS`` robust SDs above unrelated pairs, directly or through others); the ``limit`` places are
+  shared out between interests in proportion to their weight (Sainte-Laguë), each interest's candidates
+  best first, so a second interest gets a place once the first has had its share. None when nothing is
+  close.
+* **Why.** Each proposed paper names the positive paper it is closest to and the words the two share that
+  weigh most in both, in the spelling the paper uses.
+* **Cold start.** A reader without signals gets every score 0, the edition's own order and no For-you.
 * **Scale.** The edition is vectorised once; each distinct signal paper's closeness row is computed once
-  per batch (and kept in a bounded cache); readers are scored in chunks with matrix operations whose
-  memory does not depend on the number of readers. ``rank_many`` is a generator; the full ranked order
-  of a reader is sorted only when asked for.
+  and kept in a bounded cache (``CACHE_BYTES``); readers are scored in batches of at most ``CHUNK_ROWS``
+  signal rows on ``WORKERS`` threads, so memory does not grow with the number of readers. A reader's full
+  ranked order is sorted only when asked for, the why-line's words only when read.
 """
 
 from __future__ import annotations
@@ -74,15 +80,15 @@ LINK_SPREADS = 1.0  # two liked papers are one interest when this many robust SD
 MAX_SIGNALS = 1000  # the most recent signals of a reader count; older ones are ignored
 NULL_PAIRS = 20_000  # random pairs of edition papers measured for the closeness threshold
 MIN_LATENT_PAPERS = 20  # below this, the edition is too small for a latent space: words only
-MAX_LATENT_DIMENSIONS = 150
-LATENT_TERMS = 30_000
+MAX_LATENT_DIMENSIONS = 150  # and at most a quarter of the papers: few papers support few dimensions
+LATENT_TERMS = 30_000  # the latent space is fitted on the most widespread words only
 CHUNK_ROWS = 2048  # signal rows scored at once (bounds the memory of a batch)
 CACHE_BYTES = 64 * 1024 * 1024  # closeness rows of signal papers kept between batches
 SEED = 0
 NGRAMS = (1, 1)  # words (hyphenated compounds whole): measured better than adding two-word phrases
 WORKERS = 2  # threads scoring batches: the machines this runs on have two cores or more
-MIN_DF = 2
-GRAPH_WEIGHT = 0.3
+MIN_DF = 2  # a word must be in two papers to count (with 20 papers or more)
+GRAPH_WEIGHT = 0.3  # share of a paper's score taken from its neighbours in the edition
 GRAPH_NEIGHBOURS = 10
 
 _STOP = sorted(STOP_WORDS | GENERIC_RESEARCH_WORDS)
@@ -455,8 +461,8 @@ class PersonalRanker:
         terms: list[str] = []
         for _, column in ranked:
             term = str(self._space.vocabulary[column])
-            if any(term in other or other in term for other in terms):
-                continue  # "graph" adds nothing after "graph neural"
+            if any(_same_family(term, other) for other in terms):
+                continue  # "galaxies" adds nothing after "galaxy"
             terms.append(term)
             if len(terms) == count:
                 break
@@ -777,6 +783,13 @@ def _seconds(moment: datetime | None) -> float:
     if moment is None:
         return -math.inf
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+def _same_family(first: str, second: str) -> bool:
+    """Spellings of one word ("galaxy", "galaxies"; "graph", "graphs"), or a phrase and its part."""
+    if first in second.split() or second in first.split():
+        return True
+    return len(first) >= 5 and len(second) >= 5 and first[:5] == second[:5]
 
 
 def _spelling(term: str, text: str) -> str:
