@@ -49,20 +49,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer
 
-from newsletter.cluster import GENERIC_RESEARCH_WORDS, STOP_WORDS, TOKEN_PATTERN
+from newsletter.closeness import LATENT_WEIGHT, SEED, BatchRows, PaperSpace, RowStore, Text
 
 LIKE = "like"
 DISLIKE = "dislike"
@@ -73,37 +70,18 @@ POSITIVE = frozenset({LIKE, LIBRARY})
 FOR_YOU = 8  # papers in the "For you" section at most ([digest] for_you)
 HALF_LIFE_DAYS = 180.0  # a signal's weight halves every half-year: interests drift slowly
 NEAREST_WEIGHT = 0.25  # share of the score from the single nearest positive paper (the rest: the centroid)
-LATENT_WEIGHT = 0.5  # share of the latent space in the closeness of two papers
 DISLIKE_WEIGHT = 1.0  # how hard a hidden paper pushes its neighbours down
 CLOSE_SPREADS = 6.0  # For you: this many robust SDs closer to a liked paper than unrelated pairs are
 LINK_SPREADS = 1.0  # two liked papers are one interest when this many robust SDs closer than unrelated pairs
 MAX_SIGNALS = 1000  # the most recent signals of a reader count; older ones are ignored
 NULL_PAIRS = 20_000  # random pairs of edition papers measured for the closeness threshold
-MIN_LATENT_PAPERS = 20  # below this, the edition is too small for a latent space: words only
-MAX_LATENT_DIMENSIONS = 150  # and at most a quarter of the papers: few papers support few dimensions
-LATENT_TERMS = 30_000  # the latent space is fitted on the most widespread words only
 CHUNK_ROWS = 2048  # signal rows scored at once (bounds the memory of a batch)
 CACHE_BYTES = 64 * 1024 * 1024  # closeness rows of signal papers kept between batches
-SEED = 0
-NGRAMS = (1, 1)  # words (hyphenated compounds whole): measured better than adding two-word phrases
 WORKERS = 2  # threads scoring batches: the machines this runs on have two cores or more
-MIN_DF = 2  # a word must be in two papers to count (with 20 papers or more)
 GRAPH_WEIGHT = 0.3  # share of a paper's score taken from its neighbours in the edition
 GRAPH_NEIGHBOURS = 10
 
-_STOP = sorted(STOP_WORDS | GENERIC_RESEARCH_WORDS)
 _ROUND = 6  # scores are rounded so that batching cannot change the last bits of an answer
-
-
-class Text(Protocol):
-    """What the ranker reads of a paper (``cluster.PaperText`` is one)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def abstract(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +201,13 @@ class PersonalRanker:
         self._to_edition = np.array([self._position[paper_id] for paper_id in self.ids], dtype=np.intp)
         self._texts = [seen[paper_id] for paper_id in self._canonical]
         others = {p.id: p for p in signal_papers if p.id not in seen}
-        self._space = _Space(self._texts + [others[paper_id] for paper_id in sorted(others)])
+        self._space = PaperSpace(self._texts + [others[paper_id] for paper_id in sorted(others)])
         n = len(self.ids)
         self._edition_lexical = self._space.lexical[:n].tocsr()
         self._edition_latent = None if self._space.latent is None else self._space.latent[:n]
-        self._close = self._closeness_threshold()
+        self._close, self._link_lexical, self._link_latent = self._calibrate()
         self._neighbours = self._neighbour_graph()
-        self._store = _RowStore(n, max(CHUNK_ROWS, cache_bytes // max(1, 4 * n)))
+        self._store = RowStore(n, max(CHUNK_ROWS, cache_bytes // max(1, 4 * n)))
         self._terms: dict[tuple[int, str], tuple[str, ...]] = {}
 
     # --- public ----------------------------------------------------------------------------------------
@@ -304,7 +282,7 @@ class PersonalRanker:
 
     # --- closeness rows ----------------------------------------------------------------------------------
 
-    def _batch_rows(self, batch: list[tuple[str, list[tuple[Signal, float]]]]) -> _BatchRows:
+    def _batch_rows(self, batch: list[tuple[str, list[tuple[Signal, float]]]]) -> BatchRows:
         """The closeness rows of every distinct signal paper of a batch (copied out of the cache, so a
         batch being scored never sees the cache change), computing the missing ones."""
         papers: dict[str, Text] = {}
@@ -316,7 +294,7 @@ class PersonalRanker:
         if missing:
             self._store.add([papers[paper_id] for paper_id in missing], *self._closeness(missing, papers))
         slots = np.array([self._store.slot[paper_id] for paper_id in order], dtype=np.intp)
-        return _BatchRows(
+        return BatchRows(
             {paper_id: i for i, paper_id in enumerate(order)},
             np.take(self._store.rows, slots, axis=0),
             self._store.means[slots],
@@ -337,66 +315,54 @@ class PersonalRanker:
     # --- scoring -------------------------------------------------------------------------------------------
 
     def _score_batch(
-        self, batch: list[tuple[str, list[tuple[Signal, float]]]], prepared: _BatchRows
+        self, batch: list[tuple[str, list[tuple[Signal, float]]]], prepared: BatchRows
     ) -> list[ReaderView]:
-        n = len(self.ids)
-        width = max((len(weighted) for _, weighted in batch), default=0)
-        if n == 0 or width == 0:
+        if not self.ids or not any(weighted for _, weighted in batch):
             return [self._cold(key) for key, _ in batch]
-        index, rows, means, spreads, latent = (
-            prepared.index,
-            prepared.rows,
-            prepared.means,
-            prepared.spreads,
-            prepared.latent,
-        )
-
-        count = len(batch)
-        which = np.zeros((count, width), dtype=np.intp)
-        weights = np.zeros((count, width), dtype=np.float32)
-        liked = np.zeros((count, width), dtype=bool)
-        hidden = np.zeros((count, width), dtype=bool)
-        for r, (_, weighted) in enumerate(batch):
-            for k, (signal, weight) in enumerate(weighted):
-                which[r, k] = index[signal.paper.id]
-                weights[r, k] = weight
-                liked[r, k] = signal.kind in POSITIVE
-                hidden[r, k] = signal.kind == DISLIKE
-
-        gathered = rows[which]  # (readers, signals, papers): the one large array of a batch
-        like_centroid, like_close = _centroid(gathered, weights * liked, liked)
-        hide_centroid, hide_close = _centroid(gathered, weights * hidden, hidden)
-        any_hidden = bool(hidden.any())
+        signals = _SignalArrays(batch, prepared.index)
+        gathered = prepared.rows[signals.which]  # (readers, signals, papers): the one large array
+        like_centroid, like_close = _centroid(gathered, signals.weights * signals.liked, signals.liked)
+        hide_centroid, hide_close = _centroid(gathered, signals.weights * signals.hidden, signals.hidden)
         # From here on ``gathered`` holds each signal's standardised, recency-weighted closeness.
-        scale = weights / spreads[which]
+        scale = signals.weights / prepared.spreads[signals.which]
         gathered *= scale[..., None]
-        gathered -= (scale * means[which])[..., None]
-        like = _mix(like_centroid, gathered, liked)
-        scores = like
-        if any_hidden:
-            scores = like - DISLIKE_WEIGHT * np.maximum(_mix(hide_centroid, gathered, hidden), 0.0)
+        gathered -= (scale * prepared.means[signals.which])[..., None]
+        scores = _mix(like_centroid, gathered, signals.liked)
+        if signals.hidden.any():
+            hide = _mix(hide_centroid, gathered, signals.hidden)
+            scores = scores - DISLIKE_WEIGHT * np.maximum(hide, 0.0)
         if self._neighbours is not None:
             scores = (1 - GRAPH_WEIGHT) * scores + GRAPH_WEIGHT * (self._neighbours @ scores.T).T
         scores = np.round(scores.astype(np.float64), _ROUND)
+        return [
+            self._view(key, weighted, scores[r], like_close[r], hide_close[r], signals, r, prepared)
+            for r, (key, weighted) in enumerate(batch)
+        ]
 
-        views = []
-        for r, (key, weighted) in enumerate(batch):
-            row = scores[r]
-            own = [(self._position.get(s.paper.id), s.kind) for s, _ in weighted]
-            gone = [position for position, kind in own if position is not None and kind == DISLIKE]
-            if gone:
-                row[gone] = min(float(row.min()), 0.0) - 1.0  # a hidden paper of this edition goes last
-            picks: list[Pick] = []
-            if liked[r].any():
-                signalled = {position for position, _ in own if position is not None}
-                close = like_close[r]
-                eligible = (close >= self._close) & (close > hide_close[r]) & (row > 0)
-                mine = liked[r][: len(weighted)]
-                own_rows = which[r][: len(weighted)][mine]
-                own_latent = None if latent is None else latent[own_rows]
-                picks = self._picks(row, eligible, signalled, rows[own_rows], own_latent, weighted, mine)
-            views.append(ReaderView(key, self.ids, row[self._to_edition], picks))
-        return views
+    def _view(
+        self,
+        key: str,
+        weighted: list[tuple[Signal, float]],
+        row: np.ndarray,
+        like_close: np.ndarray,
+        hide_close: np.ndarray,
+        signals: _SignalArrays,
+        r: int,
+        prepared: BatchRows,
+    ) -> ReaderView:
+        own = [(self._position.get(s.paper.id), s.kind) for s, _ in weighted]
+        gone = [position for position, kind in own if position is not None and kind == DISLIKE]
+        if gone:
+            row[gone] = min(float(row.min()), 0.0) - 1.0  # a hidden paper of this edition goes last
+        picks: list[Pick] = []
+        mine = signals.liked[r][: len(weighted)]
+        if mine.any():
+            signalled = {position for position, _ in own if position is not None}
+            eligible = (like_close >= self._close) & (like_close > hide_close) & (row > 0)
+            liked_rows = signals.which[r][: len(weighted)][mine]
+            latent = None if prepared.latent is None else prepared.latent[liked_rows]
+            picks = self._picks(row, eligible, signalled, prepared.rows[liked_rows], latent, weighted, mine)
+        return ReaderView(key, self.ids, row[self._to_edition], picks)
 
     def _picks(
         self,
@@ -499,18 +465,18 @@ class PersonalRanker:
         )
         return graph.astype(np.float32)
 
-    def _closeness_threshold(self) -> float:
+    def _calibrate(self) -> tuple[float, float, float]:
         """How close a For-you paper must be to a liked one: ``CLOSE_SPREADS`` robust standard deviations
-        above the median closeness of random pairs of the edition's papers.
+        above the median closeness of random pairs of the edition's papers; and how close two liked
+        papers must be to count as one interest (``LINK_SPREADS``), in the lexical and latent spaces.
 
         Most pairs of an edition are unrelated, so the median and the median absolute deviation describe
         unrelated papers whatever the share of related pairs (which a plain quantile would mix in: in an
         edition of few topics, the top 5% of pairs are all related).
         """
         n = len(self.ids)
-        self._link_lexical = self._link_latent = math.inf
         if n < 2:
-            return math.inf  # nothing to measure "close" against: no For-you papers
+            return math.inf, math.inf, math.inf  # nothing to measure "close" against: no For-you papers
         if n * (n - 1) // 2 <= NULL_PAIRS:
             first, second = np.triu_indices(n, 1)
         else:
@@ -522,13 +488,16 @@ class PersonalRanker:
         lexical = np.asarray(
             self._edition_lexical[first].multiply(self._edition_lexical[second]).sum(axis=1)
         ).ravel()
-        close = lexical
-        self._link_lexical = _above_unrelated(lexical, LINK_SPREADS)
+        close, link_latent = lexical, math.inf
         if self._edition_latent is not None:
             latent = np.einsum("ij,ij->i", self._edition_latent[first], self._edition_latent[second])
             close = (1 - LATENT_WEIGHT) * lexical + LATENT_WEIGHT * latent
-            self._link_latent = _above_unrelated(latent, LINK_SPREADS)
-        return _above_unrelated(close, CLOSE_SPREADS)
+            link_latent = _above_unrelated(latent, LINK_SPREADS)
+        return (
+            _above_unrelated(close, CLOSE_SPREADS),
+            _above_unrelated(lexical, LINK_SPREADS),
+            link_latent,
+        )
 
 
 def _above_unrelated(close: np.ndarray, spreads: float) -> float:
@@ -581,6 +550,23 @@ def _share_out(interest: np.ndarray, weights: np.ndarray, limit: int) -> list[in
     return chosen
 
 
+class _SignalArrays:
+    """A batch's signals as arrays (readers x signals, padded): which row, weight, liked or hidden."""
+
+    def __init__(self, batch: list[tuple[str, list[tuple[Signal, float]]]], index: dict[str, int]) -> None:
+        shape = (len(batch), max(len(weighted) for _, weighted in batch))
+        self.which = np.zeros(shape, dtype=np.intp)
+        self.weights = np.zeros(shape, dtype=np.float32)
+        self.liked = np.zeros(shape, dtype=bool)
+        self.hidden = np.zeros(shape, dtype=bool)
+        for r, (_, weighted) in enumerate(batch):
+            for k, (signal, weight) in enumerate(weighted):
+                self.which[r, k] = index[signal.paper.id]
+                self.weights[r, k] = weight
+                self.liked[r, k] = signal.kind in POSITIVE
+                self.hidden[r, k] = signal.kind == DISLIKE
+
+
 def _centroid(gathered: np.ndarray, weights: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Standardised closeness to the weighted centroid of the signals in ``mask``, and the best raw
     closeness to any one of them (-inf where a reader has none)."""
@@ -608,174 +594,6 @@ def _mix(centroid: np.ndarray, standard: np.ndarray, mask: np.ndarray) -> np.nda
     has = mask.any(axis=1)
     nearest[~has] = 0.0
     return (1 - NEAREST_WEIGHT) * centroid + NEAREST_WEIGHT * nearest
-
-
-@dataclass(frozen=True, slots=True)
-class _BatchRows:
-    index: dict[str, int]  # paper id -> row
-    rows: np.ndarray  # closeness to every paper of the edition (canonical order), float32
-    means: np.ndarray  # of each row
-    spreads: np.ndarray  # standard deviation of each row
-    latent: np.ndarray | None  # each paper's latent vector
-
-
-class _RowStore:
-    """Closeness rows of signal papers in one array, the least recently used making room first."""
-
-    def __init__(self, width: int, capacity: int) -> None:
-        self.capacity = capacity
-        self.rows = np.empty((0, width), dtype=np.float32)
-        self.means = np.empty(0, dtype=np.float32)
-        self.spreads = np.empty(0, dtype=np.float32)
-        self.latent: np.ndarray | None = None
-        self.lexical: list[sparse.csr_matrix | None] = []
-        self.slot: OrderedDict[str, int] = OrderedDict()
-
-    def touch(self, ids: list[str]) -> list[str]:
-        """Mark ``ids`` as just used; return those not stored."""
-        missing = []
-        for paper_id in ids:
-            if paper_id in self.slot:
-                self.slot.move_to_end(paper_id)
-            else:
-                missing.append(paper_id)
-        return missing
-
-    def add(
-        self, papers: list[Text], close: np.ndarray, lexical: sparse.csr_matrix, latent: np.ndarray | None
-    ) -> None:
-        free = self._free(len(papers))
-        self.rows[free] = close
-        self.means[free] = close.mean(axis=1)
-        self.spreads[free] = np.maximum(close.std(axis=1), 1e-6)
-        if latent is not None:
-            if self.latent is None or self.latent.shape[0] < len(self.rows):
-                grown = np.zeros((len(self.rows), latent.shape[1]), dtype=np.float32)
-                if self.latent is not None:
-                    grown[: len(self.latent)] = self.latent
-                self.latent = grown
-            self.latent[free] = latent
-        for i, (paper, slot) in enumerate(zip(papers, free.tolist(), strict=True)):
-            self.slot[paper.id] = slot
-            self.lexical[slot] = lexical[i]
-
-    def _free(self, count: int) -> np.ndarray:
-        """``count`` slots: unused ones first, then those of the least recently used papers (never those of
-        the batch being prepared, which were touched last and fit in the capacity)."""
-        used = len(self.slot)
-        grow = min(self.capacity, max(used + count, 2 * len(self.rows))) - len(self.rows)
-        if grow > 0 and used + count > len(self.rows):
-            self.rows = np.concatenate([self.rows, np.empty((grow, self.rows.shape[1]), np.float32)])
-            self.means = np.concatenate([self.means, np.empty(grow, np.float32)])
-            self.spreads = np.concatenate([self.spreads, np.empty(grow, np.float32)])
-            self.lexical.extend([None] * grow)
-        taken = set(self.slot.values())
-        free = [slot for slot in range(len(self.rows)) if slot not in taken][:count]
-        while len(free) < count:
-            _, slot = self.slot.popitem(last=False)
-            free.append(slot)
-        return np.array(free, dtype=np.intp)
-
-
-class _Space:
-    """The lexical and latent spaces of one edition."""
-
-    def __init__(self, papers: Sequence[Text]) -> None:
-        n = len(papers)
-        self.vectorizer = CountVectorizer(
-            ngram_range=NGRAMS,
-            stop_words=_STOP,
-            token_pattern=TOKEN_PATTERN,
-            min_df=MIN_DF if n >= 20 else 1,
-            max_df=0.5 if n >= 20 else 1.0,
-            dtype=np.float32,
-        )
-        try:
-            self.counts = self.vectorizer.fit_transform(_text(p) for p in papers).tocsr()
-            self.vocabulary = self.vectorizer.get_feature_names_out()
-        except ValueError:  # nothing but stop words
-            self.counts = sparse.csr_matrix((n, 0), dtype=np.float32)
-            self.vocabulary = np.array([], dtype=object)
-            self.vectorizer = None
-        document_frequency = np.bincount(self.counts.indices, minlength=self.counts.shape[1])
-        self.idf = np.log((1 + n) / (1 + document_frequency)) + 1.0
-        self.unseen_idf = math.log(1 + n) + 1.0  # a term no paper of the edition has
-        self.lexical = _unit(_weigh(self.counts, self.idf))
-        self.latent: np.ndarray | None = None
-        self.svd: TruncatedSVD | None = None
-        # The latent space is fitted on the most widespread terms only: rare terms barely move its leading
-        # directions, and leaving them out keeps the fit's time and memory small on a large edition.
-        self.latent_columns = np.sort(np.argsort(-document_frequency, kind="stable")[:LATENT_TERMS])
-        dimensions = min(MAX_LATENT_DIMENSIONS, n // 4, len(self.latent_columns) - 1)
-        if n >= MIN_LATENT_PAPERS and dimensions >= 2:
-            # Three power iterations (not scikit-learn's seven): the leading directions are what counts.
-            self.svd = TruncatedSVD(dimensions, algorithm="randomized", n_iter=3, random_state=SEED)
-            self.latent = _unit_dense(self.svd.fit_transform(self._latent_input(self.lexical)))
-
-    def _latent_input(self, lexical: sparse.csr_matrix) -> sparse.csr_matrix:
-        return _unit(lexical[:, self.latent_columns])
-
-    def project(self, papers: Sequence[Text]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
-        """Signal papers in the edition's spaces; terms the edition lacks still count in their length."""
-        if self.vectorizer is None:
-            return sparse.csr_matrix((len(papers), 0), dtype=np.float32), None
-        analyse = self.vectorizer.build_analyzer()
-        vocabulary = self.vectorizer.vocabulary_
-        rows, columns, values, unseen = [], [], [], []
-        for r, paper in enumerate(papers):
-            missing = 0.0
-            for term, count in Counter(analyse(_text(paper))).items():
-                column = vocabulary.get(term)
-                weight = 1.0 + math.log(count)
-                if column is None:
-                    # An unseen word says the paper is partly about something the edition lacks; an
-                    # unseen two-word phrase says little (most phrases are rare, and the edition's own
-                    # papers lost theirs to the minimum document frequency).
-                    if " " not in term:
-                        missing += (weight * self.unseen_idf) ** 2
-                else:
-                    rows.append(r)
-                    columns.append(column)
-                    values.append(weight)
-            unseen.append(missing)
-        matrix = sparse.csr_matrix(
-            (np.asarray(values, dtype=np.float64), (rows, columns)),
-            shape=(len(papers), len(self.vocabulary)),
-        )
-        matrix.sum_duplicates()
-        matrix = matrix.multiply(self.idf[None, :]).tocsr()
-        seen_norm = np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel()
-        norm = np.sqrt(seen_norm + np.asarray(unseen))
-        lexical = sparse.diags(1.0 / np.where(norm > 0, norm, 1.0)) @ matrix
-        latent = None
-        if self.svd is not None:
-            # The latent direction of what the edition can see of the paper, shortened by the share of
-            # the paper the edition cannot see: a paper mostly about unseen things is close to nothing.
-            visible = np.sqrt(seen_norm) / np.where(norm > 0, norm, 1.0)
-            latent = _unit_dense(self.svd.transform(self._latent_input(matrix))) * visible[:, None]
-        return lexical.tocsr().astype(np.float32), latent
-
-
-def _text(paper: Text) -> str:
-    # The title says what the paper is about more densely than the abstract: count it twice.
-    return f"{paper.title}. {paper.title}. {paper.abstract}"
-
-
-def _weigh(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
-    weighted = counts.astype(np.float32).tocsr(copy=True)
-    weighted.data = 1.0 + np.log(weighted.data)
-    return weighted.multiply(idf[None, :].astype(np.float32)).tocsr()
-
-
-def _unit(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
-    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-    scale = (1.0 / np.where(norms > 0, norms, 1.0)).astype(matrix.dtype)
-    return (sparse.diags(scale) @ matrix).tocsr()
-
-
-def _unit_dense(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
 
 
 def _seconds(moment: datetime | None) -> float:
