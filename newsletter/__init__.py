@@ -49,6 +49,7 @@ code in step.
 6. Engines: work on values, with no tables of their own
    cluster         topic sections and their labels, from text alone
    embeddings      the optional sentence-embedding engine for cluster
+   closeness       how close papers are: an edition's word and latent spaces, signalled papers' cached rows
    personal        each reader's ranking of an edition from what they liked, hid and keep: For-you picks, why
    render          Jinja2 and MJML to an email's HTML and text, once per edition
    message         a rendered email to wire-ready bytes for each recipient

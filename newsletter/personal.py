@@ -1,62 +1,65 @@
 """Rank an edition's papers for each reader from the papers the reader liked, hid and saved.
 
-An engine: it works on texts and times given to it, reads no table and no clock, and gives the same
-answer for the same input in any order.
+An engine: it works on the texts and times it is given, reads no table and no clock, and gives the same
+answer for the same input in any order. ``PersonalRanker(edition)`` is built once per edition;
+``rank(signals)`` gives one reader's ``ReaderView`` (a score for every paper, the ranked order, the For-you
+picks with their why-lines) and ``rank_many(readers)`` a stream of them, computed in batches.
 
 The model, model-free and deterministic:
 
-* **Space.** The edition's papers are vectorised once, with the clusterer's pieces: words and two-word
-  phrases of title (counted twice) and abstract, the clusterer's token pattern, its stop words and its
-  generic research words ("propose", "results") left out; sublinear TF-IDF with the edition's document
-  frequencies, unit length. A latent space (truncated SVD of the same matrix) adds what words alone miss:
-  "quasar" and "active galactic nuclei" land close. A reader's signal papers, which need not be in the
-  edition, are projected into both spaces; a term the edition lacks still counts in a signal's length,
-  so a paper about something absent from the edition is far from everything rather than close to
-  whatever its few shared words touch. The closeness of two papers is the mean of their two cosines.
-* **Scores.** Each signal paper gives a row: its closeness to every paper of the edition, standardised
-  against that row's own mean and spread over the edition (a z-score: "how much closer than this
-  edition's typical paper"). A reader's score for a paper mixes the standardised closeness to the
-  recency-weighted centroid of the positive signals (likes and library papers) with the best
-  standardised closeness to any single positive paper (weight ``NEAREST_WEIGHT``): the centroid is the
-  better ranker for one coherent interest, the nearest paper keeps a second, smaller interest from
-  being drowned by the first. Disliked papers give the same kind of score, and the part of it above zero
-  is subtracted: a paper close to something the reader hid goes down, the rest is left alone.
-  Recent signals weigh more: a signal's weight halves every ``HALF_LIFE_DAYS`` days before ``now``.
-* **For you.** A paper is proposed when it is close in absolute terms and stands out for this reader:
-  its closeness to the nearest positive paper exceeds the ``CLOSE_QUANTILE`` quantile of the closeness of
-  random pairs of the edition's own papers (a threshold measured on every edition, so it means "closer
-  than 99 of 100 unrelated pairs here" for any edition and any reader), its score is at least
-  ``MIN_SCORE`` standard deviations above the reader's typical paper, and it is not closer to a hidden
-  paper than to a liked one. At most ``limit`` papers, best first; none when nothing qualifies. Papers
-  the reader already signalled are never proposed.
-* **Why.** Each proposed paper names the positive paper it is closest to and the terms the two share
-  that weigh most in both.
-* **Cold start.** A reader without positive or negative signals gets every score 0, the edition's own
-  order and no For-you papers.
+* **Space.** Words of title (counted twice) and abstract, with the clusterer's token pattern (hyphenated
+  compounds kept whole), its stop words and its generic research words ("propose", "results") left out;
+  sublinear TF-IDF, unit length. Document frequencies come from the edition and the signal papers the
+  caller knows of (``signal_papers``: the send path passes every reader's). Two-word phrases were measured
+  and left out: they made rankings slightly worse. A latent space (truncated SVD of the same matrix,
+  up to 150 dimensions) adds what words alone miss: "quasar" and "active galactic nuclei" land close.
+  A signal paper the space was not fitted on is projected into it; a word the edition lacks still counts
+  in that paper's length, so a paper about something absent from the edition is far from everything
+  instead of close to whatever its few shared words touch. The closeness of two papers is the mean of
+  their lexical and latent cosines.
+* **Scores.** Each signal paper gives a row: its closeness to every paper of the edition. A reader's score
+  for a paper is 3/4 its standardised closeness to the recency-weighted centroid of the positive signals
+  (likes and library papers; standardised over the edition: "how much closer than this reader's typical
+  paper") and 1/4 its best standardised closeness to any single positive paper: the centroid ranks one
+  coherent interest best, the nearest paper keeps a second, smaller interest from drowning. Hidden
+  papers ("dislike") give the same kind of score and the part of it above zero is subtracted: papers close
+  to something the reader hid go down, the rest stays. The scores are then smoothed over the edition's
+  own neighbourhoods (each paper takes 30% from its 10 closest papers): papers of a topic the reader reads
+  lift each other. A signal's weight halves every ``HALF_LIFE_DAYS`` days before ``now``; the latest
+  signal about a paper replaces earlier ones.
+* **For you.** A candidate is close to a liked paper by this edition's standard: ``CLOSE_SPREADS`` robust
+  standard deviations above the median closeness of random pairs of the edition's papers (median and
+  MAD describe the unrelated pairs, the bulk of any edition, whatever its size or breadth), closer to a
+  liked paper than to a hidden one, above the reader's average score, and not a paper the reader already
+  signalled. The reader's liked papers fall into interests (papers linked by a closeness of at least
+  ``LINK_SPREADS`` robust SDs above unrelated pairs, directly or through others); the ``limit`` places are
+  shared out between interests in proportion to their weight (Sainte-Laguë), each interest's candidates
+  best first, so a second interest gets a place once the first has had its share. None when nothing is
+  close.
+* **Why.** Each proposed paper names the positive paper it is closest to and the words the two share that
+  weigh most in both, in the spelling the paper uses.
+* **Cold start.** A reader without signals gets every score 0, the edition's own order and no For-you.
 * **Scale.** The edition is vectorised once; each distinct signal paper's closeness row is computed once
-  per batch (and kept in a bounded cache); readers are scored in chunks with matrix operations whose
-  memory does not depend on the number of readers. ``rank_many`` is a generator; the full ranked order
-  of a reader is sorted only when asked for.
+  and kept in a bounded cache (``CACHE_BYTES``); readers are scored in batches of at most ``CHUNK_ROWS``
+  signal rows on ``WORKERS`` threads, so memory does not grow with the number of readers. A reader's full
+  ranked order is sorted only when asked for, the why-line's words only when read.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer
 
-from newsletter.cluster import GENERIC_RESEARCH_WORDS, STOP_WORDS, TOKEN_PATTERN
+from newsletter.closeness import LATENT_WEIGHT, SEED, BatchRows, PaperSpace, RowStore, Text
 
 LIKE = "like"
 DISLIKE = "dislike"
@@ -67,36 +70,18 @@ POSITIVE = frozenset({LIKE, LIBRARY})
 FOR_YOU = 8  # papers in the "For you" section at most ([digest] for_you)
 HALF_LIFE_DAYS = 180.0  # a signal's weight halves every half-year: interests drift slowly
 NEAREST_WEIGHT = 0.25  # share of the score from the single nearest positive paper (the rest: the centroid)
-LATENT_WEIGHT = 0.5  # share of the latent space in the closeness of two papers
 DISLIKE_WEIGHT = 1.0  # how hard a hidden paper pushes its neighbours down
-CLOSE_SPREADS = 3.0  # For you: this many robust SDs closer to a liked paper than unrelated pairs are
+CLOSE_SPREADS = 6.0  # For you: this many robust SDs closer to a liked paper than unrelated pairs are
 LINK_SPREADS = 1.0  # two liked papers are one interest when this many robust SDs closer than unrelated pairs
 MAX_SIGNALS = 1000  # the most recent signals of a reader count; older ones are ignored
 NULL_PAIRS = 20_000  # random pairs of edition papers measured for the closeness threshold
-MIN_LATENT_PAPERS = 20  # below this, the edition is too small for a latent space: words only
-MAX_LATENT_DIMENSIONS = 150
-LATENT_TERMS = 30_000
 CHUNK_ROWS = 2048  # signal rows scored at once (bounds the memory of a batch)
 CACHE_BYTES = 64 * 1024 * 1024  # closeness rows of signal papers kept between batches
-SEED = 0
 WORKERS = 2  # threads scoring batches: the machines this runs on have two cores or more
-MIN_DF = 2
-GRAPH_WEIGHT = 0.3
+GRAPH_WEIGHT = 0.3  # share of a paper's score taken from its neighbours in the edition
 GRAPH_NEIGHBOURS = 10
 
-_STOP = sorted(STOP_WORDS | GENERIC_RESEARCH_WORDS)
 _ROUND = 6  # scores are rounded so that batching cannot change the last bits of an answer
-
-
-class Text(Protocol):
-    """What the ranker reads of a paper (``cluster.PaperText`` is one)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def title(self) -> str: ...
-    @property
-    def abstract(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +201,14 @@ class PersonalRanker:
         self._to_edition = np.array([self._position[paper_id] for paper_id in self.ids], dtype=np.intp)
         self._texts = [seen[paper_id] for paper_id in self._canonical]
         others = {p.id: p for p in signal_papers if p.id not in seen}
-        self._space = _Space(self._texts + [others[paper_id] for paper_id in sorted(others)])
+        self._space = PaperSpace(self._texts + [others[paper_id] for paper_id in sorted(others)])
         n = len(self.ids)
         self._edition_lexical = self._space.lexical[:n].tocsr()
         self._edition_latent = None if self._space.latent is None else self._space.latent[:n]
-        self._close = self._closeness_threshold()
+        self._close, self._link_lexical, self._link_latent = self._calibrate()
         self._neighbours = self._neighbour_graph()
-        self._rows: OrderedDict[str, tuple[np.ndarray, sparse.csr_matrix, np.ndarray | None]] = OrderedDict()
+        self._store = RowStore(n, max(CHUNK_ROWS, cache_bytes // max(1, 4 * n)))
         self._terms: dict[tuple[int, str], tuple[str, ...]] = {}
-        self._cache_rows = max(64, cache_bytes // max(1, 4 * len(self.ids)))
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -244,11 +228,14 @@ class PersonalRanker:
         Batches are scored on ``WORKERS`` threads (the heavy part is numpy, which runs outside the
         interpreter lock); at most that many batches are in memory at once.
         """
+        if not self.ids:
+            for reader in readers:
+                yield self._cold(reader.key)
+            return
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             pending: deque[Future[list[ReaderView]]] = deque()
             for batch in self._batches(readers):
-                rows, index = self._batch_rows(batch)
-                pending.append(pool.submit(self._score_batch, batch, rows, index))
+                pending.append(pool.submit(self._score_batch, batch, self._batch_rows(batch)))
                 while len(pending) >= WORKERS:
                     yield from pending.popleft().result()
             while pending:
@@ -295,95 +282,87 @@ class PersonalRanker:
 
     # --- closeness rows ----------------------------------------------------------------------------------
 
-    def _closeness_rows(self, papers: Sequence[Text]) -> np.ndarray:
-        """Closeness of each paper to every paper of the edition, (len(papers), n) float32, cached by id."""
-        missing = [paper for paper in papers if paper.id not in self._rows]
-        if missing:
-            lexical, latent = self._space.project(missing)
-            close = np.asarray((lexical @ self._edition_lexical.T).todense(), dtype=np.float32)
-            if latent is not None and self._edition_latent is not None:
-                close *= 1 - LATENT_WEIGHT
-                close += LATENT_WEIGHT * (latent @ self._edition_latent.T).astype(np.float32)
-            for i, paper in enumerate(missing):
-                self._rows[paper.id] = (close[i].copy(), lexical[i], None if latent is None else latent[i])
-        out = np.empty((len(papers), len(self.ids)), dtype=np.float32)
-        for i, paper in enumerate(papers):
-            out[i] = self._rows[paper.id][0]
-            self._rows.move_to_end(paper.id)
-        while len(self._rows) > self._cache_rows:
-            self._rows.popitem(last=False)
-        return out
-
-    # --- scoring -------------------------------------------------------------------------------------------
-
-    def _batch_rows(
-        self, batch: list[tuple[str, list[tuple[Signal, float]]]]
-    ) -> tuple[np.ndarray, dict[str, int]]:
-        """The closeness rows of every distinct signal paper of a batch, and each paper's row."""
+    def _batch_rows(self, batch: list[tuple[str, list[tuple[Signal, float]]]]) -> BatchRows:
+        """The closeness rows of every distinct signal paper of a batch (copied out of the cache, so a
+        batch being scored never sees the cache change), computing the missing ones."""
         papers: dict[str, Text] = {}
         for _, weighted in batch:
             for signal, _ in weighted:
                 papers.setdefault(signal.paper.id, signal.paper)
         order = sorted(papers)
-        index = {paper_id: i for i, paper_id in enumerate(order)}
-        return self._closeness_rows([papers[paper_id] for paper_id in order]), index
+        missing = self._store.touch(order)
+        if missing:
+            self._store.add([papers[paper_id] for paper_id in missing], *self._closeness(missing, papers))
+        slots = np.array([self._store.slot[paper_id] for paper_id in order], dtype=np.intp)
+        return BatchRows(
+            {paper_id: i for i, paper_id in enumerate(order)},
+            np.take(self._store.rows, slots, axis=0),
+            self._store.means[slots],
+            self._store.spreads[slots],
+            None if self._store.latent is None else self._store.latent[slots],
+        )
+
+    def _closeness(
+        self, ids: list[str], papers: dict[str, Text]
+    ) -> tuple[np.ndarray, sparse.csr_matrix, np.ndarray | None]:
+        lexical, latent = self._space.project([papers[paper_id] for paper_id in ids])
+        close = np.asarray((lexical @ self._edition_lexical.T).todense(), dtype=np.float32)
+        if latent is not None and self._edition_latent is not None:
+            close *= 1 - LATENT_WEIGHT
+            close += LATENT_WEIGHT * (latent @ self._edition_latent.T).astype(np.float32)
+        return close, lexical, latent
+
+    # --- scoring -------------------------------------------------------------------------------------------
 
     def _score_batch(
-        self, batch: list[tuple[str, list[tuple[Signal, float]]]], rows: np.ndarray, index: dict[str, int]
+        self, batch: list[tuple[str, list[tuple[Signal, float]]]], prepared: BatchRows
     ) -> list[ReaderView]:
-        n = len(self.ids)
-        width = max((len(weighted) for _, weighted in batch), default=0)
-        if n == 0 or width == 0:
+        if not self.ids or not any(weighted for _, weighted in batch):
             return [self._cold(key) for key, _ in batch]
-        means = rows.mean(axis=1)
-        spreads = np.maximum(rows.std(axis=1), 1e-6)
-
-        count = len(batch)
-        which = np.zeros((count, width), dtype=np.intp)
-        weights = np.zeros((count, width), dtype=np.float32)
-        liked = np.zeros((count, width), dtype=bool)
-        hidden = np.zeros((count, width), dtype=bool)
-        for r, (_, weighted) in enumerate(batch):
-            for k, (signal, weight) in enumerate(weighted):
-                which[r, k] = index[signal.paper.id]
-                weights[r, k] = weight
-                liked[r, k] = signal.kind in POSITIVE
-                hidden[r, k] = signal.kind == DISLIKE
-
-        gathered = rows[which]  # (readers, signals, papers): the one large array of a batch
-        like_centroid, like_close = _centroid(gathered, weights * liked, liked)
-        hide_centroid, hide_close = _centroid(gathered, weights * hidden, hidden)
-        any_hidden = bool(hidden.any())
+        signals = _SignalArrays(batch, prepared.index)
+        gathered = prepared.rows[signals.which]  # (readers, signals, papers): the one large array
+        like_centroid, like_close = _centroid(gathered, signals.weights * signals.liked, signals.liked)
+        hide_centroid, hide_close = _centroid(gathered, signals.weights * signals.hidden, signals.hidden)
         # From here on ``gathered`` holds each signal's standardised, recency-weighted closeness.
-        scale = weights / spreads[which]
+        scale = signals.weights / prepared.spreads[signals.which]
         gathered *= scale[..., None]
-        gathered -= (scale * means[which])[..., None]
-        like = _mix(like_centroid, gathered, liked)
-        scores = like
-        if any_hidden:
-            scores = like - DISLIKE_WEIGHT * np.maximum(_mix(hide_centroid, gathered, hidden), 0.0)
+        gathered -= (scale * prepared.means[signals.which])[..., None]
+        scores = _mix(like_centroid, gathered, signals.liked)
+        if signals.hidden.any():
+            hide = _mix(hide_centroid, gathered, signals.hidden)
+            scores = scores - DISLIKE_WEIGHT * np.maximum(hide, 0.0)
         if self._neighbours is not None:
             scores = (1 - GRAPH_WEIGHT) * scores + GRAPH_WEIGHT * (self._neighbours @ scores.T).T
         scores = np.round(scores.astype(np.float64), _ROUND)
+        return [
+            self._view(key, weighted, scores[r], like_close[r], hide_close[r], signals, r, prepared)
+            for r, (key, weighted) in enumerate(batch)
+        ]
 
-        views = []
-        for r, (key, weighted) in enumerate(batch):
-            row = scores[r]
-            own = [(self._position.get(s.paper.id), s.kind) for s, _ in weighted]
-            gone = [position for position, kind in own if position is not None and kind == DISLIKE]
-            if gone:
-                row[gone] = min(float(row.min()), 0.0) - 1.0  # a hidden paper of this edition goes last
-            picks: list[Pick] = []
-            if liked[r].any():
-                signalled = {position for position, _ in own if position is not None}
-                close = like_close[r]
-                eligible = (close >= self._close) & (close > hide_close[r]) & (row > 0)
-                mine = liked[r][: len(weighted)]
-                picks = self._picks(
-                    row, eligible, signalled, rows[which[r][: len(weighted)][mine]], weighted, mine
-                )
-            views.append(ReaderView(key, self.ids, row[self._to_edition], picks))
-        return views
+    def _view(
+        self,
+        key: str,
+        weighted: list[tuple[Signal, float]],
+        row: np.ndarray,
+        like_close: np.ndarray,
+        hide_close: np.ndarray,
+        signals: _SignalArrays,
+        r: int,
+        prepared: BatchRows,
+    ) -> ReaderView:
+        own = [(self._position.get(s.paper.id), s.kind) for s, _ in weighted]
+        gone = [position for position, kind in own if position is not None and kind == DISLIKE]
+        if gone:
+            row[gone] = min(float(row.min()), 0.0) - 1.0  # a hidden paper of this edition goes last
+        picks: list[Pick] = []
+        mine = signals.liked[r][: len(weighted)]
+        if mine.any():
+            signalled = {position for position, _ in own if position is not None}
+            eligible = (like_close >= self._close) & (like_close > hide_close) & (row > 0)
+            liked_rows = signals.which[r][: len(weighted)][mine]
+            latent = None if prepared.latent is None else prepared.latent[liked_rows]
+            picks = self._picks(row, eligible, signalled, prepared.rows[liked_rows], latent, weighted, mine)
+        return ReaderView(key, self.ids, row[self._to_edition], picks)
 
     def _picks(
         self,
@@ -391,6 +370,7 @@ class PersonalRanker:
         eligible: np.ndarray,
         signalled: set[int],
         liked_rows: np.ndarray,
+        liked_latent: np.ndarray | None,
         weighted: list[tuple[Signal, float]],
         liked: np.ndarray,
     ) -> list[Pick]:
@@ -400,15 +380,15 @@ class PersonalRanker:
             candidates = candidates[~np.isin(candidates, list(signalled))]
         if not len(candidates):
             return []
-        candidates = candidates[np.lexsort((candidates, -scores[candidates]))]
+        candidates = candidates[np.argsort(-scores[candidates], kind="stable")]  # ties: canonical order
         positives = [
             (signal, weight) for (signal, weight), good in zip(weighted, liked.tolist(), strict=True) if good
         ]
         nearest = liked_rows[:, candidates].argmax(axis=0)
-        if len(set(nearest.tolist())) == 1:
+        if (nearest == nearest[0]).all():
             chosen = list(range(min(self.limit, len(candidates))))
         else:
-            interest = self._interests([signal.paper for signal, _ in positives])
+            interest = self._interests([signal.paper for signal, _ in positives], liked_latent)
             weights = np.bincount(interest, weights=[weight for _, weight in positives])
             chosen = _share_out(interest[nearest], weights, self.limit)
         chosen.sort()  # candidates are best first
@@ -421,26 +401,14 @@ class PersonalRanker:
             for c in chosen
         ]
 
-    def _interests(self, papers: list[Text]) -> np.ndarray:
+    def _interests(self, papers: list[Text], latent: np.ndarray | None) -> np.ndarray:
         """A number per liked paper: papers linked by closeness (directly or through others) share one."""
-        entries = [self._rows.get(paper.id) for paper in papers]
-        if any(entry is None for entry in entries):
-            self._closeness_rows(papers)
-            entries = [self._rows[paper.id] for paper in papers]
-        if all(entry[2] is not None for entry in entries):
-            vectors = np.vstack([entry[2] for entry in entries])
-            close = vectors @ vectors.T
-            link = self._link_latent
+        if latent is not None:
+            linked = latent @ latent.T >= self._link_latent
         else:
-            vectors = sparse.vstack([entry[1] for entry in entries]).tocsr()
-            close = (vectors @ vectors.T).toarray()
-            link = self._link_lexical
-        _, labels = connected_components(sparse.csr_matrix(close >= link), directed=False)
-        # Number the interests in order of first appearance, so that the numbering is deterministic.
-        _, first = np.unique(labels, return_index=True)
-        renumber = np.empty(len(first), dtype=np.intp)
-        renumber[np.argsort(np.argsort(first))] = np.arange(len(first))
-        return renumber[labels]
+            vectors = sparse.vstack([self._space.project([paper])[0] for paper in papers]).tocsr()
+            linked = (vectors @ vectors.T).toarray() >= self._link_lexical
+        return _components(linked)
 
     def _cold(self, key: str) -> ReaderView:
         return ReaderView(key, self.ids, np.zeros(len(self.ids)), [], np.arange(len(self.ids)))
@@ -450,8 +418,8 @@ class PersonalRanker:
         memo_key = (position, paper.id)
         if memo_key in self._terms:
             return self._terms[memo_key]
-        cached = self._rows.get(paper.id)
-        theirs = cached[1] if cached is not None else self._space.project([paper])[0][0]
+        slot = self._store.slot.get(paper.id)
+        theirs = self._store.lexical[slot] if slot is not None else self._space.project([paper])[0]
         weights = self._edition_lexical[position].multiply(theirs).tocsr()
         ranked = sorted(
             zip(weights.data.tolist(), weights.indices.tolist(), strict=True), key=lambda t: (-t[0], t[1])
@@ -459,8 +427,8 @@ class PersonalRanker:
         terms: list[str] = []
         for _, column in ranked:
             term = str(self._space.vocabulary[column])
-            if any(term in other or other in term for other in terms):
-                continue  # "graph" adds nothing after "graph neural"
+            if any(_same_family(term, other) for other in terms):
+                continue  # "galaxies" adds nothing after "galaxy"
             terms.append(term)
             if len(terms) == count:
                 break
@@ -497,18 +465,18 @@ class PersonalRanker:
         )
         return graph.astype(np.float32)
 
-    def _closeness_threshold(self) -> float:
+    def _calibrate(self) -> tuple[float, float, float]:
         """How close a For-you paper must be to a liked one: ``CLOSE_SPREADS`` robust standard deviations
-        above the median closeness of random pairs of the edition's papers.
+        above the median closeness of random pairs of the edition's papers; and how close two liked
+        papers must be to count as one interest (``LINK_SPREADS``), in the lexical and latent spaces.
 
         Most pairs of an edition are unrelated, so the median and the median absolute deviation describe
         unrelated papers whatever the share of related pairs (which a plain quantile would mix in: in an
         edition of few topics, the top 5% of pairs are all related).
         """
         n = len(self.ids)
-        self._link_lexical = self._link_latent = math.inf
         if n < 2:
-            return math.inf  # nothing to measure "close" against: no For-you papers
+            return math.inf, math.inf, math.inf  # nothing to measure "close" against: no For-you papers
         if n * (n - 1) // 2 <= NULL_PAIRS:
             first, second = np.triu_indices(n, 1)
         else:
@@ -520,13 +488,16 @@ class PersonalRanker:
         lexical = np.asarray(
             self._edition_lexical[first].multiply(self._edition_lexical[second]).sum(axis=1)
         ).ravel()
-        close = lexical
-        self._link_lexical = _above_unrelated(lexical, LINK_SPREADS)
+        close, link_latent = lexical, math.inf
         if self._edition_latent is not None:
             latent = np.einsum("ij,ij->i", self._edition_latent[first], self._edition_latent[second])
             close = (1 - LATENT_WEIGHT) * lexical + LATENT_WEIGHT * latent
-            self._link_latent = _above_unrelated(latent, LINK_SPREADS)
-        return _above_unrelated(close, CLOSE_SPREADS)
+            link_latent = _above_unrelated(latent, LINK_SPREADS)
+        return (
+            _above_unrelated(close, CLOSE_SPREADS),
+            _above_unrelated(lexical, LINK_SPREADS),
+            link_latent,
+        )
 
 
 def _above_unrelated(close: np.ndarray, spreads: float) -> float:
@@ -537,11 +508,36 @@ def _above_unrelated(close: np.ndarray, spreads: float) -> float:
     return middle + spreads * max(spread, 1e-3)
 
 
+def _components(linked: np.ndarray) -> np.ndarray:
+    """Connected components of a symmetric boolean matrix, numbered in order of first member."""
+    if len(linked) > 64:
+        _, labels = connected_components(sparse.csr_matrix(linked), directed=False)
+    else:
+        reach = linked | np.eye(len(linked), dtype=bool)
+        while True:  # transitive closure by squaring: a few steps for a handful of papers
+            wider = (reach.astype(np.uint8) @ reach.astype(np.uint8)) > 0
+            if (wider == reach).all():
+                break
+            reach = wider
+        labels = reach.argmax(axis=1)  # each paper's component is named by its first member
+        return np.unique(labels, return_inverse=True)[1]
+    _, first = np.unique(labels, return_index=True)
+    renumber = np.empty(len(first), dtype=np.intp)
+    renumber[np.argsort(np.argsort(first))] = np.arange(len(first))
+    return renumber[labels]
+
+
 def _share_out(interest: np.ndarray, weights: np.ndarray, limit: int) -> list[int]:
     """Which candidates (indices, best first within each interest) fill ``limit`` places, shared out
     between interests in proportion to their weights (Sainte-Laguë): a small second interest still gets
     a place once the first has had its share."""
-    queues = [np.flatnonzero(interest == g).tolist() for g in range(len(weights))]
+    counts = np.bincount(interest, minlength=len(weights))
+    grouped = np.argsort(interest, kind="stable")  # by interest, best first within each
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    queues = [
+        grouped[start : start + min(count, limit)].tolist()
+        for start, count in zip(starts, counts, strict=True)
+    ]
     taken = [0] * len(weights)
     chosen: list[int] = []
     while len(chosen) < limit:
@@ -552,6 +548,23 @@ def _share_out(interest: np.ndarray, weights: np.ndarray, limit: int) -> list[in
         chosen.append(queues[g][taken[g]])
         taken[g] += 1
     return chosen
+
+
+class _SignalArrays:
+    """A batch's signals as arrays (readers x signals, padded): which row, weight, liked or hidden."""
+
+    def __init__(self, batch: list[tuple[str, list[tuple[Signal, float]]]], index: dict[str, int]) -> None:
+        shape = (len(batch), max(len(weighted) for _, weighted in batch))
+        self.which = np.zeros(shape, dtype=np.intp)
+        self.weights = np.zeros(shape, dtype=np.float32)
+        self.liked = np.zeros(shape, dtype=bool)
+        self.hidden = np.zeros(shape, dtype=bool)
+        for r, (_, weighted) in enumerate(batch):
+            for k, (signal, weight) in enumerate(weighted):
+                self.which[r, k] = index[signal.paper.id]
+                self.weights[r, k] = weight
+                self.liked[r, k] = signal.kind in POSITIVE
+                self.hidden[r, k] = signal.kind == DISLIKE
 
 
 def _centroid(gathered: np.ndarray, weights: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -583,112 +596,18 @@ def _mix(centroid: np.ndarray, standard: np.ndarray, mask: np.ndarray) -> np.nda
     return (1 - NEAREST_WEIGHT) * centroid + NEAREST_WEIGHT * nearest
 
 
-class _Space:
-    """The lexical and latent spaces of one edition."""
-
-    def __init__(self, papers: Sequence[Text]) -> None:
-        n = len(papers)
-        self.vectorizer = CountVectorizer(
-            ngram_range=(1, 2),
-            stop_words=_STOP,
-            token_pattern=TOKEN_PATTERN,
-            min_df=MIN_DF if n >= 20 else 1,
-            max_df=0.5 if n >= 20 else 1.0,
-            dtype=np.float32,
-        )
-        try:
-            self.counts = self.vectorizer.fit_transform(_text(p) for p in papers).tocsr()
-            self.vocabulary = self.vectorizer.get_feature_names_out()
-        except ValueError:  # nothing but stop words
-            self.counts = sparse.csr_matrix((n, 0), dtype=np.float32)
-            self.vocabulary = np.array([], dtype=object)
-            self.vectorizer = None
-        document_frequency = np.bincount(self.counts.indices, minlength=self.counts.shape[1])
-        self.idf = np.log((1 + n) / (1 + document_frequency)) + 1.0
-        self.unseen_idf = math.log(1 + n) + 1.0  # a term no paper of the edition has
-        self.lexical = _unit(_weigh(self.counts, self.idf))
-        self.latent: np.ndarray | None = None
-        self.svd: TruncatedSVD | None = None
-        # The latent space is fitted on the most widespread terms only: rare terms barely move its leading
-        # directions, and leaving them out keeps the fit's time and memory small on a large edition.
-        self.latent_columns = np.sort(np.argsort(-document_frequency, kind="stable")[:LATENT_TERMS])
-        dimensions = min(MAX_LATENT_DIMENSIONS, n // 4, len(self.latent_columns) - 1)
-        if n >= MIN_LATENT_PAPERS and dimensions >= 2:
-            # Three power iterations (not scikit-learn's seven): the leading directions are what counts.
-            self.svd = TruncatedSVD(dimensions, algorithm="randomized", n_iter=3, random_state=SEED)
-            self.latent = _unit_dense(self.svd.fit_transform(self._latent_input(self.lexical)))
-
-    def _latent_input(self, lexical: sparse.csr_matrix) -> sparse.csr_matrix:
-        return _unit(lexical[:, self.latent_columns])
-
-    def project(self, papers: Sequence[Text]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
-        """Signal papers in the edition's spaces; terms the edition lacks still count in their length."""
-        if self.vectorizer is None:
-            return sparse.csr_matrix((len(papers), 0), dtype=np.float32), None
-        analyse = self.vectorizer.build_analyzer()
-        vocabulary = self.vectorizer.vocabulary_
-        rows, columns, values, unseen = [], [], [], []
-        for r, paper in enumerate(papers):
-            missing = 0.0
-            for term, count in Counter(analyse(_text(paper))).items():
-                column = vocabulary.get(term)
-                weight = 1.0 + math.log(count)
-                if column is None:
-                    # An unseen word says the paper is partly about something the edition lacks; an
-                    # unseen two-word phrase says little (most phrases are rare, and the edition's own
-                    # papers lost theirs to the minimum document frequency).
-                    if " " not in term:
-                        missing += (weight * self.unseen_idf) ** 2
-                else:
-                    rows.append(r)
-                    columns.append(column)
-                    values.append(weight)
-            unseen.append(missing)
-        matrix = sparse.csr_matrix(
-            (np.asarray(values, dtype=np.float64), (rows, columns)),
-            shape=(len(papers), len(self.vocabulary)),
-        )
-        matrix.sum_duplicates()
-        matrix = matrix.multiply(self.idf[None, :]).tocsr()
-        seen_norm = np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel()
-        norm = np.sqrt(seen_norm + np.asarray(unseen))
-        lexical = sparse.diags(1.0 / np.where(norm > 0, norm, 1.0)) @ matrix
-        latent = None
-        if self.svd is not None:
-            # The latent direction of what the edition can see of the paper, shortened by the share of
-            # the paper the edition cannot see: a paper mostly about unseen things is close to nothing.
-            visible = np.sqrt(seen_norm) / np.where(norm > 0, norm, 1.0)
-            latent = _unit_dense(self.svd.transform(self._latent_input(matrix))) * visible[:, None]
-        return lexical.tocsr().astype(np.float32), latent
-
-
-def _text(paper: Text) -> str:
-    # The title says what the paper is about more densely than the abstract: count it twice.
-    return f"{paper.title}. {paper.title}. {paper.abstract}"
-
-
-def _weigh(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
-    weighted = counts.astype(np.float32).tocsr(copy=True)
-    weighted.data = 1.0 + np.log(weighted.data)
-    return weighted.multiply(idf[None, :].astype(np.float32)).tocsr()
-
-
-def _unit(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
-    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
-    scale = (1.0 / np.where(norms > 0, norms, 1.0)).astype(matrix.dtype)
-    return (sparse.diags(scale) @ matrix).tocsr()
-
-
-def _unit_dense(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms > 0, norms, 1.0)
-
-
 def _seconds(moment: datetime | None) -> float:
     """A moment as seconds since the epoch (a naive one read as UTC); no moment is the oldest."""
     if moment is None:
         return -math.inf
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+def _same_family(first: str, second: str) -> bool:
+    """Spellings of one word ("galaxy", "galaxies"; "graph", "graphs"), or a phrase and its part."""
+    if first in second.split() or second in first.split():
+        return True
+    return len(first) >= 5 and len(second) >= 5 and first[:5] == second[:5]
 
 
 def _spelling(term: str, text: str) -> str:

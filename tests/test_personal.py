@@ -254,3 +254,63 @@ def test_ranked_scores_are_best_first(ranker):
     assert values == sorted(values, reverse=True)
     assert [paper_id for paper_id, _ in view.ranked_scores()] == view.ranked
     assert np.isfinite(view.score_array).all()
+
+
+# --- on a real announcement day ------------------------------------------------------------------------
+
+
+def test_readers_of_cross_listed_categories_on_a_real_day(corpus_feeds):
+    """The benchmark's setting in small: the ranker sees no category, yet brings each category's papers up
+    at least as well as the library's TF-IDF centroid, and a library from another field gets no For-you."""
+    import hashlib
+    from collections import Counter
+
+    import feedparser
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from newsletter.sources import arxiv_rss
+
+    week = arxiv_rss.parse((corpus_feeds / "arxiv_rss2_all-archives_2024-11-28__aioarxiv.xml").read_bytes())
+    papers = [p for p in week.papers if p.abstract]
+    side = {p.arxiv_id: int(hashlib.sha256(p.arxiv_id.encode()).hexdigest(), 16) % 2 for p in papers}
+    library_half = [p for p in papers if side[p.arxiv_id] == 0]
+    edition_papers = [p for p in papers if side[p.arxiv_id] == 1]
+    listed = Counter(c for p in papers for c in p.categories)
+    primary = Counter(p.primary_category for p in papers)
+    followed = sorted(c for c, count in listed.items() if count >= 20 and 2 * primary[c] < count)
+    assert len(followed) >= 5
+
+    texts = [PaperText(p.arxiv_id, p.title, p.abstract) for p in edition_papers]
+    ranker = PersonalRanker(texts, now=NOW)
+    tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit(
+        f"{p.title} {p.abstract}" for p in papers
+    )
+    edition_vectors = tfidf.transform(f"{p.title} {p.abstract}" for p in edition_papers)
+
+    def ndcg(order: list[int], relevant: np.ndarray) -> float:
+        gains = relevant[order[:10]] / np.log2(np.arange(2, 12))
+        return float(gains.sum() / (1 / np.log2(np.arange(2, 12)))[: min(10, relevant.sum())].sum())
+
+    project, centroid = [], []
+    for category in followed:
+        library = [p for p in library_half if category in p.categories][:10]
+        relevant = np.array([category in p.categories for p in edition_papers])
+        if len(library) < 10 or relevant.sum() < 3:
+            continue
+        view = ranker.rank(
+            [Signal(PaperText(p.arxiv_id, p.title, p.abstract), LIBRARY, NOW) for p in library]
+        )
+        project.append(ndcg([ranker.ids.index(i) for i in view.ranked], relevant))
+        profile = np.asarray(tfidf.transform(f"{p.title} {p.abstract}" for p in library).mean(axis=0)).ravel()
+        centroid.append(ndcg(np.argsort(-(edition_vectors @ profile), kind="stable").tolist(), relevant))
+    assert len(project) >= 5
+    assert np.mean(project) >= np.mean(centroid)
+
+    zoology = feedparser.parse(
+        (corpus_feeds / "journal_rss091_pensoft_zookeys_abstracts_2021-12-21__biorss.xml").read_bytes()
+    )
+    beetles = [
+        Signal(PaperText(entry.link, entry.title, entry.get("summary", "")), LIBRARY, NOW)
+        for entry in zoology.entries[:10]
+    ]
+    assert ranker.rank(beetles).for_you == []
