@@ -2,7 +2,7 @@
 
 The service between the reader's library (``newsletter.library``) and the ranking engine
 (``newsletter.personal``): it gives ``newsletter digest for`` its answer, as values and as the JSON the
-command writes. The ranker (scikit-learn) is loaded only when a view is asked for.
+command writes. The ranker and the clusterer's paper texts (scikit-learn) are loaded only when a view is asked for.
 """
 
 from __future__ import annotations
@@ -20,15 +20,6 @@ from newsletter.subscribers import Subscriber, find_subscriber
 
 if TYPE_CHECKING:
     from newsletter.personal import ReaderView
-
-
-@dataclass(frozen=True, slots=True)
-class _Paper:
-    """An edition's paper as the ranker reads it."""
-
-    id: str
-    title: str
-    abstract: str
 
 
 @dataclass(slots=True)
@@ -56,6 +47,7 @@ def reader_edition(
 ) -> ReaderEdition:
     """The edition as ``email`` would get it ranked: every paper scored, the For-you picks (at most
     ``limit``). Raises EditionNotFound, or SubscriberError for an address that is not on the list."""
+    from newsletter.cluster import PaperText
     from newsletter.personal import PersonalRanker, Signal
 
     reader = find_subscriber(db, email)
@@ -63,7 +55,7 @@ def reader_edition(
         raise SubscriberError(f"{email} is not on the list")
     edition = load_edition(db, edition_id)
     papers = [
-        _Paper(paper.key, paper.title, paper.abstract)
+        PaperText(paper.key, paper.title, paper.abstract)
         for section in edition.sections
         for paper in section.papers
     ]

@@ -3,11 +3,13 @@ opened and closed in one place) and the way a command ends with an error line an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import click
 import sqlite_utils
 
 import newsletter.cli.show as show
@@ -28,6 +30,16 @@ def check_output(path: Path | str, option: str) -> None:
     problem = trouble.output_problem(Path(path))
     if problem:
         fail(f"{option} {path}: {problem}", code=USAGE)
+
+
+def write_json(document: Any, json_path: str) -> None:
+    """``document`` as indented JSON on standard output (``-``) or into the file ``json_path`` (checked
+    beforehand with ``check_output``); OSError says why the file could not be written."""
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    if json_path == "-":
+        click.echo(text)
+    else:
+        Path(json_path).write_text(text + "\n", encoding="utf-8")
 
 
 def check_frequency(settings: Settings, frequency: str) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import click
 import sqlite_utils
 from rich.markup import escape
 
 import newsletter.cli.show as show
-from newsletter.cli.app import AppContext, check_output, fail
+from newsletter.cli.app import AppContext, check_output, fail, write_json
 from newsletter.cli.show import console
 from newsletter.errors import FAILURE, USAGE
 from newsletter.fetch import Fetcher
@@ -131,12 +130,9 @@ def digest_for(app: AppContext, edition_id: int, email: str, json_path: str | No
     with app.database(create=False) as db:
         view = reader_edition(db, edition_id, email, limit=app.settings.digest.for_you)
     if json_path:
-        text = json.dumps(view.to_json(), ensure_ascii=False, indent=2)
-        if json_path == "-":
-            click.echo(text)
-            return
-        Path(json_path).write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote {escape(json_path)}")
+        write_json(view.to_json(), json_path)
+        if json_path != "-":
+            console.print(f"wrote {escape(json_path)}")
         return
     show.reader_edition(view)
 

@@ -3,18 +3,16 @@ sends the result (the sending commands are in ``cli/sending.py``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 from rich.markup import escape
 
 import newsletter.cli.show as show
 from newsletter import outbox, samples, trouble
-from newsletter.cli.app import AppContext, check_frequency, check_output, fail
+from newsletter.cli.app import AppContext, check_frequency, check_output, fail, write_json
 from newsletter.cli.library import digest_for
 from newsletter.cli.sending import digest_preview, digest_send, exit_unless_complete, send_and_report
 from newsletter.cli.show import console
@@ -144,16 +142,14 @@ def digest_build(
     )
     edition = _build(app, request)
     if json_path:
-        text = json.dumps(edition.to_json(), ensure_ascii=False, indent=2)
-        if json_path == "-":
-            click.echo(text)
-            return
         try:
-            Path(json_path).write_text(text + "\n", encoding="utf-8")
+            write_json(edition.to_json(), json_path)
         except OSError as exc:
             explained = trouble.explain(exc)
             reason = explained.message if explained else str(exc)
             fail(f"edition {edition.id} is stored, but {json_path} could not be written: {reason}")
+        if json_path == "-":
+            return
     show.edition(edition, papers_per_section=1)
     if json_path:
         console.print(f"wrote {escape(json_path)}")
