@@ -28,6 +28,7 @@ from mjml import mjml2html
 
 from newsletter.editions import Edition, EditionPaper, Section
 from newsletter.errors import RenderError
+from newsletter.settings import shipped_dir
 
 # Gmail clips HTML past ~102 KB; personalisation adds a few hundred bytes, so compile to less.
 CLIP_LIMIT = 102_000
@@ -40,10 +41,7 @@ SLOT_NAMES = ("greeting", "preferences_url", "unsubscribe_url")
 
 
 def templates_dir() -> Path:
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return checkout
-    return Path(__file__).resolve().parent / "_templates"  # where a wheel installs them
+    return shipped_dir("templates")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,18 @@ DEFAULT_USER_AGENT = f"newsletter/{__version__} (self-hosted research-paper dige
 ENGINES = ("tfidf", "embeddings")  # clustering engines, see newsletter.cluster
 
 
-def default_jobs_dir() -> Path:
-    """The jobs shipped with the newsletter: [scheduler] jobs when that directory does not exist."""
-    checkout = Path(__file__).resolve().parent.parent / "jobs"
+def shipped_dir(name: str) -> Path:
+    """A directory shipped with the newsletter (``templates``, ``jobs``): beside the package in a checkout,
+    ``_<name>`` inside it where a wheel installs it."""
+    checkout = Path(__file__).resolve().parent.parent / name
     if checkout.is_dir():
         return checkout
-    return Path(__file__).resolve().parent / "_jobs"  # where a wheel installs them
+    return Path(__file__).resolve().parent / f"_{name}"
+
+
+def default_jobs_dir() -> Path:
+    """The jobs shipped with the newsletter: [scheduler] jobs when that directory does not exist."""
+    return shipped_dir("jobs")
 
 
 @dataclass(frozen=True, slots=True)
