@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -54,6 +55,16 @@ def edition_status(settings, edition_id: int) -> str:
 
 
 # --- item: one send of an edition at a time, even in one process ------------------------------------------------
+
+
+def send_in_background(config: str, edition_id: int, cwd: Path) -> subprocess.Popen[str]:
+    """``newsletter digest send EDITION`` in a process of its own, output captured, none of this
+    environment's NEWSLETTER_* variables."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", config, "digest", "send", str(edition_id)],
+        cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def test_a_lock_belongs_to_one_acquisition_not_to_a_process(tmp_path):
@@ -239,11 +250,7 @@ def test_a_database_locked_mid_send_stops_the_send_in_words_and_resume_finishes_
     addresses = subscribe(settings, 30)
     smtp_server.handler.delay = 0.2  # the send is still going when the lock is taken
     config = str(tmp_path / "newsletter.toml")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    sender = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "--config", config, "digest", "send", str(edition_id)],
-        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sender = send_in_background(config, edition_id, tmp_path)
     holder = sqlite3.connect(settings.database, isolation_level=None)
     try:
         wait_for(lambda: smtp_server.handler.received >= 3)
@@ -278,11 +285,7 @@ def test_ctrl_c_during_a_send_exits_130_and_resume_sends_the_rest(tmp_path, smtp
     addresses = subscribe(settings, 40)
     smtp_server.handler.delay = 0.2
     config = str(tmp_path / "newsletter.toml")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    sending = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "--config", config, "digest", "send", str(edition_id)],
-        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    sending = send_in_background(config, edition_id, tmp_path)
     try:
         wait_for(lambda: smtp_server.handler.received >= 3)
         sending.send_signal(signal.SIGINT)
