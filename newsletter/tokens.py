@@ -1,10 +1,12 @@
-"""Signed tokens for the links in every email (unsubscribe, preferences, confirmation).
+"""Signed tokens for the links in every email (unsubscribe, preferences, confirmation, feedback).
 
 A token names a subscriber and carries a short digest of their address, signed with the site's secret
 (itsdangerous): a forged or altered token fails verification, and a token minted for an address no longer
 matches once the address changes. Unsubscribe links never expire (old emails must keep working);
 confirmation links do, and carry when they were issued (to the millisecond), so a link sent before the
-reader unsubscribed cannot subscribe them again. The secret comes from ``[web] secret_key`` / ``NEWSLETTER_WEB_SECRET_KEY``, or is
+reader unsubscribed cannot subscribe them again. A feedback token ("More like this" / "Less like this"
+on a digest's cards) also names the edition it was sent with: one token per reader and edition, the
+paper and the choice travel beside it in the URL. The secret comes from ``[web] secret_key`` / ``NEWSLETTER_WEB_SECRET_KEY``, or is
 generated once and kept in the database.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from urllib.parse import quote
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +25,8 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLS
 from newsletter.db import write_transaction
 from newsletter.errors import InvalidToken
 
-PURPOSES = ("unsubscribe", "preferences", "confirm")
+PURPOSES = ("unsubscribe", "preferences", "confirm", "feedback")
+FEEDBACK_CHOICES = ("more", "less")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class TokenSubject:
     subscriber_id: int
     email_digest: str
     issued_at: datetime | None = None  # confirmation links only
+    edition_id: int | None = None  # feedback links only
 
     def matches(self, email: str) -> bool:
         return secrets.compare_digest(self.email_digest, email_digest(email))
@@ -50,8 +55,12 @@ class Tokens:
         }
         self._timed = URLSafeTimedSerializer(secret_key, salt="confirm")
 
-    def make(self, purpose: str, subscriber_id: int, email: str) -> str:
+    def make(self, purpose: str, subscriber_id: int, email: str, *, edition_id: int | None = None) -> str:
         payload: list[int | str] = [subscriber_id, email_digest(email)]
+        if (purpose == "feedback") != (edition_id is not None):
+            raise ValueError("a feedback token, and only a feedback token, names an edition")
+        if edition_id is not None:
+            payload.append(edition_id)
         if purpose == "confirm":
             # The signer's own timestamp has whole seconds; an unsubscribe and a new sign-up can fall in
             # the same second, so the moment of issue travels in the payload too.
@@ -60,6 +69,7 @@ class Tokens:
 
     def read(self, purpose: str, token: str, *, max_age: float | None = None) -> TokenSubject:
         issued_at: datetime | None = None
+        edition_id: int | None = None
         try:
             if purpose == "confirm":
                 payload, signed_at = self._timed.loads(token, max_age=max_age, return_timestamp=True)
@@ -72,15 +82,17 @@ class Tokens:
             raise InvalidToken("this link is not valid") from None
         if (
             not isinstance(payload, list)
-            or len(payload) not in ((2, 3) if purpose == "confirm" else (2,))
+            or len(payload) not in {"confirm": (2, 3), "feedback": (3,)}.get(purpose, (2,))
             or not isinstance(payload[0], int)
             or not isinstance(payload[1], str)
             or (len(payload) == 3 and not isinstance(payload[2], int))
         ):
             raise InvalidToken("this link is not valid")
-        if len(payload) == 3:  # links issued before the payload carried it have the signer's second
+        if purpose == "feedback":
+            edition_id = payload[2]
+        elif len(payload) == 3:  # links issued before the payload carried it have the signer's second
             issued_at = datetime.fromtimestamp(payload[2] / 1000, UTC)
-        return TokenSubject(payload[0], payload[1], issued_at)
+        return TokenSubject(payload[0], payload[1], issued_at, edition_id)
 
     def _serializer(self, purpose: str) -> URLSafeSerializer:
         if purpose not in self._serializers:
@@ -118,3 +130,23 @@ class Links:
 
     def confirm(self, subscriber_id: int, email: str) -> str:
         return f"{self.base_url}/confirm/{self.tokens.make('confirm', subscriber_id, email)}"
+
+    def feedback_token(self, subscriber_id: int, email: str, edition_id: int) -> str:
+        """The token of every feedback link in one reader's copy of one edition."""
+        return self.tokens.make("feedback", subscriber_id, email, edition_id=edition_id)
+
+    def feedback(self, token: str, paper_key: str, choice: str) -> str:
+        """The landing page of "More like this" (``choice`` "more") or "Less like this" ("less") for a
+        paper; opening it records nothing, its button does."""
+        return f"{self.feedback_prefix(token)}{feedback_path(paper_key, choice)}"
+
+    def feedback_prefix(self, token: str) -> str:
+        return f"{self.base_url}/feedback/{token}/"
+
+
+def feedback_path(paper_key: str, choice: str) -> str:
+    """What follows the token in a feedback link: the choice, then the paper's key (which may hold a
+    slash, a DOI's: the route takes the rest of the path)."""
+    if choice not in FEEDBACK_CHOICES:
+        raise ValueError(f"unknown feedback choice {choice!r}")
+    return f"{choice}/{quote(paper_key, safe=':/')}"
