@@ -1,20 +1,24 @@
 """Sending benchmark: a real week's edition to 10,000 subscribers through Postfix's smtp-sink.
 
-Prints messages/s of ``newsletter``'s send (ledger on, per-subscriber links and tokens, one SMTP
-connection per worker) and the ratio to Postfix's ``smtp-source`` sending messages of the same size over
-one reused connection to the same sink, measured in the same run. Target: ratio >= 0.4. Then the peak
-memory of a send to 10,000 and to 100,000 subscribers (target: under 200 MB and flat), and the time to
-render one edition.
+Every reader has taught the digest something (``--taught``, default 6 papers of the edition liked,
+different for each reader, and 2 hidden), so each email has its own "For you" section and its own order
+of every topic's papers, as well as its own greeting, links and feedback tokens. Prints messages/s of
+``newsletter``'s send (ledger on, one SMTP connection per worker) and the ratio to Postfix's
+``smtp-source`` sending messages of the same size over one reused connection to the same sink, measured in
+the same run. Target: ratio >= 0.5. Then the peak memory of a send to 10,000 and to 100,000 subscribers
+(target: under 200 MB and flat), and the time to render one edition. ``--taught 0``: readers who taught
+nothing (the edition's order for all).
 
 Needs Postfix's tools (``apt-get install postfix``; the daemon is not needed) and the shared corpus.
 
-    python bench/send.py [--subscribers 10000] [--concurrency 1] [--memory]
+    python bench/send.py [--subscribers 10000] [--concurrency 1] [--taught 8] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -35,9 +39,9 @@ from newsletter.devsmtp import free_port  # noqa: E402
 from newsletter.editions import load_edition  # noqa: E402
 from newsletter.fetch import Fetcher  # noqa: E402
 from newsletter.ingest import run_ingest  # noqa: E402
-from newsletter.message import MessageTemplate  # noqa: E402
-from newsletter.outbox import render_edition, send_edition  # noqa: E402
-from newsletter.settings import DigestSettings, SourceConfig  # noqa: E402
+from newsletter.library import keep_papers  # noqa: E402
+from newsletter.outbox import copy_message, message_template, reader_digests, send_edition  # noqa: E402
+from newsletter.settings import DigestSettings, Settings, SourceConfig  # noqa: E402
 
 
 def write_config(workdir: Path, port: int, concurrency: int) -> Path:
@@ -62,8 +66,11 @@ unsubscribe_mailto = "unsubscribe@example.org"
     return config
 
 
-def prepare(workdir: Path, port: int, concurrency: int, subscribers: int, week: Path) -> tuple[Path, int]:
-    """A database with the real week ingested, its edition built, and ``subscribers`` active readers."""
+def prepare(
+    workdir: Path, port: int, concurrency: int, subscribers: int, week: Path, taught: int
+) -> tuple[Path, int]:
+    """A database with the real week ingested, its edition built, and ``subscribers`` active readers, each
+    of whom liked ``taught`` papers of the edition (and hid a quarter as many), drawn at random for each."""
     config = write_config(workdir, port, concurrency)
     settings = load_settings(config, environ={})
     db = open_database(settings.database)
@@ -79,8 +86,46 @@ def prepare(workdir: Path, port: int, concurrency: int, subscribers: int, week: 
             "VALUES (?, ?, 'active', 'bench', ?, ?, ?)",
             ((f"reader{n:06d}@example.org", f"Reader {n}", stamp, stamp, stamp) for n in range(subscribers)),
         )
+    if taught:
+        papers = [paper.paper_id for section in edition.sections for paper in section.papers]
+        draw = random.Random(7)
+        reader_ids = [row[0] for row in db.execute("SELECT id FROM subscribers ORDER BY id")]
+        with write_transaction(db):
+            for reader_id in reader_ids:
+                chosen = draw.sample(papers, taught + taught // 4)
+                keep_papers(
+                    db, reader_id, chosen[:taught], "like", now=now - timedelta(days=draw.randrange(60))
+                )
+                keep_papers(db, reader_id, chosen[taught:], "dislike", now=now)
     db.close()
     return config, edition.id
+
+
+def preview(settings: Settings, edition_id: int, reader: int) -> bytes:
+    """A reader's whole message as it is sent (to size smtp-source's messages alike)."""
+    return copy_message(settings, edition_id, f"reader{reader:06d}@example.org")[1]
+
+
+def personal_share(settings: Settings, edition_id: int, subscribers: int) -> str:
+    """How many of a sample of readers get a "For you" section, and how many papers it holds."""
+    db = open_database(settings.database)
+    try:
+        edition = load_edition(db, edition_id)
+        kit = message_template(settings, edition).kit  # type: ignore[attr-defined]
+        sample = [row[0] for row in db.execute("SELECT id FROM subscribers ORDER BY id LIMIT 500")]
+        layouts = reader_digests(settings, edition).layouts(db, [(reader, kit) for reader in sample])
+    finally:
+        db.close()
+    picks = [
+        len(layouts[reader].for_you) for reader in sample if reader in layouts and layouts[reader].for_you
+    ]
+    distinct = len({layouts[r].for_you for r in sample if r in layouts and layouts[r].for_you})
+    if not picks:
+        return f"none of {len(sample)} sampled"
+    return (
+        f"{len(picks)} of {len(sample)} sampled, {sum(picks) / len(picks):.1f} papers each on average, "
+        f"{distinct} different sections"
+    )
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
@@ -100,22 +145,22 @@ def smtp_source(port: int, count: int, size: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def memory_probe(subscribers: int, concurrency: int, week: Path) -> int:
+def memory_probe(subscribers: int, concurrency: int, week: Path, taught: int) -> int:
     """Peak RSS (KB) of a fresh process that prepares the data and sends to ``subscribers`` readers."""
     result = subprocess.run(
         [sys.executable, __file__, "--probe", str(subscribers), "--concurrency", str(concurrency),
-         "--corpus", str(week.parent.parent)],
+         "--taught", str(taught), "--corpus", str(week.parent.parent)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return int(result.stdout.strip().splitlines()[-1])
 
 
-def probe(subscribers: int, concurrency: int, week: Path) -> None:
+def probe(subscribers: int, concurrency: int, week: Path, taught: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-send-probe-"))
     port = free_port()
     sink = start_sink(port)
     try:
-        config, edition_id = prepare(workdir, port, concurrency, subscribers, week)
+        config, edition_id = prepare(workdir, port, concurrency, subscribers, week, taught)
         # The send as an operator runs it: the `newsletter` program in a process of its own. Its peak is
         # read from /proc (VmHWM) at exit: ru_maxrss would also count the memory of the forking parent.
         code = (
@@ -140,6 +185,7 @@ def main() -> int:
     )
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--taught", type=int, default=6, help="papers each reader liked (0: none)")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory at 10k and 100k")
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     corpus.add_argument(parser)
@@ -148,7 +194,7 @@ def main() -> int:
     if week is None:
         return 2
     if args.probe:
-        probe(args.probe, args.concurrency, week)
+        probe(args.probe, args.concurrency, week, args.taught)
         return 0
     if not shutil.which("smtp-sink") or not shutil.which("smtp-source"):
         print("needs Postfix's smtp-sink and smtp-source: apt-get install postfix", file=sys.stderr)
@@ -158,16 +204,21 @@ def main() -> int:
     port = free_port()
     sink = start_sink(port)
     try:
-        config, edition_id = prepare(workdir, port, args.concurrency, args.subscribers, week)
+        config, edition_id = prepare(workdir, port, args.concurrency, args.subscribers, week, args.taught)
         settings = load_settings(config, environ={})
         db = open_database(settings.database)
         edition = load_edition(db, edition_id)
         db.close()
         started = time.perf_counter()
-        rendered = render_edition(settings, edition)
-        template = MessageTemplate(rendered, settings.sender)
+        template = message_template(settings, edition)
         render_seconds = time.perf_counter() - started
-        message_size = template.size
+        rendered = template.kit.email
+        sizes = [
+            len(preview(settings, edition_id, n))
+            for n in range(0, args.subscribers, max(1, args.subscribers // 20))
+        ]
+        message_size = sum(sizes) // len(sizes)
+        for_you = personal_share(settings, edition_id, args.subscribers)
 
         # smtp-source's rate swings by a third from run to run on a small machine: measure it before
         # and after, and compare with the faster of the two.
@@ -183,9 +234,10 @@ def main() -> int:
             f"{rendered.papers_shown} shown in the email ({rendered.per_section} per topic at most)"
         )
         print(
-            f"render + compile once: {render_seconds * 1000:.0f} ms; HTML {len(rendered.html) / 1000:.1f} KB "
-            f"(Gmail clips above 102 KB); whole message {message_size / 1000:.1f} KB"
+            f"render + compile once: {render_seconds * 1000:.0f} ms; the frame's HTML {len(rendered.html) / 1000:.1f} KB; "
+            f"a reader's whole message {message_size / 1000:.1f} KB on average"
         )
+        print(f"readers with a 'For you' section: {for_you}")
         print(
             f"smtp-source, same size, 1 reused connection:  {reference:7.0f} msg/s "
             f"(the faster of {before:.0f} before and {after:.0f} after)"
@@ -195,7 +247,7 @@ def main() -> int:
             f"({args.subscribers} messages in {report.seconds:.1f} s)"
         )
         print(
-            f"ratio: {ours / reference:.2f}  (target >= 0.4: {'met' if ours / reference >= 0.4 else 'NOT met'})"
+            f"ratio: {ours / reference:.2f}  (target >= 0.5: {'met' if ours / reference >= 0.5 else 'NOT met'})"
         )
     finally:
         sink.terminate()
@@ -203,7 +255,7 @@ def main() -> int:
 
     if args.memory:
         for count in (10_000, 100_000):
-            peak = memory_probe(count, args.concurrency, week)
+            peak = memory_probe(count, args.concurrency, week, args.taught)
             print(f"peak memory of the send to {count:,} subscribers: {peak / 1024:.0f} MB")
     return 0
 

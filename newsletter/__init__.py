@@ -61,6 +61,7 @@ code in step.
 
 7. Services: one job each, calling owners and engines
    compose         an edition from a window's papers: select, cluster, label, store
+   reader_digest   what each reader's digest holds: the edition ranked for them, laid out for their email
    deliver         the sending workers and their pace, over the ledger and smtp
    outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
    signup_sender   the thread of the web app that drains the sign-up queue

@@ -480,6 +480,14 @@ def _reader_library(db: sqlite_utils.Database) -> None:
 
 
 Migration = Callable[[sqlite_utils.Database], None]
+
+
+def _reader_layouts(db: sqlite_utils.Database) -> None:
+    # What a reader's digest holds beyond the edition's order ("For you", each topic's papers for them),
+    # planned before the send: NULL not planned (or sent), "" the edition's order, else JSON.
+    db.execute("ALTER TABLE deliveries ADD COLUMN layout TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     _initial_schema,
     _editions,
@@ -491,6 +499,7 @@ MIGRATIONS: list[Migration] = [
     _lock_owners,
     _revisions_counted,
     _reader_library,
+    _reader_layouts,
 ]
 
 

@@ -41,7 +41,7 @@ from newsletter.ledger import (
     requeue_unknown,
 )
 from newsletter.locks import LockHeld
-from newsletter.message import MessageTemplate, Recipient
+from newsletter.message import DigestTemplate, MessageTemplate, ReaderLayout, Recipient
 from newsletter.settings import SmtpSettings
 from newsletter.smtp import (
     Reply,
@@ -136,6 +136,8 @@ Progress = Callable[[str], None]
 
 
 Templates = Callable[[str], MessageTemplate]  # the message of a variant, rendered on first use
+# Work before the first message, under the send's lock (a digest lays out each reader's copy).
+Plan = Callable[[sqlite_utils.Database], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,7 @@ class _Send:
     pacer: SendPacer
     unanswered: UnansweredStreak
     stop: threading.Event
+    plan: Plan | None = None
 
 
 def deliver(
@@ -163,6 +166,7 @@ def deliver(
     progress: Progress | None = None,
     resend_unknown: bool = False,
     interrupt: threading.Event | None = None,
+    plan: Plan | None = None,
 ) -> DeliveryReport:
     """Send every queued message of ``edition_id``; returns what happened. Create the ledger first.
 
@@ -184,6 +188,7 @@ def deliver(
         SendPacer(settings.rate),
         UnansweredStreak(UNANSWERED_LIMIT),
         threading.Event(),
+        plan,
     )
     db = open_database(database, migrate=False)
     try:
@@ -213,6 +218,8 @@ def _deliver_holding(
     if resend_unknown:
         requeue_unknown(db, send.edition_id)
         report.unknown = []
+    if send.plan is not None:
+        send.plan(db)
     workers = [_Worker(send) for _ in range(max(1, send.settings.concurrency))]
     report.stopped = _run_workers(workers, send.stop, interrupt)
     _conclude(db, report, workers)
@@ -369,17 +376,25 @@ class _Worker:
 
     def _build(self, claim: Claim) -> _Outgoing:
         links = self.send.links
+        template = self.send.templates(claim.variant)
+        digest = isinstance(template, DigestTemplate)
         recipient = Recipient(
             email=claim.email,
             name=claim.name,
             preferences_url=links.preferences(claim.subscriber_id, claim.email),
             unsubscribe_url=links.unsubscribe(claim.subscriber_id, claim.email),
             message_id=claim.message_id,
+            feedback_token=links.feedback_token(claim.subscriber_id, claim.email, self.send.edition_id)
+            if digest
+            else "",
         )
-        template = self.send.templates(claim.variant)
         outgoing = _Outgoing(claim.delivery_id, claim.email, claim.attempts, template.envelope_from, None)
         try:
-            outgoing.payload = template.wire(recipient)
+            if isinstance(template, DigestTemplate):
+                layout = ReaderLayout.decode(claim.layout, template.kit)
+                outgoing.payload = template.wire(recipient, layout=layout)
+            else:
+                outgoing.payload = template.wire(recipient)
         except MessageError as exc:
             outgoing.error = f"cannot build the message: {exc}"
         return outgoing

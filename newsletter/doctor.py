@@ -16,7 +16,7 @@ from newsletter.db import journal_mode, open_database, prove_writable, schema_ve
 from newsletter.editions import Edition, EditionPaper, Section
 from newsletter.errors import DatabaseMissing, JobError
 from newsletter.jobs import load_jobs
-from newsletter.message import MessageTemplate
+from newsletter.message import DigestTemplate, MessageTemplate
 from newsletter.outbox import renderer, smtp_target
 from newsletter.settings import Settings
 from newsletter.smtp import connect, start_tls, tls_context
@@ -158,8 +158,10 @@ def _check_templates(settings: Settings, diagnosis: Diagnosis) -> None:
     )
     try:
         render = renderer(settings)
+        DigestTemplate(
+            render.digest(edition, for_you=settings.digest.for_you), settings.sender, "https://example.org/"
+        )
         for rendered in (
-            render.digest(edition),
             render.one_off("Sample", "Some *text*."),
             render.confirmation(name="Sample", confirm_url="https://example.org/c", expires_in="7 days"),
         ):

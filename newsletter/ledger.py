@@ -29,7 +29,7 @@ could change between the read and the write.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -355,6 +355,35 @@ def delete_deliveries_to(db: sqlite_utils.Database, subscriber_id: int) -> int:
 # --- a sending worker's ledger --------------------------------------------------------------------------------
 
 
+class Unplanned(NamedTuple):
+    """A queued row whose reader's layout is not planned yet."""
+
+    delivery_id: int
+    subscriber_id: int
+    variant: str
+
+
+def unplanned(db: sqlite_utils.Database, edition_id: int, after: int, limit: int) -> list[Unplanned]:
+    """Queued rows of the edition past ``after`` (a delivery id) with no layout yet, in id order."""
+    rows = db.execute(
+        """
+        SELECT id, subscriber_id, variant FROM deliveries
+        WHERE edition_id = ? AND state = 'queued' AND layout IS NULL AND id > ? ORDER BY id LIMIT ?
+        """,
+        [edition_id, after, limit],
+    ).fetchall()
+    return [Unplanned(*row) for row in rows]
+
+
+def store_layouts(db: sqlite_utils.Database, layouts: Iterable[tuple[int, str]]) -> None:
+    """Each (delivery id, layout) of rows still queued; what a claim then hands to the worker."""
+    with write_transaction(db):
+        db.conn.executemany(
+            "UPDATE deliveries SET layout = ? WHERE id = ? AND state = 'queued'",
+            [(layout, delivery_id) for delivery_id, layout in layouts],
+        )
+
+
 class Claim(NamedTuple):
     """A row a worker took from the queue, with what its message needs."""
 
@@ -365,6 +394,7 @@ class Claim(NamedTuple):
     message_id: str
     attempts: int  # counting this one
     variant: str
+    layout: str | None = None  # planned by ``store_layouts``: "" the edition's order
 
 
 class WorkerLedger:
@@ -388,7 +418,7 @@ class WorkerLedger:
         with self._transaction():
             rows = self.db.execute(
                 """
-                SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts, d.variant
+                SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts, d.variant, d.layout
                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
                 WHERE d.edition_id = ? AND d.state = 'queued' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
                 ORDER BY d.variant, d.id LIMIT ?
@@ -399,7 +429,7 @@ class WorkerLedger:
                 "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
                 [(now, row[0]) for row in rows],
             )
-        return [Claim(r[0], r[1], r[2], r[3], r[4], r[5] + 1, r[6]) for r in rows]
+        return [Claim(r[0], r[1], r[2], r[3], r[4], r[5] + 1, r[6], r[7]) for r in rows]
 
     def outlook(self) -> tuple[int, datetime | None]:
         """Rows other workers hold in flight, and when the next deferred row is due (None: none is)."""
@@ -471,7 +501,9 @@ class WorkerLedger:
         with write_transaction(self.db):
             if self._accepted:
                 self.db.conn.executemany(
-                    "UPDATE deliveries SET state = 'sent', last_reply = ?, updated_at = ?, sent_at = ? WHERE id = ?",
+                    # The layout is in the message now: the row need not keep it.
+                    "UPDATE deliveries SET state = 'sent', last_reply = ?, updated_at = ?, sent_at = ?, layout = NULL "
+                    "WHERE id = ?",
                     [(reply, when, when, delivery_id) for delivery_id, reply, when in self._accepted],
                 )
             yield

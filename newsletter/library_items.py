@@ -166,6 +166,11 @@ def paper_key(text: str) -> str | None:
     for prefix in (ids.TITLE_PREFIX, ids.URL_PREFIX):
         if value.lower().startswith(prefix) and len(value) > len(prefix):
             return prefix + value[len(prefix) :]
+    if value.lower().startswith(ids.ARXIV_PREFIX):
+        # A key as written is taken as it is, even one arXiv never gave (the shipped sample papers').
+        found = ids.parse_arxiv_id(value)
+        if found is not None:
+            return ids.ARXIV_PREFIX + found.id
     item = reference_item(value)
     return item.key if item is not None else None
 

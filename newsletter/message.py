@@ -19,8 +19,10 @@ from __future__ import annotations
 import binascii
 import email.policy
 import html
+import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import quoprimime
@@ -29,8 +31,18 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
 from newsletter.errors import MessageError
-from newsletter.render import RenderedEmail, Slot, check_slots, greeting
+from newsletter.render import (
+    CARDS_BLOCK,
+    FOR_YOU_BLOCK,
+    DigestCards,
+    DigestKit,
+    RenderedEmail,
+    Slot,
+    check_slots,
+    greeting,
+)
 from newsletter.settings import Sender
+from newsletter.tokens import feedback_path
 
 _HEADER_SAFE = re.compile(r"^[^\r\n\x00]*$")
 MAX_LINE = 998  # octets per line, RFC 5321
@@ -43,6 +55,7 @@ class Recipient:
     preferences_url: str
     unsubscribe_url: str
     message_id: str  # "<...@domain>"
+    feedback_token: str = ""  # a digest's feedback links (one token per reader and edition)
 
 
 def new_message_id(domain: str, *parts: object) -> str:
@@ -70,9 +83,10 @@ def address_header(name: str, address: str) -> str:
 class MessageTemplate:
     """The bytes of one rendered email, ready to be personalised for any number of recipients."""
 
-    def __init__(self, rendered: RenderedEmail, sender: Sender) -> None:
+    def __init__(self, rendered: RenderedEmail, sender: Sender, *, html_qp: bool = False) -> None:
         """An email with slots is personal: each reader's greeting and links fill them, and it carries the
-        list headers; a confirmation email has neither."""
+        list headers; a confirmation email has neither. ``html_qp``: the HTML part travels
+        quoted-printable even if its own lines would not need it."""
         self.sender = sender
         self.envelope_from = sender.envelope_from
         self.subject = rendered.subject
@@ -85,7 +99,7 @@ class MessageTemplate:
         body.set_content(rendered.text, cte="quoted-printable")
         # SMTP carries lines of at most 998 octets: HTML that ascii_html could not cut that short (a word
         # or link from a feed longer than a line) travels quoted-printable instead of 7bit.
-        self._html_qp = any(len(line) > MAX_LINE for line in rendered.html.splitlines())
+        self._html_qp = html_qp or any(len(line) > MAX_LINE for line in rendered.html.splitlines())
         body.add_alternative(
             rendered.html, subtype="html", cte="quoted-printable" if self._html_qp else "7bit"
         )
@@ -192,3 +206,253 @@ def _qp_value(value: str) -> bytes:
     # b2a_qp breaks long lines with "=\n"; the message uses CRLF, and a line must never start with a dot.
     encoded = encoded.replace(b"=\n", b"=\r\n")
     return encoded.replace(b"\r\n.", b"\r\n=2E")
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderLayout:
+    """What one reader's digest holds beyond the greeting and links: the "For you" picks (positions of
+    cards in the kit, each with its why-line) and each topic's cards, best first for this reader
+    (``None``: the edition's order)."""
+
+    for_you: tuple[tuple[int, str], ...] = ()
+    sections: Sequence[Sequence[int]] | None = None
+
+    def encode(self) -> str:
+        """As the ledger keeps it until the message is sent ("": the edition's order)."""
+        if not self.for_you and self.sections is None:
+            return ""
+        return json.dumps({"for_you": self.for_you, "sections": self.sections}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | None, kit: DigestKit) -> ReaderLayout:
+        """A stored layout of a reader of ``kit``; the edition's order for none, or for one that does not
+        fit the kit (it is never worth failing a reader's message over)."""
+        if not text:
+            return COLD
+        try:
+            stored = json.loads(text)
+            for_you = tuple((int(position), str(why)) for position, why in stored["for_you"])
+            sections = [[int(position) for position in section] for section in stored["sections"]]
+        except (ValueError, KeyError, TypeError):
+            return COLD
+        positions = [position for position, _ in for_you] + [p for section in sections for p in section]
+        cards = len(kit.cards.cards)
+        if len(sections) != len(kit.sections) or any(not 0 <= position < cards for position in positions):
+            return COLD
+        return cls(for_you, sections)
+
+
+COLD = ReaderLayout()
+SharedCards = dict[bool, "_EncodedCards"]  # by whether the HTML part is quoted-printable
+WHY_CACHE = 50_000  # encoded why-lines kept
+_QP_LITERAL = re.compile(r"[!-<>-~ ]*[!-<>-~]")  # printable ASCII but "=", not ending in a space
+
+
+@dataclass(frozen=True, slots=True)
+class _EncodedCard:
+    html: tuple[bytes, ...]
+    text: tuple[bytes, ...]
+    more_html: bytes  # the end of the card's feedback links, after the reader's token
+    less_html: bytes
+    more_text: bytes
+
+
+class _EncodedCards:
+    """The edition's cards and "For you" pieces in the transfer encodings of the message's parts, once
+    as a message holds them and once dot-stuffed as SMTP DATA carries them."""
+
+    def __init__(self, cards: DigestCards, *, html_qp: bool) -> None:
+        self.html_qp = html_qp
+
+        def html(piece: str) -> bytes:
+            return _qp_body(piece) if html_qp else piece.replace("\n", "\r\n").encode("ascii")
+
+        def link_html(path: str) -> bytes:
+            return _qp_html_value(_html_value(path)) if html_qp else _html_value(path)
+
+        self.plain = [
+            _EncodedCard(
+                tuple(html(piece) for piece in card.html),
+                tuple(_qp_body(piece) for piece in card.text),
+                link_html(feedback_path(card.key, "more")),
+                link_html(feedback_path(card.key, "less")),
+                _qp_value(feedback_path(card.key, "more")),
+            )
+            for card in cards.cards
+        ]
+        self.wire = [
+            _EncodedCard(
+                tuple(_stuffed(piece) for piece in card.html),
+                tuple(_stuffed(piece) for piece in card.text),
+                card.more_html,
+                card.less_html,
+                card.more_text,
+            )
+            for card in self.plain
+        ]
+        self.why_html = tuple(html(piece) for piece in cards.why_html)
+        self.why_text = tuple(_qp_body(piece) for piece in cards.why_text)
+        self.head_html = html(cards.for_you_html)
+        self.head_text = _qp_body(cards.for_you_text)
+        self.wire_why_html = tuple(_stuffed(piece) for piece in self.why_html)
+        self.wire_why_text = tuple(_stuffed(piece) for piece in self.why_text)
+        self.wire_head_html = _stuffed(self.head_html)
+        self.wire_head_text = _stuffed(self.head_text)
+
+
+class DigestTemplate(MessageTemplate):
+    """A digest's message, assembled for each reader from pieces encoded once: the frame (as
+    ``MessageTemplate``), then in its block slots the reader's "For you" picks with their why-lines and
+    each topic's cards in the reader's order, every card with the reader's feedback links."""
+
+    def __init__(
+        self, kit: DigestKit, sender: Sender, feedback_base: str, *, shared: SharedCards | None = None
+    ) -> None:
+        """``feedback_base``: the feedback links' start, before the reader's token. ``shared``: where the
+        variants of one edition keep the encoded cards, which are the same in all of them."""
+        # A card with a line SMTP cannot carry makes the whole HTML part quoted-printable.
+        cards_qp = any(
+            len(line) > MAX_LINE
+            for card in kit.cards.cards
+            for piece in card.html
+            for line in piece.splitlines()
+        )
+        super().__init__(kit.email, sender, html_qp=cards_qp)
+        self.kit = kit
+        self.feedback_base = feedback_base
+        shared = shared if shared is not None else {}
+        if self._html_qp not in shared:
+            shared[self._html_qp] = _EncodedCards(kit.cards, html_qp=self._html_qp)
+        self._cards = shared[self._html_qp]
+        self._default = kit.default_cards()
+        self._whys: dict[str, tuple[bytes, bytes]] = {}
+        self._blocks = [self._block(name) for name, _part in self._slots]
+
+    def _block(self, name: str) -> int | None:
+        """-1 for "For you", a topic's number from 0, None for a slot that is not a block."""
+        if name == FOR_YOU_BLOCK:
+            return -1
+        if name.startswith(CARDS_BLOCK):
+            return int(name[len(CARDS_BLOCK) :]) - 1
+        return None
+
+    def render(
+        self, recipient: Recipient, *, now: datetime | None = None, layout: ReaderLayout = COLD
+    ) -> bytes:
+        return self._assemble_digest(False, recipient, now, layout)
+
+    def wire(
+        self, recipient: Recipient, *, now: datetime | None = None, layout: ReaderLayout = COLD
+    ) -> bytes:
+        return self._assemble_digest(True, recipient, now, layout)
+
+    def _assemble_digest(
+        self, wire: bool, recipient: Recipient, now: datetime | None, layout: ReaderLayout
+    ) -> bytes:
+        values = _values(recipient, html_qp=self._html_qp)
+        encoded = self._cards
+        cards = encoded.wire if wire else encoded.plain
+        segments = self._wire_segments if wire else self._segments
+        token_html, token_text = self._token_values(recipient)
+        sections = self._default if layout.sections is None else layout.sections
+        pieces = [self._headers(recipient, now or datetime.now(UTC))]
+        append = pieces.append
+        for segment, slot, block in zip(segments, self._slots, self._blocks, strict=False):
+            append(segment)
+            if block is None:
+                append(values[slot])
+            elif slot[1] == "html":
+                if block < 0:
+                    if layout.for_you:
+                        append(encoded.wire_head_html if wire else encoded.head_html)
+                        why_open, why_close = encoded.wire_why_html if wire else encoded.why_html
+                        for position, why in layout.for_you:
+                            card = cards[position]
+                            html_why = self._why_values(why)[0]
+                            pieces += (card.html[0], why_open, html_why, why_close, card.html[1], token_html,
+                                       card.more_html, card.html[2], token_html, card.less_html, card.html[3])  # fmt: skip
+                    continue
+                for position in sections[block]:
+                    card = cards[position]
+                    pieces += (card.html[0], card.html[1], token_html, card.more_html, card.html[2], token_html,
+                               card.less_html, card.html[3])  # fmt: skip
+            else:
+                if block < 0:
+                    if layout.for_you:
+                        append(encoded.wire_head_text if wire else encoded.head_text)
+                        why_open, why_close = encoded.wire_why_text if wire else encoded.why_text
+                        for position, why in layout.for_you:
+                            card = cards[position]
+                            pieces += (card.text[0], why_open, self._why_values(why)[1], why_close, card.text[1],
+                                       token_text, card.more_text, card.text[2])  # fmt: skip
+                    continue
+                for position in sections[block]:
+                    card = cards[position]
+                    pieces += (card.text[0], card.text[1], token_text, card.more_text, card.text[2])
+        append(segments[-1])
+        return b"".join(pieces)
+
+    def _token_values(self, recipient: Recipient) -> tuple[bytes, bytes]:
+        """The reader's part of every feedback link: the base and their token, encoded for each part (in
+        quoted-printable, ending in a soft line break: the card's part of the link follows)."""
+        link = f"{self.feedback_base}{recipient.feedback_token}/"
+        html_value = _html_value(link)
+        if self._html_qp:
+            html_value = _qp_html_value(html_value) + b"=\r\n"
+        text = f"  {link}"
+        if _QP_LITERAL.fullmatch(text):  # a link as links are: quoted-printable leaves it as it is
+            text_value = b"=\r\n".join(text[i : i + 75].encode("ascii") for i in range(0, len(text), 75))
+        else:
+            text_value = _qp_body(text, 75)
+        return html_value, text_value + b"=\r\n"
+
+    def _why_values(self, why: str) -> tuple[bytes, bytes]:
+        """A why-line in each part; the same line comes back for many readers."""
+        values = self._whys.get(why)
+        if values is None:
+            html_why = _html_value(why)
+            if self._html_qp:
+                html_why = _qp_html_value(html_why)
+            values = (html_why, _qp_value(_wrap_why(why)))
+            if len(self._whys) >= WHY_CACHE:
+                self._whys.clear()
+            self._whys[why] = values
+        return values
+
+    def html(self, recipient: Recipient, layout: ReaderLayout = COLD) -> str:
+        """The HTML part exactly as ``recipient`` receives it (for previews and archives)."""
+        message = email.message_from_bytes(self.render(recipient, layout=layout), policy=email.policy.SMTP)
+        part = message.get_body(("html",))
+        assert part is not None
+        return str(part.get_content())
+
+    def text(self, recipient: Recipient, layout: ReaderLayout = COLD) -> str:
+        message = email.message_from_bytes(self.render(recipient, layout=layout), policy=email.policy.SMTP)
+        part = message.get_body(("plain",))
+        assert part is not None
+        return str(part.get_content())
+
+
+def _wrap_why(why: str, width: int = 74) -> str:
+    """The why-line in lines of at most ``width`` (a word longer than that stands alone), continued
+    lines indented like the card; ``textwrap`` takes 50 times as long, for every pick of every reader."""
+    lines: list[str] = []
+    line = ""
+    for word in why.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\n  ".join(lines)
+
+
+def _qp_body(piece: str, line_length: int = 76) -> bytes:
+    """A piece of a part as the ``email`` package encodes a quoted-printable body (UTF-8, CRLF)."""
+    encoded = quoprimime.body_encode(piece.encode("utf-8").decode("latin-1"), line_length, eol="\r\n")
+    return encoded.encode("ascii")
+
+
+def _stuffed(piece: bytes) -> bytes:
+    return piece.replace(b"\r\n.", b"\r\n..")

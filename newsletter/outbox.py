@@ -10,18 +10,29 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import sqlite_utils
 
 from newsletter.db import open_database
-from newsletter.deliver import DeliveryReport, Progress, deliver
+from newsletter.deliver import DeliveryReport, Plan, Progress, deliver
 from newsletter.devsmtp import EmbeddedSMTPServer
 from newsletter.editions import Edition, is_ledger_pruned, load_edition, store_one_off
 from newsletter.errors import SendError, SubscriberError
 from newsletter.ledger import Variant, create_ledger, stored_variants
-from newsletter.message import MessageTemplate, Recipient, new_message_id, personalise_html
+from newsletter.message import (
+    COLD,
+    DigestTemplate,
+    MessageTemplate,
+    ReaderLayout,
+    Recipient,
+    SharedCards,
+    new_message_id,
+    personalise_html,
+)
 from newsletter.preferences import Preferences
-from newsletter.render import RenderedEmail, Renderer, RenderSettings
+from newsletter.reader_digest import ReaderDigests
+from newsletter.render import DigestCards, DigestKit, RenderedEmail, Renderer, RenderSettings
 from newsletter.settings import Settings, SmtpSettings
 from newsletter.smtp import send_single
 from newsletter.subscribers import (
@@ -45,17 +56,43 @@ def links(settings: Settings, db: sqlite_utils.Database) -> Links:
 
 def render_edition(
     settings: Settings, edition: Edition, preferences: Preferences | None = None
-) -> RenderedEmail:
-    """The email of an edition; a digest as the reader with ``preferences`` gets it."""
+) -> RenderedEmail | DigestKit:
+    """The email of an edition; a digest as the kit each reader's email with ``preferences`` is
+    assembled from."""
     if edition.kind == "one-off":
         return renderer(settings).one_off(edition.subject or "", edition.body or "")
+    return _digest_kit(settings, edition, preferences)
+
+
+def _digest_kit(
+    settings: Settings, edition: Edition, preferences: Preferences | None, cards: DigestCards | None = None
+) -> DigestKit:
     sections = edition.sections if preferences is None else preferences.sections(edition.sections)
-    return renderer(settings).digest(edition, sections)
+    return renderer(settings).digest(edition, sections, cards=cards, for_you=settings.digest.for_you)
+
+
+def message_template(
+    settings: Settings,
+    edition: Edition,
+    preferences: Preferences | None = None,
+    *,
+    cards: DigestCards | None = None,
+    shared: SharedCards | None = None,
+) -> MessageTemplate:
+    """The message of an edition as readers with ``preferences`` get it: a one-off's, or a digest's
+    (``cards`` and ``shared``: what the variants of one digest have in common, when already made)."""
+    if edition.kind == "one-off":
+        return MessageTemplate(render_edition(settings, edition), settings.sender)  # type: ignore[arg-type]
+    kit = _digest_kit(settings, edition, preferences, cards)
+    return DigestTemplate(
+        kit, settings.sender, f"{settings.web.base_url.rstrip('/')}/feedback/", shared=shared
+    )
 
 
 class VariantTemplates:
     """The message template of each preference set, rendered on first use; the most recent few are kept
-    (the ledger is sent in variant order, so each is rendered about once)."""
+    (the ledger is sent in variant order, so each is rendered about once). A digest's cards are rendered
+    and encoded once for all its variants."""
 
     def __init__(self, settings: Settings, edition: Edition, variants: dict[str, Preferences | None]) -> None:
         self._settings = settings
@@ -63,14 +100,23 @@ class VariantTemplates:
         self._variants = variants
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, MessageTemplate] = OrderedDict()
+        self._cards: DigestCards | None = None
+        self._shared: SharedCards = {}
 
     def __call__(self, variant: str) -> MessageTemplate:
         with self._lock:
             if variant in self._cache:
                 self._cache.move_to_end(variant)
                 return self._cache[variant]
-            rendered = render_edition(self._settings, self._edition, self._variants.get(variant))
-            template = MessageTemplate(rendered, self._settings.sender)
+            if self._edition.kind != "one-off" and self._cards is None:
+                self._cards = renderer(self._settings).digest_cards(self._edition)
+            template = message_template(
+                self._settings,
+                self._edition,
+                self._variants.get(variant),
+                cards=self._cards,
+                shared=self._shared,
+            )
             self._cache[variant] = template
             if len(self._cache) > TEMPLATE_CACHE:
                 self._cache.popitem(last=False)
@@ -147,6 +193,9 @@ def send_edition(
         link_maker = links(settings, db)
     finally:
         db.close()
+    plan = None
+    if edition.kind == "digest":
+        plan = _planner(reader_digests(settings, edition), edition_id, templates, progress)
     with smtp_target(settings) as smtp:
         return deliver(
             settings.database,
@@ -157,11 +206,44 @@ def send_edition(
             progress=progress,
             resend_unknown=resend_unknown,
             interrupt=interrupt,
+            plan=plan,
         )
+
+
+def reader_digests(settings: Settings, edition: Edition, now: datetime | None = None) -> ReaderDigests:
+    """What each reader's copy of a digest holds; signals weigh by their age at ``now`` (the send)."""
+    return ReaderDigests(edition, limit=settings.digest.for_you, now=now or datetime.now(UTC))
+
+
+def _planner(
+    digests: ReaderDigests, edition_id: int, templates: VariantTemplates, progress: Progress | None
+) -> Plan:
+    def plan(db: sqlite_utils.Database) -> None:
+        def kit_of(variant: str) -> DigestKit:
+            template = templates(variant)
+            assert isinstance(template, DigestTemplate)
+            return template.kit
+
+        def planned(count: int) -> None:
+            if progress is not None:
+                for _ in range(count):
+                    progress("planned")
+
+        digests.plan(db, edition_id, kit_of, planned)
+
+    return plan
 
 
 def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
     """One copy to ``address``, outside the ledger: what the edition will look like in a real inbox."""
+    email, message = copy_message(settings, edition_id, address)
+    with smtp_target(settings) as smtp:
+        return send_single(smtp, settings.sender.envelope_from, email, message)
+
+
+def copy_message(settings: Settings, edition_id: int, address: str) -> tuple[str, bytes]:
+    """The whole message ``address`` gets of the edition (as a subscriber with their "For you", or as
+    someone who is not one), and the address as normalised."""
     try:
         email = normalise_email(address)
     except SubscriberError as exc:
@@ -169,12 +251,12 @@ def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
     db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
-        rendered, recipient = _copy_for(settings, db, edition, email, find_subscriber(db, email))
-        message = MessageTemplate(rendered, settings.sender).render(recipient)
+        template, recipient, layout = _copy_for(settings, db, edition, email, find_subscriber(db, email))
+        if isinstance(template, DigestTemplate):
+            return email, template.render(recipient, layout=layout)
+        return email, template.render(recipient)
     finally:
         db.close()
-    with smtp_target(settings) as smtp:
-        return send_single(smtp, settings.sender.envelope_from, email, message)
 
 
 def preview_html(settings: Settings, edition_id: int, address: str | None = None) -> str:
@@ -190,8 +272,10 @@ def preview_html(settings: Settings, edition_id: int, address: str | None = None
         else:
             subscriber = first_active_subscriber(db)
         email = subscriber.email if subscriber else "reader@example.org"
-        rendered, recipient = _copy_for(settings, db, edition, email, subscriber)
-        return personalise_html(rendered, recipient)
+        template, recipient, layout = _copy_for(settings, db, edition, email, subscriber)
+        if isinstance(template, DigestTemplate):
+            return template.html(recipient, layout)
+        return personalise_html(render_edition(settings, edition), recipient)  # type: ignore[arg-type]
     finally:
         db.close()
 
@@ -235,10 +319,20 @@ def _edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
 
 def _copy_for(
     settings: Settings, db: sqlite_utils.Database, edition: Edition, email: str, subscriber: Subscriber | None
-) -> tuple[RenderedEmail, Recipient]:
-    """The edition as ``subscriber`` (or someone at ``email`` who is not one) gets it, outside the ledger."""
-    rendered = render_edition(settings, edition, subscriber.preferences if subscriber else None)
-    return rendered, _recipient(settings, links(settings, db), email, subscriber, "test")
+) -> tuple[MessageTemplate, Recipient, ReaderLayout]:
+    """The edition as ``subscriber`` (or someone at ``email`` who is not one) gets it, outside the ledger:
+    their preferences, their "For you" and order, their links."""
+    template = message_template(settings, edition, subscriber.preferences if subscriber else None)
+    link_maker = links(settings, db)
+    recipient = _recipient(settings, link_maker, email, subscriber, "test")
+    layout = COLD
+    if isinstance(template, DigestTemplate) and subscriber is not None:
+        recipient = replace(
+            recipient, feedback_token=link_maker.feedback_token(subscriber.id, email, edition.id)
+        )
+        layouts = reader_digests(settings, edition).layouts(db, [(subscriber.id, template.kit)])
+        layout = layouts.get(subscriber.id, COLD)
+    return template, recipient, layout
 
 
 def _recipient(

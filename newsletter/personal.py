@@ -47,6 +47,7 @@ The model, model-free and deterministic:
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter, deque
@@ -209,6 +210,9 @@ class PersonalRanker:
         self._neighbours = self._neighbour_graph()
         self._store = RowStore(n, max(CHUNK_ROWS, cache_bytes // max(1, 4 * n)))
         self._terms: dict[tuple[int, str], tuple[str, ...]] = {}
+        self._row_terms: dict[int, dict[int, float]] = {}
+        self._paper_terms: dict[str, dict[int, float]] = {}
+        self._spellings: dict[tuple[int, str], str] = {}
 
     # --- public ----------------------------------------------------------------------------------------
 
@@ -232,9 +236,15 @@ class PersonalRanker:
             for reader in readers:
                 yield self._cold(reader.key)
             return
+        batches = self._batches(readers)
+        first, second = next(batches, None), next(batches, None)
+        if second is None:  # a single batch (a send's handful of readers): no threads to start
+            if first is not None:
+                yield from self._score_batch(first, self._batch_rows(first))
+            return
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             pending: deque[Future[list[ReaderView]]] = deque()
-            for batch in self._batches(readers):
+            for batch in itertools.chain((first, second), batches):
                 pending.append(pool.submit(self._score_batch, batch, self._batch_rows(batch)))
                 while len(pending) >= WORKERS:
                     yield from pending.popleft().result()
@@ -418,11 +428,12 @@ class PersonalRanker:
         memo_key = (position, paper.id)
         if memo_key in self._terms:
             return self._terms[memo_key]
-        slot = self._store.slot.get(paper.id)
-        theirs = self._store.lexical[slot] if slot is not None else self._space.project([paper])[0]
-        weights = self._edition_lexical[position].multiply(theirs).tocsr()
+        mine = self._edition_terms(position)
+        theirs = self._signal_terms(paper)
+        if len(theirs) < len(mine):
+            mine, theirs = theirs, mine
         ranked = sorted(
-            zip(weights.data.tolist(), weights.indices.tolist(), strict=True), key=lambda t: (-t[0], t[1])
+            (-weight * theirs[column], column) for column, weight in mine.items() if column in theirs
         )
         terms: list[str] = []
         for _, column in ranked:
@@ -432,12 +443,38 @@ class PersonalRanker:
             terms.append(term)
             if len(terms) == count:
                 break
-        text = f"{self._texts[position].title} {self._texts[position].abstract}"
-        found = tuple(_spelling(term, text) for term in terms)
+        found = tuple(self._spelling(position, term) for term in terms)
         if len(self._terms) > 100_000:
             self._terms.clear()
         self._terms[memo_key] = found
         return found
+
+    # Why-lines are asked for every pick of every reader of a send: each paper's terms are read out of
+    # the sparse matrices once, and each spelling is looked up once.
+    def _edition_terms(self, position: int) -> dict[int, float]:
+        terms = self._row_terms.get(position)
+        if terms is None:
+            terms = self._row_terms[position] = _row_dict(self._edition_lexical[position])
+        return terms
+
+    def _signal_terms(self, paper: Text) -> dict[int, float]:
+        terms = self._paper_terms.get(paper.id)
+        if terms is None:
+            slot = self._store.slot.get(paper.id)
+            row = self._store.lexical[slot] if slot is not None else None
+            terms = _row_dict(row if row is not None else self._space.project([paper])[0])
+            if len(self._paper_terms) > 100_000:
+                self._paper_terms.clear()
+            self._paper_terms[paper.id] = terms
+        return terms
+
+    def _spelling(self, position: int, term: str) -> str:
+        key = (position, term)
+        spelled = self._spellings.get(key)
+        if spelled is None:
+            text = f"{self._texts[position].title} {self._texts[position].abstract}"
+            spelled = self._spellings[key] = _spelling(term, text)
+        return spelled
 
     def _neighbour_graph(self) -> sparse.csr_matrix | None:
         """Each paper's ``GRAPH_NEIGHBOURS`` closest papers of the edition, weights summing to one."""
@@ -601,6 +638,12 @@ def _seconds(moment: datetime | None) -> float:
     if moment is None:
         return -math.inf
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+def _row_dict(row: sparse.csr_matrix) -> dict[int, float]:
+    """A one-row sparse matrix as {column: weight}."""
+    row = row.tocsr()
+    return dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
 
 
 def _same_family(first: str, second: str) -> bool:

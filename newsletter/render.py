@@ -6,8 +6,16 @@ which ``newsletter.message`` fills in cheaply for each recipient. A slot is a ma
 nonce drawn for each rendering: text from a feed, a form or an operator cannot spell a marker it cannot
 know, so a reader's values only ever land where the template put them.
 
-A digest's HTML must stay under Gmail's clipping limit (~102 KB) whatever the week: every section shows
-its best papers, as many per section as fit in ``HTML_BUDGET``, and links to the full edition on the web
+A digest differs from reader to reader beyond those slots: the "For you" section, the order of each
+topic's papers, the feedback links on every card. ``Renderer.digest`` therefore compiles a ``DigestKit``:
+the frame of the email once (MJML), with a block slot for "For you" and for each topic's cards, and
+every paper's card once, as pieces split at markers where the reader's why-line and feedback links go.
+``newsletter.message`` assembles a reader's email from those pieces; nothing is compiled per reader.
+
+A digest's HTML must stay under Gmail's clipping limit (~102 KB) whatever the week and whatever the
+reader: every topic shows as many papers as fit in ``HTML_BUDGET`` with cards of the topic's average
+size and a full "For you" section of large cards (``DigestKit.html_size`` lets the layout of a reader
+whose picks are all unusually long trim them to the limit), and links to the full edition on the web
 for the rest.
 """
 
@@ -17,10 +25,11 @@ import functools
 import re
 import secrets
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from markdown_it import MarkdownIt
@@ -29,6 +38,7 @@ from mjml import mjml2html
 from newsletter.editions import Edition, EditionPaper, Section
 from newsletter.errors import RenderError
 from newsletter.settings import shipped_dir
+from newsletter.tokens import feedback_path
 
 # Gmail clips HTML past ~102 KB; personalisation adds a few hundred bytes, so compile to less.
 CLIP_LIMIT = 102_000
@@ -38,6 +48,10 @@ AUTHORS_SHOWN = 3
 
 # What differs per subscriber: the template variables that hold a slot in a personal email.
 SLOT_NAMES = ("greeting", "preferences_url", "unsubscribe_url")
+FOR_YOU_BLOCK = "for_you"  # a digest's block slots: "For you", then each topic's cards
+CARDS_BLOCK = "cards"
+FEEDBACK_TOKEN_ALLOWANCE = 80  # a feedback token's length, subscriber and edition ids of ten digits
+WHY_ALLOWANCE = 320  # a why-line's HTML at its longest
 
 
 def templates_dir() -> Path:
@@ -51,6 +65,11 @@ class RenderSettings:
 
     def archive_url(self, edition_id: int) -> str:
         return f"{self.base_url.rstrip('/')}/editions/{edition_id}"
+
+    @property
+    def feedback_base(self) -> str:
+        """Where every feedback link starts, before the reader's token."""
+        return f"{self.base_url.rstrip('/')}/feedback/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +92,11 @@ class RenderedEmail:
     slots: tuple[Slot, ...] = ()  # empty for an email that is the same for everyone (confirmation)
 
 
-def new_markers(part: str) -> dict[str, str]:
+def new_markers(part: str, names: Iterable[str] = SLOT_NAMES) -> dict[str, str]:
     """Markers for one part of one rendering. Letters and digits only, so neither MJML, ``ascii_html``
     nor quoted-printable alters them, and shorter than a quoted-printable line."""
     nonce = secrets.token_hex(16)
-    return {name: f"XNLXSLOT{nonce}{name.split('_')[0].upper()}{part.upper()}" for name in SLOT_NAMES}
+    return {name: f"XNLXSLOT{nonce}{name.replace('_', '').upper()}{part.upper()}" for name in names}
 
 
 def placed_slots(rendered: str, part: str, markers: dict[str, str], template: str) -> tuple[Slot, ...]:
@@ -130,49 +149,97 @@ class Renderer:
 
     # --- the weekly digest ------------------------------------------------------------------------------
 
-    def digest(self, edition: Edition, sections: list[Section] | None = None) -> RenderedEmail:
-        """The digest email of ``edition`` (or of a subset of its sections, in the order given)."""
+    def digest(
+        self,
+        edition: Edition,
+        sections: list[Section] | None = None,
+        *,
+        cards: DigestCards | None = None,
+        for_you: int = 0,
+    ) -> DigestKit:
+        """The digest of ``edition`` (or of a subset of its sections, in the order given), as a kit from
+        which each reader's email is assembled; room is kept for a "For you" section of ``for_you`` papers.
+        ``cards``: the edition's cards when already rendered (they are the same in every variant)."""
         chosen = edition.sections if sections is None else sections
+        cards = cards if cards is not None else self.digest_cards(edition)
         subject = self.digest_subject(edition, sum(len(s.papers) for s in chosen))
+        members = tuple(tuple(cards.index[paper.key] for paper in section.papers) for section in chosen)
         per_section = MAX_PER_SECTION
-        html, text, slots = self._digest_parts(edition, chosen, subject, per_section)
-        if len(html) > HTML_BUDGET:
-            # Largest number of papers per section that fits: the size grows with it monotonically.
-            low, high = 1, per_section - 1
-            best = None
-            while low <= high:
-                middle = (low + high) // 2
-                candidate = self._digest_parts(edition, chosen, subject, middle)
-                if len(candidate[0]) <= HTML_BUDGET:
-                    best, per_section, low = candidate, middle, middle + 1
-                else:
-                    high = middle - 1
-            if best is None:
-                per_section = 1
-                best = self._digest_parts(edition, chosen, subject, 1)
-            html, text, slots = best
-        shown = sum(min(len(s.papers), per_section) for s in chosen)
-        return RenderedEmail(subject, html, text, shown, per_section, slots)
+        html, text, slots = self._digest_frame(edition, chosen, subject, per_section)
+        while True:
+            # The frame hardly changes with the number of papers shown (a "more" line per topic).
+            fitting = _most_per_section(cards, members, for_you, HTML_BUDGET - len(html))
+            default = [member[:fitting] for member in members]
+            while (
+                fitting > 1 and len(html) + sum(cards.cards[i].size for m in default for i in m) > HTML_BUDGET
+            ):
+                fitting -= 1  # the edition's own first papers are unusually long
+                default = [member[:fitting] for member in members]
+            if fitting >= per_section:
+                break
+            per_section = fitting
+            html, text, slots = self._digest_frame(edition, chosen, subject, per_section)
+        shown = sum(min(len(member), per_section) for member in members)
+        frame = RenderedEmail(subject, html, text, shown, per_section, slots)
+        return DigestKit(frame, cards, members, per_section, for_you)
 
     def digest_subject(self, edition: Edition, paper_count: int) -> str:
         return f"{self.settings.newsletter_name}: {paper_count} new papers, {_date_range(edition)}"
 
-    def _digest_parts(
+    def digest_cards(self, edition: Edition) -> DigestCards:
+        """Every paper's card, in the edition's order, split where the reader's values go."""
+        papers: dict[str, EditionPaper] = {}
+        for section in edition.sections:
+            for paper in section.papers:
+                papers.setdefault(paper.key, paper)
+        html_module = self._module("email/digest_cards.html.j2")
+        text_module = self._module("email/digest_cards.txt.j2")
+        html_markers = new_markers("html", _CARD_SLOTS)
+        text_markers = new_markers("text", _CARD_SLOTS)
+        built = []
+        try:
+            for paper in papers.values():
+                view = paper_view(paper)
+                html = ascii_html(
+                    str(html_module.card(view, *(html_markers[name] for name in _CARD_SLOTS))),
+                    html_markers.values(),
+                )
+                text = str(text_module.card(view, text_markers["why"], text_markers["more_url"]))
+                html_pieces = _pieces(html, html_markers, _CARD_SLOTS, "card")
+                links = 2 * (
+                    len(self.settings.feedback_base)
+                    + FEEDBACK_TOKEN_ALLOWANCE
+                    + len(feedback_path(paper.key, "more"))
+                )
+                built.append(
+                    Card(
+                        paper.key,
+                        html_pieces,
+                        _pieces(text, text_markers, _CARD_SLOTS[:2], "card (text)"),
+                        sum(len(piece) for piece in html_pieces) + links,
+                    )
+                )
+            why_html = ascii_html(str(html_module.why_line(html_markers["why"])), [html_markers["why"]])
+            why_text = str(text_module.why_line(text_markers["why"]))
+            head_html = ascii_html(str(html_module.for_you_head()))
+            head_text = str(text_module.for_you_head())
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template email/digest_cards failed: {exc}") from exc
+        return DigestCards(
+            tuple(built),
+            {card.key: position for position, card in enumerate(built)},
+            tuple(card.key for card in built),
+            _pieces(why_html, html_markers, ("why",), "why_line"),
+            _pieces(why_text, text_markers, ("why",), "why_line (text)"),
+            head_html,
+            head_text,
+        )
+
+    def _digest_frame(
         self, edition: Edition, sections: list[Section], subject: str, per_section: int
     ) -> tuple[str, str, tuple[Slot, ...]]:
         archive = self.settings.archive_url(edition.id)
-        context_sections = [
-            {
-                "anchor": f"topic-{number}",
-                "label": section.label,
-                "keywords": section.keywords[:5],
-                "total": len(section.papers),
-                "papers": [paper_view(paper) for paper in section.papers[:per_section]],
-                "more": max(0, len(section.papers) - per_section),
-                "more_url": f"{archive}#topic-{number}",
-            }
-            for number, section in enumerate(sections, start=1)
-        ]
+        blocks = [FOR_YOU_BLOCK, *(f"{CARDS_BLOCK}{number}" for number in range(1, len(sections) + 1))]
         total = sum(len(s.papers) for s in sections)
         intro = (
             f"{total} new paper{'s' if total != 1 else ''} in {len(sections)} topic"
@@ -180,13 +247,28 @@ class Renderer:
             if sections
             else "Nothing new matched your topics in this edition."
         )
-        context = self._common(subject, archive) | {
-            "preview": intro,
-            "header_line": f"{_date_range(edition)} · {total} papers",
-            "intro": intro,
-            "sections": context_sections,
-        }
-        return self._personal("email/digest.mjml.j2", "email/digest.txt.j2", context)
+
+        def context(markers: dict[str, str]) -> dict[str, object]:
+            return self._common(subject, archive) | {
+                "preview": intro,
+                "header_line": f"{_date_range(edition)} · {total} papers",
+                "intro": intro,
+                "for_you": markers[FOR_YOU_BLOCK],
+                "sections": [
+                    {
+                        "anchor": f"topic-{number}",
+                        "label": section.label,
+                        "keywords": section.keywords[:5],
+                        "total": len(section.papers),
+                        "cards": markers[f"{CARDS_BLOCK}{number}"],
+                        "more": max(0, len(section.papers) - per_section),
+                        "more_url": f"{archive}#topic-{number}",
+                    }
+                    for number, section in enumerate(sections, start=1)
+                ],
+            }
+
+        return self._personal("email/digest.mjml.j2", "email/digest.txt.j2", context, blocks)
 
     # --- one-off messages and confirmations --------------------------------------------------------------
 
@@ -235,15 +317,27 @@ class Renderer:
         }
 
     def _personal(
-        self, mjml_template: str, text_template: str, context: dict[str, object]
+        self,
+        mjml_template: str,
+        text_template: str,
+        context: dict[str, object] | Callable[[dict[str, str]], dict[str, object]],
+        blocks: Iterable[str] = (),
     ) -> tuple[str, str, tuple[Slot, ...]]:
-        """Both parts of a personal email, each with fresh slot markers, and the slots they hold."""
-        html_markers, text_markers = new_markers("html"), new_markers("text")
-        mjml = self._render(mjml_template, context | html_markers)
+        """Both parts of a personal email, each with fresh slot markers, and the slots they hold.
+        ``context`` is the templates' context, or makes it from the markers (for block slots)."""
+        names = (*SLOT_NAMES, *blocks)
+        html_markers, text_markers = new_markers("html", names), new_markers("text", names)
+
+        def filled(markers: dict[str, str]) -> dict[str, object]:
+            return (context(markers) if callable(context) else context) | {
+                name: markers[name] for name in SLOT_NAMES
+            }
+
+        mjml = self._render(mjml_template, filled(html_markers))
         html_slots = placed_slots(mjml, "html", html_markers, mjml_template)
         html = self._mjml(mjml_template, mjml, html_markers.values())
         check_slots(html, html_slots, f"the compiled {mjml_template}")
-        text = self._render(text_template, context | text_markers)
+        text = self._render(text_template, filled(text_markers))
         return html, text, html_slots + placed_slots(text, "text", text_markers, text_template)
 
     def _mjml(self, template: str, mjml: str, markers: Iterable[str]) -> str:
@@ -258,6 +352,104 @@ class Renderer:
             return self._env.get_template(template).render(context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"template {template} failed: {exc}") from exc
+
+    def _module(self, template: str) -> Any:
+        """A template of macros, to call each macro many times."""
+        try:
+            return self._env.get_template(template).module
+        except jinja2.TemplateError as exc:
+            raise RenderError(f"template {template} failed: {exc}") from exc
+
+
+_CARD_SLOTS = ("why", "more_url", "less_url")  # where a card holds the reader's values, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """One paper's card, cut where the reader's values go: ``html`` is (up to the why-line, up to the
+    "More like this" link, up to the "Less like this" link, the rest), ``text`` the same without the
+    second link."""
+
+    key: str
+    html: tuple[str, ...]
+    text: tuple[str, ...]
+    size: int  # of the HTML with the reader's two feedback links
+
+
+@dataclass(frozen=True, slots=True)
+class DigestCards:
+    """Every card of an edition (the same in every reader's email) and the pieces of "For you"."""
+
+    cards: tuple[Card, ...]  # the edition's order
+    index: dict[str, int]  # paper key -> position in ``cards``
+    keys: tuple[str, ...]  # each card's paper key
+    why_html: tuple[str, str]  # a why-line's HTML around its text
+    why_text: tuple[str, str]
+    for_you_html: str  # the head of the "For you" section
+    for_you_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigestKit:
+    """A digest as each reader's email is assembled from it: the frame (``email``: its slots include the
+    block slots "for_you" and "cards1", "cards2", ... of each topic), the edition's cards, and which
+    cards each topic holds (positions in ``cards.cards``, the edition's order), of which a reader sees
+    ``per_section``."""
+
+    email: RenderedEmail
+    cards: DigestCards
+    sections: tuple[tuple[int, ...], ...]
+    per_section: int
+    for_you: int  # the most "For you" papers room was kept for
+
+    def default_cards(self) -> list[list[int]]:
+        """Each topic's cards for a reader the digest knows nothing about: the edition's order."""
+        return [list(members[: self.per_section]) for members in self.sections]
+
+    def html_size(self, for_you: Sequence[int], sections: Iterable[Iterable[int]]) -> int:
+        """About how long a reader's HTML is with these "For you" picks and topic cards (the why-lines
+        counted at their longest)."""
+        cards = self.cards.cards
+        size = len(self.email.html) + sum(cards[i].size for members in sections for i in members)
+        if for_you:
+            size += len(self.cards.for_you_html) + sum(cards[i].size + WHY_ALLOWANCE for i in for_you)
+        return size
+
+
+def _pieces(rendered: str, markers: dict[str, str], names: tuple[str, ...], template: str) -> tuple[str, ...]:
+    """``rendered`` cut at the markers of ``names``, each placed exactly once and in that order."""
+    pieces = []
+    rest = rendered
+    for name in names:
+        before, found, rest = rest.partition(markers[name])
+        if not found or markers[name] in rest or markers[name] in before:
+            raise RenderError(f"template email/digest_cards ({template}) must place {{{{ {name} }}}} once")
+        pieces.append(before)
+    pieces.append(rest)
+    if any(piece.startswith(".") for piece in pieces[1:]):
+        # A reader's value may end a line: what follows it must not start a line with SMTP's dot.
+        raise RenderError(f"template email/digest_cards ({template}): a piece after a slot starts with '.'")
+    return tuple(pieces)
+
+
+def _most_per_section(
+    cards: DigestCards, members: tuple[tuple[int, ...], ...], for_you: int, room: int
+) -> int:
+    """The most papers per topic that fit in ``room`` characters of HTML: cards of each topic's average
+    size (a reader's best papers are as long as any), a full "For you" of large cards (nine in ten are
+    smaller), every card with its feedback links."""
+    everything = sorted(card.size for card in cards.cards)
+    large = everything[int(0.9 * (len(everything) - 1))] if everything else 0
+    for_you_room = len(cards.for_you_html) + for_you * (large + WHY_ALLOWANCE) if for_you else 0
+    averages = [sum(cards.cards[i].size for i in member) / len(member) for member in members if member]
+    counts = [len(member) for member in members if member]
+    for per_section in range(MAX_PER_SECTION, 1, -1):
+        shown = sum(
+            average * min(count, per_section) for average, count in zip(averages, counts, strict=True)
+        )
+        if for_you_room + shown <= room:
+            return per_section
+    return 1
 
 
 def greeting(name: str) -> str:

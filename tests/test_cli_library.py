@@ -14,8 +14,8 @@ import pytest
 
 from tests.support.arxivapi import FakeArxiv
 from tests.support.feedserver import file_reply
+from tests.support.topics import TOPICS, paper
 from tests.test_cli import run
-from tests.test_personal import TOPICS, paper
 
 ADA = "ada@example.org"
 

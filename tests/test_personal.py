@@ -10,50 +10,7 @@ import pytest
 
 from newsletter.cluster import PaperText
 from newsletter.personal import DISLIKE, LIBRARY, LIKE, PersonalRanker, Reader, Signal
-
-TOPICS = {
-    "astro": "galaxy galaxies stellar star-formation redshift halo telescope quasar supernova cosmic "
-    "luminosity spectroscopic survey exoplanet accretion disk black hole nebula",
-    "nlp": "language model tokenizer translation sentence corpus syntax parsing dialogue transformer "
-    "question answering summarization multilingual prompt word embeddings entity",
-    "robot": "robot manipulator grasping locomotion legged gripper trajectory planning actuator "
-    "navigation lidar quadruped teleoperation motion control kinematics arm",
-    "bio": "protein folding gene expression enzyme membrane sequencing mutation microbiome "
-    "transcription factor metabolic pathway antibody genome chromatin ribosome",
-    "quantum": "qubit entanglement circuit decoherence superconducting error-correction hamiltonian "
-    "photonic annealing fidelity bell inequality trapped ion teleportation spin",
-    "econ": "market inflation monetary policy auction pricing consumer demand labor tax trade "
-    "equilibrium firm wage interest household regulation",
-    "climate": "precipitation warming ocean ice sheet carbon emissions aerosol monsoon drought "
-    "atmospheric circulation sea level glacier permafrost rainfall",
-    "graphs": "graph vertices edges chromatic planar coloring hypergraph matching spanning tree "
-    "clique bipartite degree ramsey extremal",
-    "fluids": "turbulence vortex viscous flow reynolds boundary layer navier stokes wake "
-    "shear laminar droplet jet convection",
-    "crypto": "encryption cipher key exchange signature lattice attack protocol adversary "
-    "zero-knowledge hash secure privacy blockchain",
-}
-# A field no edition here covers: a reader who only reads about it finds nothing close.
-BEETLES = (
-    "beetle species genus specimens morphology larvae mites dorsal holotype coleoptera endemic setae mandible"
-)
-FILLER = ["we", "study", "this", "and", "show", "that", "our", "the", "results", "in", "a", "with", "for"]
-
-
-def paper(topic: str, number: int, words: str | None = None) -> PaperText:
-    vocabulary = (words or TOPICS[topic]).split()
-    rng = random.Random(f"{topic}-{number}")
-    title = " ".join(rng.sample(vocabulary, 3)).capitalize()
-    sentences = []
-    for _ in range(4):
-        chosen = rng.sample(vocabulary, 5) + rng.sample(FILLER, 3)
-        rng.shuffle(chosen)
-        sentences.append(" ".join(chosen).capitalize() + ".")
-    return PaperText(f"{topic}-{number:03d}", title, " ".join(sentences))
-
-
-def edition(per_topic: int = 5, first: int = 0) -> list[PaperText]:
-    return [paper(topic, first + i) for topic in TOPICS for i in range(per_topic)]
+from tests.support.topics import BEETLES, edition, paper
 
 
 def topic_of(paper_id: str) -> str:

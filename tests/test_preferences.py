@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import timedelta
 
 import pytest
@@ -92,13 +93,15 @@ def test_each_reader_gets_their_topics_and_each_preference_set_is_rendered_once(
     from newsletter import outbox
 
     rendered: list[str] = []
-    real = outbox.render_edition
+    real = outbox.message_template
 
-    def counting(settings_, edition_, preferences=None):  # a spy: counts renderings, renders for real
+    def counting(
+        settings_, edition_, preferences=None, **shared
+    ):  # a spy: counts renderings, renders for real
         rendered.append(preferences.variant if preferences else "all")
-        return real(settings_, edition_, preferences)
+        return real(settings_, edition_, preferences, **shared)
 
-    monkeypatch.setattr(outbox, "render_edition", counting)
+    monkeypatch.setattr(outbox, "message_template", counting)
     report = send_edition(settings, edition_id)
 
     assert report.counts == {"sent": 5, "skipped": 1}  # the daily reader is not a weekly recipient
@@ -115,7 +118,12 @@ def test_each_reader_gets_their_topics_and_each_preference_set_is_rendered_once(
     flat = " ".join(robots_text.split())  # the text part wraps long titles
     assert robot_titles and all(title in flat for title in robot_titles)
     assert not any(title in flat for title in other_titles)
-    assert robots_text.split("Preferences:")[0] == robots_text_2.split("Preferences:")[0]  # one rendering
+    # One rendering: the same text but for each reader's own feedback links.
+    same = [
+        re.sub(r"/feedback/[^/]+/", "/feedback/TOKEN/", text.split("Preferences:")[0])
+        for text in (robots_text, robots_text_2)
+    ]
+    assert same[0] == same[1] and "/feedback/TOKEN/more/" in same[0]
 
     message, _, _ = body_of(smtp_server, "all@example.org")
     assert message["Subject"].startswith("Research Digest: 38 new papers")

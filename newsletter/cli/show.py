@@ -183,11 +183,12 @@ def _paper_line(paper: EditionPaper) -> str:
 
 
 class SendProgress:
-    """A bar of messages settled while an edition is sent (only on a terminal); ``advance`` counts one."""
+    """A bar of messages settled while an edition is sent (only on a terminal), after one of readers laid
+    out (a digest's "For you" and order) before it; each outcome counts one."""
 
     def __init__(self, edition_id: int) -> None:
         self._progress = Progress(
-            TextColumn("sending edition {task.fields[edition]}"),
+            TextColumn("{task.description} edition {task.fields[edition]}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -199,8 +200,18 @@ class SendProgress:
 
     def __enter__(self) -> Callable[[object], None]:
         self._progress.start()
-        task = self._progress.add_task("send", edition=self._edition_id, total=None)
-        return lambda _outcome: self._progress.advance(task)
+        tasks: dict[bool, TaskID] = {}
+
+        def advance(outcome: object) -> None:
+            planning = outcome == "planned"
+            if planning not in tasks:
+                if not planning and True in tasks:
+                    self._progress.remove_task(tasks[True])
+                description = "laying out readers' copies of" if planning else "sending"
+                tasks[planning] = self._progress.add_task(description, edition=self._edition_id, total=None)
+            self._progress.advance(tasks[planning])
+
+        return advance
 
     def __exit__(self, *exc_info: object) -> None:
         self._progress.stop()

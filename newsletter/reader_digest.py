@@ -1,0 +1,160 @@
+"""What each reader's digest holds: the edition ranked for the reader, laid out for their email.
+
+One ``ReaderDigests`` serves a whole send (and the previews, test copies and ``digest for``, which must
+show the same thing): it builds the edition's ranker (``newsletter.personal``) the first time a reader
+with signals needs it, reads each batch of readers' signals in a few queries, ranks them together and
+turns each view into a ``ReaderLayout``: the "For you" picks with their why-lines, and each topic's
+papers best first for that reader, as many as the digest shows. A reader who taught nothing gets the
+edition's order and no "For you", without the ranker.
+
+A send plans before it sends (``plan``): every queued reader's layout is worked out in large batches and
+kept in their ledger row, so the sending workers only assemble pieces, a resumed send gives each reader
+what was planned for them, and memory does not grow with the list. The ranker's space is fitted on the edition's own
+papers only, so a reader's digest does not depend on who else is in the send.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import sqlite_utils
+
+from newsletter.editions import Edition
+from newsletter.ledger import store_layouts, unplanned
+from newsletter.library import ReaderSignal, signals_by_reader
+from newsletter.message import COLD, ReaderLayout
+from newsletter.render import CLIP_LIMIT, DigestKit
+
+HTML_LIMIT = CLIP_LIMIT - 2000  # a reader's HTML at most, room kept for the greeting and links
+PLAN_CHUNK = 2000  # readers laid out at once: enough for the ranker's threads, little memory
+
+if TYPE_CHECKING:
+    from newsletter.personal import PersonalRanker, ReaderView
+
+
+class ReaderDigests:
+    """The layouts of one edition's digests, reader by reader; safe to share between sending threads."""
+
+    def __init__(self, edition: Edition, *, limit: int, now: datetime) -> None:
+        self.edition = edition
+        self.limit = limit
+        self.now = now
+        self._ranker: PersonalRanker | None = None
+        self._lock = threading.Lock()
+        # Each topic's card positions, by the kit's identity (the kit is kept, so the identity stays its).
+        self._members: dict[int, tuple[DigestKit, list[np.ndarray]]] = {}
+
+    def ranker(self) -> PersonalRanker:
+        """The edition's ranker, built on first use (a second or so for a large edition)."""
+        from newsletter.cluster import PaperText
+        from newsletter.personal import PersonalRanker
+
+        if self._ranker is None:
+            papers = [
+                PaperText(paper.key, paper.title, paper.abstract)
+                for section in self.edition.sections
+                for paper in section.papers
+            ]
+            self._ranker = PersonalRanker(papers, now=self.now, limit=self.limit)
+        return self._ranker
+
+    def views(self, signals: Iterable[tuple[int, Sequence[ReaderSignal]]]) -> dict[int, ReaderView]:
+        """Each reader's view, for readers with signals (by subscriber id)."""
+        from newsletter.personal import Reader, Signal
+
+        readers = [
+            Reader(str(subscriber_id), tuple(Signal(s, s.kind, s.created_at) for s in taught))
+            for subscriber_id, taught in signals
+            if taught
+        ]
+        if not readers:
+            return {}
+        with self._lock:  # the ranker's cache of closeness rows is not shared between threads
+            return {int(view.reader or 0): view for view in self.ranker().rank_many(readers)}
+
+    def plan(
+        self,
+        db: sqlite_utils.Database,
+        edition_id: int,
+        kit_of: Callable[[str], DigestKit],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Lay out the digest of every queued reader of the edition not laid out yet, ``PLAN_CHUNK`` readers
+        at a time (ranked together, on the ranker's threads), and store each layout in the ledger, where
+        the sending workers find it. Returns how many readers were laid out."""
+        planned, after = 0, 0
+        while rows := unplanned(db, edition_id, after, PLAN_CHUNK):
+            after = rows[-1].delivery_id
+            layouts = self.layouts(db, [(row.subscriber_id, kit_of(row.variant)) for row in rows])
+            store_layouts(
+                db, [(row.delivery_id, layouts.get(row.subscriber_id, COLD).encode()) for row in rows]
+            )
+            planned += len(rows)
+            if progress is not None:
+                progress(len(rows))
+        return planned
+
+    def layouts(
+        self, db: sqlite_utils.Database, readers: Iterable[tuple[int, DigestKit]]
+    ) -> dict[int, ReaderLayout]:
+        """The layout of each reader's digest (subscriber id, the kit of their variant) that differs from
+        the edition's order; a reader missing from the answer gets the cold layout."""
+        kits = dict(readers)
+        views = self.views(signals_by_reader(db, list(kits)))
+        by_kit: dict[int, list[int]] = {}
+        for subscriber_id in views:
+            by_kit.setdefault(id(kits[subscriber_id]), []).append(subscriber_id)
+        layouts: dict[int, ReaderLayout] = {}
+        for subscribers in by_kit.values():
+            kit = kits[subscribers[0]]
+            for subscriber_id, layout in zip(
+                subscribers, self._kit_layouts([views[s] for s in subscribers], kit), strict=True
+            ):
+                if layout is not COLD:
+                    layouts[subscriber_id] = layout
+        return layouts
+
+    def layout(self, view: ReaderView, kit: DigestKit) -> ReaderLayout:
+        [layout] = self._kit_layouts([view], kit)
+        return layout
+
+    def _kit_layouts(self, views: list[ReaderView], kit: DigestKit) -> list[ReaderLayout]:
+        """Each reader's layout in one variant: every topic's cards sorted for all readers at once."""
+        if any(tuple(ids) != kit.cards.keys for ids in {id(view.ids): view.ids for view in views}.values()):
+            raise ValueError("the readers' views and the digest hold different papers")
+        scores = -np.vstack([view.score_array for view in views])  # best first; stable: edition order on ties
+        per_section = [
+            np.take(
+                members, np.argsort(scores[:, members], axis=1, kind="stable")[:, : kit.per_section]
+            ).tolist()
+            for members in self._section_members(kit)
+        ]
+        index = kit.cards.index
+        default = kit.default_cards()
+        layouts = []
+        for row, view in enumerate(views):
+            sections = [chosen[row] for chosen in per_section]
+            picks = [(index[pick.id], pick.why.text) for pick in view.for_you[: kit.for_you]]
+            if not picks and sections == default:
+                layouts.append(COLD)
+                continue
+            while kit.html_size([p for p, _ in picks], sections) > HTML_LIMIT:
+                # Picks and papers all unusually long: the last pick goes first, then the last paper
+                # of the topic showing most.
+                if picks:
+                    picks.pop()
+                else:
+                    max(sections, key=len).pop()
+            layouts.append(ReaderLayout(tuple(picks), sections))
+        return layouts
+
+    def _section_members(self, kit: DigestKit) -> list[np.ndarray]:
+        known = self._members.get(id(kit))
+        if known is None or known[0] is not kit:
+            known = (kit, [np.array(section, dtype=np.intp) for section in kit.sections])
+            self._members[id(kit)] = known
+        return known[1]

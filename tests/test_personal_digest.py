@@ -1,0 +1,362 @@
+"""Each reader's own digest, end to end: an edition of topic papers ingested from the local feed server,
+readers who taught it something, the send to a real aiosmtpd server, and what each reader received."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import timedelta
+from html import unescape
+from urllib.parse import unquote
+
+import pytest
+
+from newsletter.compose import build_edition
+from newsletter.db import open_database
+from newsletter.devsmtp import free_port
+from newsletter.editions import Edition, EditionPaper, Section, load_edition
+from newsletter.fetch import Fetcher
+from newsletter.ingest import run_ingest
+from newsletter.library import record_signal
+from newsletter.message import COLD, DigestTemplate, ReaderLayout, Recipient
+from newsletter.outbox import message_template, reader_digests, send_edition
+from newsletter.render import CLIP_LIMIT, Renderer, RenderSettings
+from newsletter.settings import DigestSettings, Sender, SourceConfig
+from newsletter.subscribers import add_subscriber
+from newsletter.tokens import Tokens
+from tests.support.feedserver import Reply
+from tests.support.topics import TOPICS, arxiv_id, paper, topic_feed
+from tests.test_cli import run
+from tests.test_deliver import MONDAY, make_settings
+
+ASTRO = "astro@example.org"
+COLD_READER = "cold@example.org"
+SECRET = "test-secret-key-0123456789"
+
+
+def edition_of_topics(settings, feed_server, *, hostile_title: str | None = None) -> int:
+    """An edition of 6 papers in each topic, from an arXiv listing served by the local feed server."""
+    feed = topic_feed(list(TOPICS), 6, MONDAY - timedelta(hours=2))
+    if hostile_title:
+        feed = feed.replace(f"<title>{paper('astro', 0).title}</title>", f"<title>{hostile_title}</title>", 1)
+    url = feed_server.route("/topics.xml", Reply(body=feed.encode(), content_type="application/xml"))
+    db = open_database(settings.database)
+    try:
+        with Fetcher() as fetcher:
+            run_ingest(db, [SourceConfig(name="topics", kind="arxiv_rss", url=url)], fetcher, now=MONDAY)
+        return build_edition(db, DigestSettings(), now=MONDAY + timedelta(hours=1)).id
+    finally:
+        db.close()
+
+
+def readers(settings, liked: list[str]) -> dict[str, int]:
+    db = open_database(settings.database)
+    try:
+        ids = {
+            ASTRO: add_subscriber(db, ASTRO, "Astro Reader").subscriber.id,
+            COLD_READER: add_subscriber(db, COLD_READER, "Cold Reader").subscriber.id,
+        }
+        for key in liked:
+            record_signal(db, ids[ASTRO], key, "like", now=MONDAY)
+        return ids
+    finally:
+        db.close()
+
+
+def received(server, address):
+    [stored] = server.messages(address)
+    message = email.message_from_bytes(stored.as_bytes(), policy=email.policy.default)
+    return message.get_body(("html",)).get_content(), message.get_body(("plain",)).get_content()
+
+
+def why_lines(html: str) -> list[str]:
+    return [unescape(why).strip() for why in re.findall(r'<div class="nl-why">([^<]*)</div>', html)]
+
+
+def astro_titles() -> set[str]:
+    return {paper("astro", n).title for n in range(6)}
+
+
+def feedback_links(html: str) -> list[str]:
+    return re.findall(r'href="(https://news\.example\.org/feedback/[^"]+)"', html)
+
+
+@pytest.fixture
+def sent(tmp_path, smtp_server, feed_server):
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_id = edition_of_topics(settings, feed_server)
+    ids = readers(settings, [f"arxiv:{arxiv_id('astro', 0)}", f"arxiv:{arxiv_id('astro', 1)}"])
+    report = send_edition(settings, edition_id)
+    assert report.complete and report.counts == {"sent": 2}
+    return settings, edition_id, ids
+
+
+def test_a_reader_who_taught_gets_for_you_first_and_their_papers_first(sent, smtp_server):
+    _settings, _edition_id, _ids = sent
+    html, text = received(smtp_server, ASTRO)
+    cold_html, cold_text = received(smtp_server, COLD_READER)
+
+    assert 'id="for-you"' in html and "== For you ==" in text
+    assert 'id="for-you"' not in cold_html and "For you" not in cold_text
+    for_you = html.split('id="for-you"')[1].split('class="nl-toc"')[0]
+    picked = re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', for_you)
+    liked = {paper("astro", 0).title, paper("astro", 1).title}
+    assert picked and set(picked) <= astro_titles() - liked  # the neighbours, not what was already liked
+    whys = why_lines(for_you)
+    assert len(whys) == len(picked) and all(why.startswith("Close to “") for why in whys)
+    assert all(any(title in why for title in liked) for why in whys)
+    # The text part says the same.
+    text_for_you = text.split("== For you ==")[1].split("\n1. ")[0]
+    assert all(title in " ".join(text_for_you.split()) for title in picked)
+
+    # In the topic that holds the astronomy papers, the reader's come first; the cold reader's edition
+    # order is today's digest.
+    def first_titles(page: str) -> list[str]:
+        topics = page.split('class="nl-toc"')[1]
+        return re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', topics)
+
+    assert set(first_titles(html)) >= set(picked)
+    assert html.count('class="nl-paper"') == len(picked) + cold_html.count('class="nl-paper"')
+    assert len(html.encode()) < CLIP_LIMIT and len(cold_html.encode()) < CLIP_LIMIT
+
+
+def test_every_card_carries_the_readers_own_feedback_links(sent, smtp_server):
+    _settings, edition_id, ids = sent
+    tokens = Tokens(SECRET)
+    for address in (ASTRO, COLD_READER):
+        html, text = received(smtp_server, address)
+        links = feedback_links(html)
+        assert len(links) == 2 * html.count('class="nl-paper"')
+        for link in links:
+            token, _choice, key = re.match(
+                r"https://news\.example\.org/feedback/([^/]+)/(more|less)/(.+)", link
+            ).groups()
+            subject = tokens.read("feedback", token)
+            assert (subject.subscriber_id, subject.edition_id) == (ids[address], edition_id)
+            assert subject.matches(address)
+            assert unquote(key).startswith("arxiv:2511.")
+        text_links = re.findall(r"https://news\.example\.org/feedback/\S+", text)
+        assert len(text_links) == html.count('class="nl-paper"')  # one per card: the page offers both
+        assert {link.split("/")[4] for link in text_links} == {links[0].split("/")[4]}
+    assert (
+        feedback_links(received(smtp_server, ASTRO)[0])[0]
+        != feedback_links(received(smtp_server, COLD_READER)[0])[0]
+    )
+
+
+def test_the_layout_is_planned_before_the_send_and_kept_for_a_resume(tmp_path, smtp_server, feed_server):
+    settings = make_settings(tmp_path, free_port())  # nobody listens: the send plans, then stops
+    edition_id = edition_of_topics(settings, feed_server)
+    ids = readers(settings, [f"arxiv:{arxiv_id('robot', 0)}"])
+    report = send_edition(settings, edition_id)
+    assert report.stopped and report.counts == {"queued": 2}
+    db = open_database(settings.database)
+    layouts = dict(
+        db.execute(
+            "SELECT subscriber_id, layout FROM deliveries WHERE edition_id = ?", [edition_id]
+        ).fetchall()
+    )
+    assert layouts[ids[COLD_READER]] == ""  # the edition's order
+    kit = message_template(settings, load_edition(db, edition_id)).kit
+    assert ReaderLayout.decode(layouts[ids[ASTRO]], kit).for_you
+    # What the reader teaches now counts from the next edition: the planned copy is what a resume sends.
+    record_signal(db, ids[ASTRO], f"arxiv:{arxiv_id('crypto', 0)}", "like", now=MONDAY)
+    db.close()
+
+    settings = make_settings(tmp_path, smtp_server.port)
+    report = send_edition(settings, edition_id)
+    assert report.complete and report.counts == {"sent": 2}
+    html, _ = received(smtp_server, ASTRO)
+    for_you = html.split('id="for-you"')[1].split('class="nl-toc"')[0]
+    picked = re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', for_you)
+    assert picked and set(picked) <= {paper("robot", n).title for n in range(6)}
+    db = open_database(settings.database)
+    try:  # sent: the message holds the layout, the ledger no longer needs it
+        assert db.execute("SELECT count(*) FROM deliveries WHERE layout IS NOT NULL").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def test_preview_as_a_reader_shows_their_copy(sent, tmp_path):
+    _settings, edition_id, _ids = sent
+    out = tmp_path / "astro.html"
+    result = run(
+        "--config",
+        str(tmp_path / "newsletter.toml"),
+        "digest",
+        "preview",
+        str(edition_id),
+        "--as",
+        ASTRO,
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    preview = out.read_text()
+    assert 'id="for-you"' in preview and "Hello Astro Reader," in preview
+    cold = tmp_path / "cold.html"
+    result = run(
+        "--config",
+        str(tmp_path / "newsletter.toml"),
+        "digest",
+        "preview",
+        str(edition_id),
+        "--as",
+        COLD_READER,
+        "--out",
+        str(cold),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0 and 'id="for-you"' not in cold.read_text()
+
+
+def test_a_liked_papers_title_stays_text_in_the_why_line(tmp_path, smtp_server, feed_server):
+    hostile = "Galaxy &lt;b&gt;bold&lt;/b&gt; {{ unsubscribe_url }} XNLXSLOT00GREETINGHTML &amp; halo quasar"
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_id = edition_of_topics(settings, feed_server, hostile_title=hostile)
+    readers(settings, [f"arxiv:{arxiv_id('astro', 0)}"])
+    assert send_edition(settings, edition_id).complete
+    html, text = received(smtp_server, ASTRO)
+    whys = why_lines(html)
+    assert whys and all("{{ unsubscribe_url }} XNLXSLOT00GREETINGHTML & halo quasar" in why for why in whys)
+    assert "<b>" not in html  # the feed's markup never becomes the email's
+    assert "{{ unsubscribe_url }} XNLXSLOT00GREETINGHTML" in " ".join(text.split())
+
+
+# --- the message assembled from pieces, without a database -----------------------------------------------
+
+SENDER = Sender(
+    from_address="Research Digest <digest@example.org>", list_id="Research Digest <digest.example.org>"
+)
+
+
+def small_edition(url_length: int = 40) -> Edition:
+    papers = [
+        EditionPaper(
+            n,
+            f"arxiv:2511.{n:05d}",
+            f"Paper {n} on galaxies",
+            1.0,
+            ".Starts with a dot, as a line of SMTP DATA must not."
+            if n == 2
+            else f"Summary {n} of Zoë's work.",
+            ["A. Author"],
+            "https://example.org/" + "a" * url_length + str(n),
+        )
+        for n in range(1, 7)
+    ]
+    return Edition(
+        1,
+        "digest",
+        "built",
+        MONDAY,
+        MONDAY - timedelta(days=7),
+        MONDAY,
+        [Section("Galaxies", ["galaxy"], papers[:3]), Section("Halos", ["halo"], papers[3:])],
+        "tfidf",
+    )
+
+
+@pytest.mark.parametrize("url_length", [40, 1500], ids=["7bit", "quoted-printable"])
+def test_a_readers_message_is_assembled_from_pieces_in_either_encoding(url_length):
+    kit = Renderer(RenderSettings("Research Digest", "https://news.example.org")).digest(
+        small_edition(url_length), for_you=8
+    )
+    template = DigestTemplate(kit, SENDER, "https://news.example.org/feedback/")
+    recipient = Recipient(
+        "zoe@example.org",
+        "Zoë",
+        "https://news.example.org/p/T",
+        "https://news.example.org/u/T",
+        "<1@example.org>",
+        "TOKEN.abc",
+    )
+    layout = ReaderLayout(((4, "Close to “Halo mass”, you liked: halo, mass"),), [[2, 1, 0], [5, 4, 3]])
+    message = template.render(recipient, layout=layout)
+    wire = template.wire(recipient, layout=layout)
+    assert wire.replace(b"\r\n..", b"\r\n.") == message  # dot-stuffed for DATA, and only that
+    assert b"\r\n.Starts" not in wire and not re.search(rb"(?<!\r)\n", message)
+    parsed = email.message_from_bytes(message, policy=email.policy.SMTP)
+    html = parsed.get_body(("html",)).get_content()
+    text = parsed.get_body(("plain",)).get_content()
+    assert parsed.get_body(("html",))["Content-Transfer-Encoding"] == (
+        "7bit" if url_length == 40 else "quoted-printable"
+    )
+    assert all(len(line) <= 998 for line in message.split(b"\r\n"))
+    titles = re.findall(r'class="nl-title"\s+href="([^"]+)">([^<]+)</a>', html)
+    assert [" ".join(title.split()) for _, title in titles] == [
+        "Paper 5 on galaxies",
+        "Paper 3 on galaxies",
+        "Paper 2 on galaxies",
+        "Paper 1 on galaxies",
+        "Paper 6 on galaxies",
+        "Paper 5 on galaxies",
+        "Paper 4 on galaxies",
+    ]
+    assert titles[0][0] == "https://example.org/" + "a" * url_length + "5"
+    assert "Close to “Halo mass”, you liked: halo, mass" in unescape(html) and "Hello Zoë," in unescape(html)
+    links = feedback_links(html)
+    assert links[:2] == [
+        "https://news.example.org/feedback/TOKEN.abc/more/arxiv:2511.00005",
+        "https://news.example.org/feedback/TOKEN.abc/less/arxiv:2511.00005",
+    ]
+    assert len(links) == 14
+    assert "https://news.example.org/feedback/TOKEN.abc/more/arxiv:2511.00003" in text
+    assert "Close to “Halo mass”, you liked: halo, mass" in " ".join(text.split())
+    assert ".Starts with a dot" in html and ".Starts with a dot" in text and "Zoë's work" in unescape(html)
+    # A reader the digest knows nothing about: the edition's order, no "For you".
+    cold = email.message_from_bytes(template.render(recipient, layout=COLD), policy=email.policy.SMTP)
+    cold_html = cold.get_body(("html",)).get_content()
+    assert "For you" not in cold_html
+    assert [
+        " ".join(t.split())
+        for _, t in re.findall(r'class="nl-title"\s+href="([^"]+)">([^<]+)</a>', cold_html)
+    ][:3] == [
+        "Paper 1 on galaxies",
+        "Paper 2 on galaxies",
+        "Paper 3 on galaxies",
+    ]
+
+
+def test_a_stored_layout_that_does_not_fit_the_digest_is_the_editions_order():
+    kit = Renderer(RenderSettings("Research Digest", "https://news.example.org")).digest(
+        small_edition(), for_you=8
+    )
+    layout = ReaderLayout(((4, "why"),), [[2, 1, 0], [5, 4, 3]])
+    assert ReaderLayout.decode(layout.encode(), kit) == ReaderLayout(((4, "why"),), [[2, 1, 0], [5, 4, 3]])
+    for broken in (
+        '{"for_you": [[99, "why"]], "sections": [[0], [3]]}',
+        '{"for_you": [], "sections": [[0]]}',
+        "not json",
+        '{"x": 1}',
+    ):
+        assert ReaderLayout.decode(broken, kit) is COLD
+    assert ReaderLayout.decode("", kit) is COLD and ReaderLayout.decode(None, kit) is COLD
+
+
+def test_the_same_reader_gets_the_same_copy_whoever_else_is_in_the_send(tmp_path, smtp_server, feed_server):
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_id = edition_of_topics(settings, feed_server)
+    ids = readers(settings, [f"arxiv:{arxiv_id('astro', 0)}", f"arxiv:{arxiv_id('nlp', 2)}"])
+    db = open_database(settings.database)
+    try:
+        edition = load_edition(db, edition_id)
+        kit = message_template(settings, edition).kit
+        alone = reader_digests(settings, edition, now=MONDAY).layouts(db, [(ids[ASTRO], kit)])
+        others = reader_digests(settings, edition, now=MONDAY).layouts(
+            db, [(ids[COLD_READER], kit), (ids[ASTRO], kit)]
+        )
+    finally:
+        db.close()
+    assert alone[ids[ASTRO]] == others[ids[ASTRO]] and ids[COLD_READER] not in others
+    assert {paper_topic for paper_topic in ("astro", "nlp")} == {
+        key
+        for key in TOPICS
+        if any(
+            kit.cards.keys[p] == f"arxiv:{arxiv_id(key, n)}"
+            for p, _ in alone[ids[ASTRO]].for_you
+            for n in range(6)
+        )
+    }
