@@ -238,6 +238,14 @@ def signals_by_reader(
                 yield subscriber_id, grouped[subscriber_id]
 
 
+def signal_kind(db: sqlite_utils.Database, subscriber_id: int, paper_id: int) -> str | None:
+    """What the reader chose about one paper (like, dislike or library), or None."""
+    row = db.execute(
+        "SELECT kind FROM reader_signals WHERE subscriber_id = ? AND paper_id = ?", [subscriber_id, paper_id]
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
 def pending_items(db: sqlite_utils.Database, subscriber_id: int) -> list[PendingItem]:
     """The reader's pending items, oldest first."""
     return _pending_by_reader(db, [subscriber_id]).get(subscriber_id, [])
