@@ -147,7 +147,9 @@ def test_feedback_on_a_paper_of_an_edition_and_its_refusals(home):
     assert down.returncode == 0 and f"{ADA}: less like {paper}" in down.stdout
     when = listed(home)["papers"][0]["created_at"]
     again = run("feedback", ADA, paper, "down", cwd=home)
-    assert again.returncode == 0 and f"{ADA}: less like {paper} (already noted: nothing changed)" in again.stdout
+    assert (
+        again.returncode == 0 and f"{ADA}: less like {paper} (already noted: nothing changed)" in again.stdout
+    )
     assert listed(home)["papers"][0]["created_at"] == when
     assert [(p["id"], p["kind"]) for p in listed(home)["papers"]] == [(paper, "dislike")]
 

@@ -12,7 +12,6 @@ worker thread through one fetcher that spaces every request to the API, whoever 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,8 +48,6 @@ from newsletter.library_items import MAX_FILE_BYTES, MAX_ITEMS, Parsed, parse_fi
 from newsletter.render import paper_view
 from newsletter.subscribers import Subscriber
 from newsletter.web.pages import Site, mask_email
-
-log = logging.getLogger(__name__)
 
 CHOICES = {"more": LIKE, "less": DISLIKE}
 OTHER = {"more": "less", "less": "more"}
