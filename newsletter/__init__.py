@@ -74,7 +74,8 @@ code in step.
    scheduler       the jobs on their cron schedules
 
 8. Shells: thin, no SQL
-   web/            the web app: sign-up, preferences, archive and admin pages, its server and its limits
+   web/            the web app: sign-up, preferences, a reader's papers and feedback, archive and admin
+                   pages, its server and its limits
    cli/            the `newsletter` command, by command group, with everything it prints in show
    __main__        `python -m newsletter`
 """

@@ -1,7 +1,7 @@
 """Editions: the editions table with its sections and ranked papers (edition_sections, edition_papers),
-as stored by the digests built in ``newsletter.compose`` and the one-off messages; loading an edition,
-what is public (the archive and the feed), an edition's send status, the list of every edition and what
-retention marks.
+as stored by the digests built in ``newsletter.compose`` and the one-off messages; loading an edition or
+one of its papers by any key (what a reader's feedback names), what is public (the archive and the feed),
+an edition's send status, the list of every edition and what retention marks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlite_utils
 
 from newsletter.dates import iso
 from newsletter.db import write_transaction
-from newsletter.errors import EditionNotFound
+from newsletter.errors import EditionNotFound, PaperNotFound
 
 
 @dataclass(slots=True)
@@ -159,45 +159,12 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
             [edition_id],
         )
     ]
-    for (
-        section,
-        score,
-        summary,
-        paper_id,
-        key,
-        title,
-        authors,
-        url,
-        upvotes,
-        category,
-        repo,
-        categories,
-        abstract,
-    ) in db.execute(
-        """
-        SELECT ep.section, ep.score, ep.summary, p.id, p.key, p.title, p.authors, p.url, p.upvotes,
-               p.primary_category, p.github_repo, p.categories, p.abstract
-        FROM edition_papers ep JOIN papers p ON p.id = ep.paper_id
-        WHERE ep.edition_id = ? ORDER BY ep.section, ep.rank
-        """,
+    for section, *paper in db.execute(
+        f"SELECT ep.section, {_PAPER_COLUMNS} FROM edition_papers ep JOIN papers p ON p.id = ep.paper_id "
+        "WHERE ep.edition_id = ? ORDER BY ep.section, ep.rank",
         [edition_id],
     ):
-        sections[section].papers.append(
-            EditionPaper(
-                paper_id=paper_id,
-                key=key,
-                title=title,
-                score=score,
-                summary=summary,
-                authors=json.loads(authors or "[]"),
-                url=url,
-                upvotes=upvotes,
-                primary_category=category,
-                github_repo=repo,
-                categories=json.loads(categories or "[]"),
-                abstract=abstract or "",
-            )
-        )
+        sections[section].papers.append(_edition_paper(paper))
     return Edition(
         id=row[0],
         kind=row[1],
@@ -211,6 +178,47 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
         body=row[8],
         frequency=row[9],
     )
+
+
+_PAPER_COLUMNS = (
+    "ep.score, ep.summary, p.id, p.key, p.title, p.authors, p.url, p.upvotes, p.primary_category, "
+    "p.github_repo, p.categories, p.abstract"
+)
+
+
+def _edition_paper(row: list[Any]) -> EditionPaper:
+    score, summary, paper_id, key, title, authors, url, upvotes, category, repo, categories, abstract = row
+    return EditionPaper(
+        paper_id=paper_id,
+        key=key,
+        title=title,
+        score=score,
+        summary=summary,
+        authors=json.loads(authors or "[]"),
+        url=url,
+        upvotes=upvotes,
+        primary_category=category,
+        github_repo=repo,
+        categories=json.loads(categories or "[]"),
+        abstract=abstract or "",
+    )
+
+
+def edition_paper(db: sqlite_utils.Database, edition_id: int, paper_key: str) -> EditionPaper | None:
+    """The paper stored under ``paper_key`` (any of its keys) as the edition shows it, or None when that
+    paper is not in the edition. Raises EditionNotFound for an edition that is not kept, PaperNotFound
+    for a key no stored paper has."""
+    if db.execute("SELECT 1 FROM editions WHERE id = ?", [edition_id]).fetchone() is None:
+        raise EditionNotFound(f"there is no edition {edition_id}")
+    found = db.execute("SELECT paper_id FROM paper_keys WHERE key = ?", [paper_key]).fetchone()
+    if found is None:
+        raise PaperNotFound(f"no stored paper is {paper_key}")
+    row = db.execute(
+        f"SELECT {_PAPER_COLUMNS} FROM edition_papers ep JOIN papers p ON p.id = ep.paper_id "
+        "WHERE ep.edition_id = ? AND ep.paper_id = ? ORDER BY ep.section, ep.rank LIMIT 1",
+        [edition_id, found[0]],
+    ).fetchone()
+    return _edition_paper(list(row)) if row else None
 
 
 # --- what is public ----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 per reader and paper: liked, hidden, or kept in their library) and ``library_pending`` (items a reader gave
 that are no stored paper yet).
 
-A reader's choice about a paper replaces the one before: the latest wins. A signal names a stored paper;
+A reader's choice about a paper replaces the one before: the latest wins; the same choice made again
+changes nothing, not even when it was made (a link followed twice, a form sent again). A signal names a stored paper;
 a signal for a paper that is no longer stored is refused, and retention keeps the papers readers keep. A
 pending item waits under the key that will find its paper (``arxiv:``, ``doi:`` or ``title:``) and joins
 the library once that paper is stored (``promote_pending``). The ranking reads a reader's signals as
@@ -49,6 +50,15 @@ class ReaderSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``record_signal`` did: the paper's row, and whether anything changed (False: the reader had
+    made this very choice already, and nothing was written)."""
+
+    paper_id: int
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PendingItem:
     """An item that is no stored paper yet: the key that will find it, what the reader gave, why it waits."""
 
@@ -61,9 +71,9 @@ class PendingItem:
 
 def record_signal(
     db: sqlite_utils.Database, subscriber_id: int, paper_key: str, kind: str, *, now: datetime | None = None
-) -> int:
-    """The reader likes, hides or keeps the paper named by ``paper_key`` (any key it is stored under);
-    returns the paper's row id. ``PaperNotFound`` when no stored paper has that key."""
+) -> Recorded:
+    """The reader likes, hides or keeps the paper named by ``paper_key`` (any key it is stored under).
+    ``PaperNotFound`` when no stored paper has that key; the same choice again changes nothing."""
     _check_kind(kind)
     with write_transaction(db):
         row = db.execute("SELECT paper_id FROM paper_keys WHERE key = ?", [paper_key]).fetchone()
@@ -71,11 +81,11 @@ def record_signal(
             raise PaperNotFound(
                 f"no stored paper is {paper_key} (it may have been pruned since it was shown)"
             )
-        keep_papers(db, subscriber_id, [row[0]], kind, now=now)
+        changed = keep_papers(db, subscriber_id, [row[0]], kind, now=now)
         db.conn.execute(
             "DELETE FROM library_pending WHERE subscriber_id = ? AND key = ?", [subscriber_id, paper_key]
         )
-    return int(row[0])
+    return Recorded(int(row[0]), changed > 0)
 
 
 def keep_papers(
@@ -85,19 +95,21 @@ def keep_papers(
     kind: str = LIBRARY,
     *,
     now: datetime | None = None,
-) -> None:
-    """Record ``kind`` for each stored paper of ``paper_ids``, replacing the reader's earlier choice. Runs in
+) -> int:
+    """Record ``kind`` for each stored paper of ``paper_ids``, replacing the reader's earlier choice (a
+    paper that has this kind already keeps its row as it is); returns how many rows were written. Runs in
     the caller's transaction."""
     _check_kind(kind)
     stamp = iso(now or datetime.now(UTC))
     try:
-        db.conn.executemany(
+        return db.conn.executemany(
             """
             INSERT INTO reader_signals (subscriber_id, paper_id, kind, created_at) VALUES (?, ?, ?, ?)
             ON CONFLICT (subscriber_id, paper_id) DO UPDATE SET kind = excluded.kind, created_at = excluded.created_at
+            WHERE reader_signals.kind != excluded.kind
             """,
             [(subscriber_id, paper_id, kind, stamp) for paper_id in dict.fromkeys(paper_ids)],
-        )
+        ).rowcount
     except sqlite3.IntegrityError as exc:  # only the foreign keys can fail: the reader or a paper is gone
         raise SubscriberError("that reader or one of the papers is no longer stored") from exc
 
@@ -224,6 +236,14 @@ def signals_by_reader(
         for subscriber_id in chunk:
             if subscriber_id in grouped:
                 yield subscriber_id, grouped[subscriber_id]
+
+
+def signal_kind(db: sqlite_utils.Database, subscriber_id: int, paper_id: int) -> str | None:
+    """What the reader chose about one paper (like, dislike or library), or None."""
+    row = db.execute(
+        "SELECT kind FROM reader_signals WHERE subscriber_id = ? AND paper_id = ?", [subscriber_id, paper_id]
+    ).fetchone()
+    return str(row[0]) if row else None
 
 
 def pending_items(db: sqlite_utils.Database, subscriber_id: int) -> list[PendingItem]:

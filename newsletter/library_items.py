@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path, PurePath
+from typing import BinaryIO
 
 import bibtexparser
 import rispy
@@ -248,6 +249,16 @@ def parse_upload(name: str, data: bytes, parsed: Parsed | None = None) -> Parsed
     else:
         _parse_csv(shown, text, parsed)
     return parsed
+
+
+def parse_file(name: str, file: BinaryIO, size: int, parsed: Parsed | None = None) -> Parsed:
+    """Items from an open file of ``size`` bytes (a web upload, spooled to disk), read as its name's kind;
+    one larger than ``MAX_FILE_BYTES`` is refused unread, and no more than that is ever read."""
+    parsed = parsed if parsed is not None else Parsed()
+    if size > MAX_FILE_BYTES:
+        parsed.problem(_too_large(_shown(name), size))
+        return parsed
+    return parse_upload(name, file.read(MAX_FILE_BYTES + 1), parsed)
 
 
 def _read_file(path: Path, parsed: Parsed) -> bytes | None:

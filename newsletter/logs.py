@@ -1,8 +1,9 @@
 """Logging: one line per event, human-readable or JSON, and never a secret.
 
 Passwords and keys from the configuration are replaced wherever they would appear, and so are the signed
-tokens in unsubscribe, preferences and confirmation links (each one is a key to a reader's subscription),
-including in the web server's access log.
+tokens in unsubscribe, preferences, confirmation and feedback links (each one is a key to a reader's
+subscription or their library), in a path or in an edition page's ``?r=`` query, including in the web
+server's access log.
 
 A warning or error that repeats (a flood of refused connections, or the event loop failing to accept while
 file descriptors run out) is logged at most once a minute, saying how many copies were left out.
@@ -20,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-_TOKEN_PATH = re.compile(r"/(unsubscribe|preferences|confirm)/[A-Za-z0-9_\-.~%]+")
+_TOKEN_PATH = re.compile(r"/(unsubscribe|preferences|confirm|feedback)/[A-Za-z0-9_\-.~%]+")
+_TOKEN_QUERY = re.compile(r"([?&]r=)[^&#\s\"']+")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -31,7 +33,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _TOKEN_PATH.sub(r"/\1/[token]", message)
+        redacted = _TOKEN_QUERY.sub(r"\1[token]", _TOKEN_PATH.sub(r"/\1/[token]", message))
         for secret in self.secrets:
             if secret and len(secret) >= 4:
                 redacted = redacted.replace(secret, "[secret]")

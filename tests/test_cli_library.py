@@ -145,6 +145,12 @@ def test_feedback_on_a_paper_of_an_edition_and_its_refusals(home):
     assert up.returncode == 0 and f"{ADA}: more like {paper}" in up.stdout
     down = run("feedback", ADA, paper.removeprefix("arxiv:"), "down", cwd=home)
     assert down.returncode == 0 and f"{ADA}: less like {paper}" in down.stdout
+    when = listed(home)["papers"][0]["created_at"]
+    again = run("feedback", ADA, paper, "down", cwd=home)
+    assert (
+        again.returncode == 0 and f"{ADA}: less like {paper} (already noted: nothing changed)" in again.stdout
+    )
+    assert listed(home)["papers"][0]["created_at"] == when
     assert [(p["id"], p["kind"]) for p in listed(home)["papers"]] == [(paper, "dislike")]
 
     pruned = run("feedback", ADA, "arxiv:2401.99999", "up", cwd=home)

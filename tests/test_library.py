@@ -63,8 +63,9 @@ def reader(db, email: str = "ada@example.org") -> int:
 def test_the_latest_choice_about_a_paper_wins(db):
     ada = reader(db)
     stored(db, paper("2401.00001", "Robot grasping with tactile sensing"))
-    assert record_signal(db, ada, "arxiv:2401.00001", LIKE, now=NOW) > 0
-    record_signal(db, ada, "arxiv:2401.00001", DISLIKE, now=NOW + timedelta(hours=1))
+    first = record_signal(db, ada, "arxiv:2401.00001", LIKE, now=NOW)
+    assert first.paper_id > 0 and first.changed
+    assert record_signal(db, ada, "arxiv:2401.00001", DISLIKE, now=NOW + timedelta(hours=1)).changed
     [signal] = reader_signals(db, ada)
     assert (signal.id, signal.kind, signal.created_at) == (
         "arxiv:2401.00001",
@@ -75,6 +76,24 @@ def test_the_latest_choice_about_a_paper_wins(db):
     assert signal.abstract == "We study robot grasping with tactile sensing."
     assert signal.authors == ("Ada Lovelace", "Alan Turing")
     assert db.execute("SELECT count(*) FROM reader_signals").fetchone()[0] == 1
+
+
+def test_the_same_choice_again_changes_nothing_not_even_its_time(db):
+    ada, bo = reader(db), reader(db, "bo@example.org")
+    stored(db, paper("2401.00001", "Robot grasping with tactile sensing"))
+    record_signal(db, ada, "arxiv:2401.00001", LIKE, now=NOW)
+    record_signal(db, bo, "arxiv:2401.00001", LIKE, now=NOW)
+    again = record_signal(db, ada, "arxiv:2401.00001", LIKE, now=NOW + timedelta(days=3))
+    assert not again.changed
+    [signal] = reader_signals(db, ada)
+    assert (signal.kind, signal.created_at) == (LIKE, NOW)
+    # A library add of a paper already kept writes nothing either; another kind replaces the row.
+    with write_transaction(db):
+        assert keep_papers(db, ada, [again.paper_id], LIKE, now=NOW + timedelta(days=4)) == 0
+        assert keep_papers(db, ada, [again.paper_id], LIBRARY, now=NOW + timedelta(days=5)) == 1
+    [signal] = reader_signals(db, ada)
+    assert (signal.kind, signal.created_at) == (LIBRARY, NOW + timedelta(days=5))
+    assert [(s.kind, s.created_at) for s in reader_signals(db, bo)] == [(LIKE, NOW)]
 
 
 def test_feedback_for_a_paper_that_is_not_stored_is_refused_and_changes_nothing(db):

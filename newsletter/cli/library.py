@@ -102,14 +102,16 @@ def library_remove(app: AppContext, email: str, papers: tuple[str, ...]) -> None
 def feedback(app: AppContext, email: str, paper: str, choice: str) -> None:
     """Record what a reader thinks of a paper, as the email's links do: up ("More like this") or down
     ("Less like this"). PAPER: a paper id as `digest build --json` writes it, or an arXiv id. The latest
-    choice about a paper wins; it counts from the reader's next edition."""
+    choice about a paper wins (the same choice again changes nothing); it counts from the reader's next
+    edition."""
     key = paper_key(paper)
     if key is None:
         fail(f"'{paper}' is not a paper id (arxiv:..., doi:...), an arXiv id or URL, or a DOI", code=USAGE)
     with app.database(create=False) as db:
         reader = _reader(db, email)
-        record_signal(db, reader.id, key, CHOICES[choice])
-    console.print(f"{escape(reader.email)}: {'more' if choice == 'up' else 'less'} like {escape(key)}")
+        recorded = record_signal(db, reader.id, key, CHOICES[choice])
+    noted = "" if recorded.changed else " (already noted: nothing changed)"
+    console.print(f"{escape(reader.email)}: {'more' if choice == 'up' else 'less'} like {escape(key)}{noted}")
 
 
 @click.command("for")

@@ -1,5 +1,6 @@
 """The web app (Starlette): sign-up with double opt-in, preferences, unsubscribe, the archive and its
-Atom feed for readers; subscribers, imports, editions and one-off messages for admins.
+Atom feed, the landing pages of a digest's feedback links and the reader's papers for readers;
+subscribers, imports, editions and one-off messages for admins.
 
 Pages are server-rendered with autoescaping and small CSS, usable on a phone. Every form carries a CSRF
 token bound to the session; the admin pages need a login (scrypt password hash from the configuration);
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -23,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter import logs
 from newsletter.settings import Settings
-from newsletter.web import admin, public
+from newsletter.web import admin, papers, public
 from newsletter.web.pages import Site
 from newsletter.web.security import BodyLimit, SecurityHeaders, SlashRedirect
 from newsletter.web.server import Listener, listen, port_mismatch, run
@@ -34,7 +37,8 @@ __all__ = ["Listener", "create_app", "listen_for", "serve"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Request body caps: every public form and the login form are a few fields; the admin forms behind the
-# session carry at most a one-off message's text; the CSV import is the only upload.
+# session carry at most a one-off message's text; the CSV import and a reader's library file are the
+# uploads.
 FORM_BYTES = 64 * 1024
 ADMIN_FORM_BYTES = 1024 * 1024
 IMPORT_BYTES = admin.MAX_UPLOAD + 64 * 1024
@@ -45,6 +49,8 @@ def body_limit(path: str) -> int:
     admin: without the session a handler refuses before reading the body."""
     if path == "/admin/import":
         return IMPORT_BYTES
+    if papers.is_add_path(path):
+        return papers.ADD_BYTES
     if path.startswith("/admin/") and path != "/admin/login":
         return ADMIN_FORM_BYTES
     return FORM_BYTES
@@ -80,7 +86,14 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
     """``send_signups=False``: sign-up requests are recorded but their emails wait for another process."""
     site = Site(settings)
     readers = public.Public(site, send_signups=send_signups)
+    library = papers.Papers(site)
     admins = admin.Admin(site)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with readers.lifespan(app), library.lifespan(app):
+            yield
+
     routes = [
         Route("/", readers.home),
         Route("/subscribe", readers.subscribe_form, methods=["GET"]),
@@ -94,17 +107,18 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
         Route("/editions", readers.archive),
         Route("/editions.atom", readers.feed),
         Route("/editions/{edition_id:int}", readers.edition),
+        *library.routes(),
         Route("/healthz", readers.health),
         *admins.routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(
         routes=routes,
-        lifespan=readers.lifespan,
+        lifespan=lifespan,
         exception_handlers={sqlite3.OperationalError: site.database_busy},
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(BodyLimit, limit_for=body_limit),
+            Middleware(BodyLimit, limit_for=body_limit, explain=papers.too_large),
             Middleware(
                 SessionMiddleware,
                 secret_key=site.secret,

@@ -15,7 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.db import ping
-from newsletter.editions import Edition, PublishedEdition, load_published_edition, published_editions
+from newsletter.editions import (
+    Edition,
+    EditionPaper,
+    PublishedEdition,
+    load_published_edition,
+    published_editions,
+)
 from newsletter.errors import EditionNotFound, PreferenceError, SubscriberError
 from newsletter.preferences import EMPTY_DIGEST, Preferences, parse_list
 from newsletter.render import markdown_html, paper_view
@@ -32,6 +38,7 @@ from newsletter.subscribers import (
 from newsletter.text import extract_summary
 from newsletter.tokens import TokenSubject
 from newsletter.web.pages import Site, mask_email
+from newsletter.web.papers import feedback_reader
 from newsletter.web.security import RateLimiter, client_key
 
 log = logging.getLogger(__name__)
@@ -231,6 +238,7 @@ class Public:
             error=error,
             action=request.url.path,
             unsubscribe_url=self.site.page_links.unsubscribe(subscriber.id, subscriber.email),
+            papers_url=self.site.page_links.preferences(subscriber.id, subscriber.email) + "/papers",
         )
 
     async def save_preferences(self, request: Request) -> Response:
@@ -332,15 +340,23 @@ class Public:
         except EditionNotFound:
             # The same answer for an edition that is not public as for one that does not exist.
             return self.site.message(request, "No such edition", "There is no edition with this number.", 404)
-        return edition_page(self.site, request, edition)
+        # Opened from a reader's email (?r=: the feedback token of their copy): each card has the two
+        # feedback links. Any other token is ignored, and the page is the public one.
+        token = request.query_params.get("r", "")
+        if token and await feedback_reader(self.site, token, edition_id) is None:
+            token = ""
+        return edition_page(self.site, request, edition, feedback_token=token)
 
 
 FEED_ENTRIES = 50
 RECENT_EDITIONS = 3  # linked from the sign-up page
 
 
-def edition_page(site: Site, request: Request, edition: Edition, *, preview: bool = False) -> Response:
-    """An edition with every paper (a one-off: its message), as the archive shows it."""
+def edition_page(
+    site: Site, request: Request, edition: Edition, *, preview: bool = False, feedback_token: str = ""
+) -> Response:
+    """An edition with every paper (a one-off: its message), as the archive shows it; with a reader's
+    feedback token, each paper has its "More like this" and "Less like this" links."""
     if edition.kind == "one-off":
         return site.page(
             request,
@@ -350,9 +366,14 @@ def edition_page(site: Site, request: Request, edition: Edition, *, preview: boo
             sections=[],
             body_html=jinja2.utils.markupsafe.Markup(markdown_html(edition.body or "")),
             preview=preview,
+            feedback=False,
         )
     sections = [
-        {"label": s.label, "keywords": s.keywords[:5], "papers": [paper_view(p) for p in s.papers]}
+        {
+            "label": s.label,
+            "keywords": s.keywords[:5],
+            "papers": [_card(site, p, feedback_token) for p in s.papers],
+        }
         for s in edition.sections
     ]
     return site.page(
@@ -363,7 +384,16 @@ def edition_page(site: Site, request: Request, edition: Edition, *, preview: boo
         sections=sections,
         body_html=None,
         preview=preview,
+        feedback=bool(feedback_token),
     )
+
+
+def _card(site: Site, paper: EditionPaper, feedback_token: str) -> dict[str, object]:
+    card = paper_view(paper)
+    if feedback_token:
+        card["more_url"] = site.page_links.feedback(feedback_token, paper.key, "more")
+        card["less_url"] = site.page_links.feedback(feedback_token, paper.key, "less")
+    return card
 
 
 def _title(edition: PublishedEdition) -> str:

@@ -69,9 +69,15 @@ class BodyLimit:
     A client that goes away while its body is read (or that the server cuts off for sending it too slowly)
     has nobody left to answer; that ends the request quietly instead of as an error with a traceback."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str], int],
+        explain: Callable[[str, int], str | None] | None = None,
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.explain = explain  # a path's own words for the refusal, if it has any
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,7 +86,7 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(limit, scope, receive, send)
+            await self._too_large(limit, scope, receive, send)
             return
         received = 0
         started = False
@@ -103,19 +109,19 @@ class BodyLimit:
             await self.app(scope, counted_receive, noted_send)
         except _BodyTooLarge:
             if not started:
-                await _too_large(limit, scope, receive, send)
+                await self._too_large(limit, scope, receive, send)
         except ClientDisconnect:
             pass
 
-
-async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-    # Connection: close, so that the server stops reading the rest of the body instead of draining it.
-    response = PlainTextResponse(
-        f"The request is too large: at most {limit:,} bytes here.\n",
-        status_code=413,
-        headers={"connection": "close"},
-    )
-    await response(scope, receive, send)
+    async def _too_large(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        explained = self.explain(scope["path"], limit) if self.explain else None
+        # Connection: close, so that the server stops reading the rest of the body instead of draining it.
+        response = PlainTextResponse(
+            (explained or f"The request is too large: at most {limit:,} bytes here.") + "\n",
+            status_code=413,
+            headers={"connection": "close"},
+        )
+        await response(scope, receive, send)
 
 
 # --- redirects ------------------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class ServeProcess:
         command: str = "serve",
         more_config: str = "",
         preexec: Callable[[], None] | None = None,
+        verbose: bool = False,  # -v: the access log too
     ) -> None:
         self.port = free_port()
         self.tmpdir = tmp_path / "server-tmp"
@@ -64,7 +65,8 @@ class ServeProcess:
         env["TMPDIR"] = str(self.tmpdir)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "newsletter", "--config", str(config), command, "--port", str(self.port)],
+                [sys.executable, "-m", "newsletter", *(["-v"] if verbose else []), "--config", str(config),
+                 command, "--port", str(self.port)],
                 cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec,
             )  # fmt: skip
         deadline = time.monotonic() + 30
