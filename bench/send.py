@@ -101,6 +101,18 @@ def prepare(
     return config, edition.id
 
 
+class Phases:
+    """The send's progress: when it started and when the last reader's copy was laid out."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.planned_at: float | None = None
+
+    def __call__(self, outcome: str) -> None:
+        if outcome == "planned":
+            self.planned_at = time.perf_counter()
+
+
 def preview(settings: Settings, edition_id: int, reader: int) -> bytes:
     """A reader's whole message as it is sent (to size smtp-source's messages alike)."""
     return copy_message(settings, edition_id, f"reader{reader:06d}@example.org")[1]
@@ -223,9 +235,12 @@ def main() -> int:
         # smtp-source's rate swings by a third from run to run on a small machine: measure it before
         # and after, and compare with the faster of the two.
         before = smtp_source(port, args.subscribers, message_size)
-        report = send_edition(settings, edition_id)
+        phases = Phases()
+        report = send_edition(settings, edition_id, progress=phases)
         assert report.complete and report.counts == {"sent": args.subscribers}, report.counts
         ours = report.sent_now / report.seconds
+        planning = phases.planned_at - phases.started if phases.planned_at else 0.0
+        sending = report.sent_now / (report.seconds - planning)
         after = smtp_source(port, args.subscribers, message_size)
         reference = max(before, after)
 
@@ -243,11 +258,13 @@ def main() -> int:
             f"(the faster of {before:.0f} before and {after:.0f} after)"
         )
         print(
-            f"newsletter send, ledger on, {args.concurrency} connection(s): {ours:7.0f} msg/s "
-            f"({args.subscribers} messages in {report.seconds:.1f} s)"
+            f"newsletter send, ledger on, {args.concurrency} connection(s): {ours:7.0f} msg/s overall "
+            f"({args.subscribers} messages in {report.seconds:.1f} s: {planning:.1f} s laying out the readers' "
+            f"copies, then {sending:.0f} msg/s sending)"
         )
         print(
-            f"ratio: {ours / reference:.2f}  (target >= 0.5: {'met' if ours / reference >= 0.5 else 'NOT met'})"
+            f"ratio, overall: {ours / reference:.2f}; sending once laid out: {sending / reference:.2f}  "
+            f"(target >= 0.5: {'met' if ours / reference >= 0.5 else 'NOT met'} overall)"
         )
     finally:
         sink.terminate()

@@ -250,11 +250,22 @@ _QP_LITERAL = re.compile(r"[!-<>-~ ]*[!-<>-~]")  # printable ASCII but "=", not 
 
 @dataclass(frozen=True, slots=True)
 class _EncodedCard:
-    html: tuple[bytes, ...]
-    text: tuple[bytes, ...]
-    more_html: bytes  # the end of the card's feedback links, after the reader's token
-    less_html: bytes
-    more_text: bytes
+    """A card's encoded pieces, joined wherever nothing of the reader's comes between: in a topic, the
+    card is ``head``, token, ``more``, token, ``less``; in "For you", ``pick_open``, why-line,
+    ``pick_rest``, token, ``more``, token, ``less`` (the text part: one link, ``more`` ends the card)."""
+
+    html_head: bytes
+    html_pick_open: bytes
+    html_pick_rest: bytes
+    html_more: bytes
+    html_less: bytes
+    text_head: bytes
+    text_pick_open: bytes
+    text_pick_rest: bytes
+    text_more: bytes
+
+    def stuffed(self) -> _EncodedCard:
+        return _EncodedCard(*(_stuffed(piece) for piece in (getattr(self, name) for name in self.__slots__)))
 
 
 class _EncodedCards:
@@ -270,32 +281,28 @@ class _EncodedCards:
         def link_html(path: str) -> bytes:
             return _qp_html_value(_html_value(path)) if html_qp else _html_value(path)
 
-        self.plain = [
-            _EncodedCard(
-                tuple(html(piece) for piece in card.html),
-                tuple(_qp_body(piece) for piece in card.text),
-                link_html(feedback_path(card.key, "more")),
-                link_html(feedback_path(card.key, "less")),
-                _qp_value(feedback_path(card.key, "more")),
+        why_html = tuple(html(piece) for piece in cards.why_html)
+        why_text = tuple(_qp_body(piece) for piece in cards.why_text)
+        self.plain = []
+        for card in cards.cards:
+            h = [html(piece) for piece in card.html]
+            t = [_qp_body(piece) for piece in card.text]
+            self.plain.append(
+                _EncodedCard(
+                    html_head=h[0] + h[1],
+                    html_pick_open=h[0] + why_html[0],
+                    html_pick_rest=why_html[1] + h[1],
+                    html_more=link_html(feedback_path(card.key, "more")) + h[2],
+                    html_less=link_html(feedback_path(card.key, "less")) + h[3],
+                    text_head=t[0] + t[1],
+                    text_pick_open=t[0] + why_text[0],
+                    text_pick_rest=why_text[1] + t[1],
+                    text_more=_qp_value(feedback_path(card.key, "more")) + t[2],
+                )
             )
-            for card in cards.cards
-        ]
-        self.wire = [
-            _EncodedCard(
-                tuple(_stuffed(piece) for piece in card.html),
-                tuple(_stuffed(piece) for piece in card.text),
-                card.more_html,
-                card.less_html,
-                card.more_text,
-            )
-            for card in self.plain
-        ]
-        self.why_html = tuple(html(piece) for piece in cards.why_html)
-        self.why_text = tuple(_qp_body(piece) for piece in cards.why_text)
+        self.wire = [card.stuffed() for card in self.plain]
         self.head_html = html(cards.for_you_html)
         self.head_text = _qp_body(cards.for_you_text)
-        self.wire_why_html = tuple(_stuffed(piece) for piece in self.why_html)
-        self.wire_why_text = tuple(_stuffed(piece) for piece in self.why_text)
         self.wire_head_html = _stuffed(self.head_html)
         self.wire_head_text = _stuffed(self.head_text)
 
@@ -362,33 +369,26 @@ class DigestTemplate(MessageTemplate):
             if block is None:
                 append(values[slot])
             elif slot[1] == "html":
-                if block < 0:
-                    if layout.for_you:
-                        append(encoded.wire_head_html if wire else encoded.head_html)
-                        why_open, why_close = encoded.wire_why_html if wire else encoded.why_html
-                        for position, why in layout.for_you:
-                            card = cards[position]
-                            html_why = self._why_values(why)[0]
-                            pieces += (card.html[0], why_open, html_why, why_close, card.html[1], token_html,
-                                       card.more_html, card.html[2], token_html, card.less_html, card.html[3])  # fmt: skip
-                    continue
+                if block >= 0:
+                    for position in sections[block]:
+                        card = cards[position]
+                        pieces += (card.html_head, token_html, card.html_more, token_html, card.html_less)
+                elif layout.for_you:
+                    append(encoded.wire_head_html if wire else encoded.head_html)
+                    for position, why in layout.for_you:
+                        card = cards[position]
+                        pieces += (card.html_pick_open, self._why_values(why)[0], card.html_pick_rest,
+                                   token_html, card.html_more, token_html, card.html_less)  # fmt: skip
+            elif block >= 0:
                 for position in sections[block]:
                     card = cards[position]
-                    pieces += (card.html[0], card.html[1], token_html, card.more_html, card.html[2], token_html,
-                               card.less_html, card.html[3])  # fmt: skip
-            else:
-                if block < 0:
-                    if layout.for_you:
-                        append(encoded.wire_head_text if wire else encoded.head_text)
-                        why_open, why_close = encoded.wire_why_text if wire else encoded.why_text
-                        for position, why in layout.for_you:
-                            card = cards[position]
-                            pieces += (card.text[0], why_open, self._why_values(why)[1], why_close, card.text[1],
-                                       token_text, card.more_text, card.text[2])  # fmt: skip
-                    continue
-                for position in sections[block]:
+                    pieces += (card.text_head, token_text, card.text_more)
+            elif layout.for_you:
+                append(encoded.wire_head_text if wire else encoded.head_text)
+                for position, why in layout.for_you:
                     card = cards[position]
-                    pieces += (card.text[0], card.text[1], token_text, card.more_text, card.text[2])
+                    pieces += (card.text_pick_open, self._why_values(why)[1], card.text_pick_rest, token_text,
+                               card.text_more)  # fmt: skip
         append(segments[-1])
         return b"".join(pieces)
 
