@@ -6,27 +6,33 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from contextlib import contextmanager
 from datetime import timedelta
 from html import unescape
 from urllib.parse import unquote
 
+import httpx
 import pytest
 
 from newsletter.compose import build_edition
+from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
 from newsletter.editions import Edition, EditionPaper, Section, load_edition
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
-from newsletter.library import record_signal
+from newsletter.library import reader_signals, record_signal
 from newsletter.message import COLD, DigestTemplate, ReaderLayout, Recipient
 from newsletter.outbox import message_template, reader_digests, send_edition
 from newsletter.render import CLIP_LIMIT, Renderer, RenderSettings
 from newsletter.settings import DigestSettings, Sender, SourceConfig
-from newsletter.subscribers import add_subscriber
+from newsletter.subscribers import add_subscriber, find_subscriber
 from newsletter.tokens import Tokens
+from newsletter.web import create_app
+from tests.support.browser import Browser
 from tests.support.feedserver import Reply
 from tests.support.topics import TOPICS, arxiv_id, paper, topic_feed
+from tests.support.webserver import RunningApp
 from tests.test_cli import run
 from tests.test_deliver import MONDAY, make_settings
 
@@ -360,3 +366,93 @@ def test_the_same_reader_gets_the_same_copy_whoever_else_is_in_the_send(tmp_path
             for n in range(6)
         )
     }
+
+
+# --- the whole loop: a link in a received email, the page, the button, the next edition -----------------------
+
+
+def test_more_like_this_from_a_received_email_shapes_the_next_edition(tmp_path, smtp_server, feed_server):
+    port = free_port()
+    make_settings(tmp_path, smtp_server.port)
+    config = tmp_path / "newsletter.toml"
+    config.write_text(
+        config.read_text().replace(
+            'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
+        )
+    )
+    settings = load_settings(config, environ={})
+    first = edition_of_topics(settings, feed_server)
+    ids = readers(settings, [])
+    assert send_edition(settings, first).complete
+    html, text = received(smtp_server, ASTRO)
+    assert 'id="for-you"' not in html  # nothing taught yet: the edition's order
+
+    app = RunningApp(create_app(settings), port=port)
+    try:
+        # A mail scanner opens every link of the email first, with GET and HEAD: nothing may change.
+        in_text = {link.rstrip(".,)") for link in re.findall(r"https?://\S+", text)}
+        links = set(re.findall(r'href="([^"]+)"', html)) | in_text
+        ours = sorted(link for link in links if link.startswith(app.url))
+        assert any("/feedback/" in link for link in ours) and any("/unsubscribe/" in link for link in ours)
+        with httpx.Client(follow_redirects=True, timeout=10) as scanner:
+            for link in ours:
+                assert scanner.get(link).status_code < 500
+                scanner.head(link)
+        assert signals_of(settings, ids[ASTRO]) == []
+        with database_at(settings) as db:
+            assert find_subscriber(db, ASTRO).status == "active"
+
+        # The reader clicks "More like this" under an astronomy paper and presses the page's button.
+        astro_key = f"arxiv:{arxiv_id('astro', 2)}"
+        [link] = [link for link in ours if link.endswith(f"/more/{astro_key}")]
+        with Browser() as chromium:
+            page = chromium.new_page()
+            page.goto(link)
+            page.wait_for_selector("h1:has-text('More like this?')")
+            assert signals_of(settings, ids[ASTRO]) == []
+            page.click("button:has-text('More like this')")
+            page.wait_for_selector("h1:has-text('Noted: more like this')")
+        assert signals_of(settings, ids[ASTRO]) == [(astro_key, "like")]
+    finally:
+        app.stop()
+
+    # The next edition: new papers of every topic. The reader's copy now opens with astronomy.
+    feed = topic_feed(list(TOPICS), 6, MONDAY + timedelta(days=7), first=6)
+    url = feed_server.route("/next.xml", Reply(body=feed.encode(), content_type="application/xml"))
+    db = open_database(settings.database)
+    try:
+        with Fetcher() as fetcher:
+            run_ingest(
+                db,
+                [SourceConfig(name="next", kind="arxiv_rss", url=url)],
+                fetcher,
+                now=MONDAY + timedelta(days=7),
+            )
+        second = build_edition(db, DigestSettings(), now=MONDAY + timedelta(days=7, hours=1)).id
+    finally:
+        db.close()
+    assert send_edition(settings, second).complete
+    [_, latest] = smtp_server.messages(ASTRO)
+    message = email.message_from_bytes(latest.as_bytes(), policy=email.policy.default)
+    html = message.get_body(("html",)).get_content()
+    for_you = html.split('id="for-you"')[1].split('class="nl-toc"')[0]
+    picked = {
+        " ".join(t.split()) for t in re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', for_you)
+    }
+    assert picked and picked <= {paper("astro", n).title for n in range(6, 12)}
+    [_, cold_latest] = smtp_server.messages(COLD_READER)
+    assert 'id=3D"for-you"' not in cold_latest.as_string() and 'id="for-you"' not in cold_latest.as_string()
+
+
+def signals_of(settings, subscriber_id: int) -> list[tuple[str, str]]:
+    with database_at(settings) as db:
+        return [(signal.id, signal.kind) for signal in reader_signals(db, subscriber_id)]
+
+
+@contextmanager
+def database_at(settings):
+    db = open_database(settings.database)
+    try:
+        yield db
+    finally:
+        db.close()

@@ -72,11 +72,11 @@ def arxiv_id(topic: str, number: int) -> str:
     return f"2511.{list(TOPICS).index(topic) * 1000 + number + 1:05d}"
 
 
-def topic_feed(topics: list[str], per_topic: int, published: datetime) -> str:
-    """An arXiv RSS listing of ``per_topic`` papers of each topic."""
+def topic_feed(topics: list[str], per_topic: int, published: datetime, first: int = 0) -> str:
+    """An arXiv RSS listing of ``per_topic`` papers of each topic, numbered from ``first``."""
     items = []
     for topic in topics:
-        for number in range(per_topic):
+        for number in range(first, first + per_topic):
             text = paper(topic, number)
             identifier = arxiv_id(topic, number)
             items.append(
