@@ -16,6 +16,7 @@ import sqlite_utils
 from newsletter.editions import Edition, load_edition
 from newsletter.errors import SubscriberError
 from newsletter.library import ReaderSignal, reader_signals
+from newsletter.reader_digest import ReaderDigests
 from newsletter.subscribers import Subscriber, find_subscriber
 
 if TYPE_CHECKING:
@@ -47,19 +48,14 @@ def reader_edition(
 ) -> ReaderEdition:
     """The edition as ``email`` would get it ranked: every paper scored, the For-you picks (at most
     ``limit``). Raises EditionNotFound, or SubscriberError for an address that is not on the list."""
-    from newsletter.cluster import PaperText
-    from newsletter.personal import PersonalRanker, Signal
+    from newsletter.personal import Signal
 
     reader = find_subscriber(db, email)
     if reader is None:
         raise SubscriberError(f"{email} is not on the list")
     edition = load_edition(db, edition_id)
-    papers = [
-        PaperText(paper.key, paper.title, paper.abstract)
-        for section in edition.sections
-        for paper in section.papers
-    ]
     signals = reader_signals(db, reader.id)
-    ranker = PersonalRanker(papers, signal_papers=signals, now=now or datetime.now(UTC), limit=limit)
+    # The ranker a send uses: what this shows is what the reader's email holds.
+    ranker = ReaderDigests(edition, limit=limit, now=now or datetime.now(UTC)).ranker()
     view = ranker.rank([Signal(signal, signal.kind, signal.created_at) for signal in signals], reader=email)
     return ReaderEdition(edition, reader, signals, view)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import re
 from contextlib import contextmanager
 from datetime import timedelta
@@ -463,3 +464,20 @@ def database_at(settings):
         yield db
     finally:
         db.close()
+
+
+def test_digest_for_shows_what_the_readers_email_holds(sent, smtp_server, tmp_path):
+    _settings, edition_id, _ids = sent
+    html, _ = received(smtp_server, ASTRO)
+    for_you = html.split('id="for-you"')[1].split('class="nl-toc"')[0]
+    emailed = [
+        " ".join(t.split()) for t in re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', for_you)
+    ]
+    result = run(
+        "--config", str(tmp_path / "newsletter.toml"), "digest", "for", str(edition_id), ASTRO, "--json", "-",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert [pick["title"] for pick in shown["for_you"]] == emailed
+    assert [unescape(why) for why in why_lines(for_you)] == [pick["why"] for pick in shown["for_you"]]
