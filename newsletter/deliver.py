@@ -136,8 +136,9 @@ Progress = Callable[[str], None]
 
 
 Templates = Callable[[str], MessageTemplate]  # the message of a variant, rendered on first use
-# Work before the first message, under the send's lock (a digest lays out each reader's copy).
-Plan = Callable[[sqlite_utils.Database], None]
+# Work beside the workers, under the send's lock, on its own database connection: a digest lays out each
+# reader's copy, and the workers send only what is laid out until it is done. Stops when the event is set.
+Plan = Callable[[sqlite_utils.Database, threading.Event], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +219,52 @@ def _deliver_holding(
     if resend_unknown:
         requeue_unknown(db, send.edition_id)
         report.unknown = []
-    if send.plan is not None:
-        send.plan(db)
-    workers = [_Worker(send) for _ in range(max(1, send.settings.concurrency))]
-    report.stopped = _run_workers(workers, send.stop, interrupt)
+    planner = _Planner(send) if send.plan is not None else None
+    workers = [_Worker(send, planner) for _ in range(max(1, send.settings.concurrency))]
+    if planner is not None:
+        planner.start()
+    try:
+        report.stopped = _run_workers(workers, send.stop, interrupt)
+    finally:
+        if planner is not None:
+            send.stop.set()  # the workers are done: so is laying out for them
+            planner.finished.wait()
+    if planner is not None and planner.stopped and not report.stopped:
+        report.stopped = planner.stopped
     _conclude(db, report, workers)
     return report
+
+
+class _Planner:
+    """Runs the send's plan in a thread of its own, ahead of the workers."""
+
+    def __init__(self, send: _Send) -> None:
+        self.send = send
+        self.done = threading.Event()  # everything queued is laid out
+        self.finished = threading.Event()  # the thread has ended, done or not
+        self.stopped: str | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="plan", daemon=True).start()
+
+    def _run(self) -> None:
+        assert self.send.plan is not None
+        try:
+            db = open_database(self.send.database, migrate=False)
+            try:
+                self.send.plan(db, self.send.stop)
+                if not self.send.stop.is_set():
+                    self.done.set()
+            finally:
+                db.close()
+        except Exception as exc:
+            trouble = explain(exc, database=self.send.database)
+            if trouble is None:
+                log.exception("laying out the readers' copies failed")
+            self.stopped = trouble.message if trouble else f"internal error: {type(exc).__name__}: {exc}"
+            self.send.stop.set()
+        finally:
+            self.finished.set()
 
 
 def _run_workers(
@@ -279,8 +320,9 @@ class _Outgoing:
 
 
 class _Worker:
-    def __init__(self, send: _Send) -> None:
+    def __init__(self, send: _Send, planner: _Planner | None = None) -> None:
         self.send = send
+        self.planner = planner
         self.settings = send.settings
         self.progress = send.progress
         self.stop_event = send.stop
@@ -335,8 +377,13 @@ class _Worker:
 
     def _loop(self, ledger: WorkerLedger) -> None:
         while not self.stop_event.is_set():
-            batch = ledger.claim()
+            planning = self.planner is not None and not self.planner.done.is_set()
+            batch = ledger.claim(laid_out=planning)
             if not batch:
+                if planning:  # the next readers' copies are being laid out
+                    assert self.planner is not None
+                    self.planner.done.wait(0.02)
+                    continue
                 if not self._wait_for_retries(ledger):
                     break
                 continue

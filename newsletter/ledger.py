@@ -363,14 +363,14 @@ class Unplanned(NamedTuple):
     variant: str
 
 
-def unplanned(db: sqlite_utils.Database, edition_id: int, after: int, limit: int) -> list[Unplanned]:
-    """Queued rows of the edition past ``after`` (a delivery id) with no layout yet, in id order."""
+def unplanned(db: sqlite_utils.Database, edition_id: int, limit: int) -> list[Unplanned]:
+    """Queued rows of the edition with no layout yet, in the order the workers claim them."""
     rows = db.execute(
         """
         SELECT id, subscriber_id, variant FROM deliveries
-        WHERE edition_id = ? AND state = 'queued' AND layout IS NULL AND id > ? ORDER BY id LIMIT ?
+        WHERE edition_id = ? AND state = 'queued' AND layout IS NULL ORDER BY variant, id LIMIT ?
         """,
-        [edition_id, after, limit],
+        [edition_id, limit],
     ).fetchall()
     return [Unplanned(*row) for row in rows]
 
@@ -412,16 +412,18 @@ class WorkerLedger:
         """Accepted messages not yet written as sent."""
         return len(self._accepted)
 
-    def claim(self) -> list[Claim]:
-        """Up to ``CLAIM_BATCH`` due rows, in variant order, now ``sending``."""
+    def claim(self, *, laid_out: bool = False) -> list[Claim]:
+        """Up to ``CLAIM_BATCH`` due rows, in variant order, now ``sending``; with ``laid_out``, only rows
+        whose layout is planned (while the planning goes on beside the send)."""
         now = iso(datetime.now(UTC))
+        planned = "AND d.layout IS NOT NULL" if laid_out else ""
         with self._transaction():
             rows = self.db.execute(
-                """
+                f"""
                 SELECT d.id, d.subscriber_id, d.email, s.name, d.message_id, d.attempts, d.variant, d.layout
                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
                 WHERE d.edition_id = ? AND d.state = 'queued' AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?)
-                ORDER BY d.variant, d.id LIMIT ?
+                {planned} ORDER BY d.variant, d.id LIMIT ?
                 """,
                 [self.edition_id, now, CLAIM_BATCH],
             ).fetchall()

@@ -5,6 +5,7 @@ web app and the scheduler call these functions and nothing below them.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -196,7 +197,7 @@ def send_edition(
     plan = None
     if edition.kind == "digest":
         plan = _planner(reader_digests(settings, edition), edition_id, templates, progress)
-    with smtp_target(settings) as smtp:
+    with smtp_target(settings) as smtp, _long_lived():
         return deliver(
             settings.database,
             edition_id,
@@ -215,21 +216,35 @@ def reader_digests(settings: Settings, edition: Edition, now: datetime | None = 
     return ReaderDigests(edition, limit=settings.digest.for_you, now=now or datetime.now(UTC))
 
 
+@contextmanager
+def _long_lived() -> Iterator[None]:
+    """A send builds large structures that live as long as it does (the edition's cards and their
+    encodings, the ranker) and then makes many short-lived objects: Python's cyclic garbage collector
+    would scan the former again and again, which costs half the time of laying out readers' copies.
+    They are frozen out of its sight once built, and given back at the end."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _planner(
     digests: ReaderDigests, edition_id: int, templates: VariantTemplates, progress: Progress | None
 ) -> Plan:
-    def plan(db: sqlite_utils.Database) -> None:
+    def plan(db: sqlite_utils.Database, stop: threading.Event) -> None:
         def kit_of(variant: str) -> DigestKit:
             template = templates(variant)
             assert isinstance(template, DigestTemplate)
             return template.kit
 
         def planned(count: int) -> None:
+            gc.freeze()  # the ranker and the cards are built by now: see _long_lived
             if progress is not None:
                 for _ in range(count):
                     progress("planned")
 
-        digests.plan(db, edition_id, kit_of, planned)
+        digests.plan(db, edition_id, kit_of, planned, stop)
+        gc.freeze()
 
     return plan
 

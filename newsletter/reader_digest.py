@@ -7,9 +7,9 @@ turns each view into a ``ReaderLayout``: the "For you" picks with their why-line
 papers best first for that reader, as many as the digest shows. A reader who taught nothing gets the
 edition's order and no "For you", without the ranker.
 
-A send plans before it sends (``plan``): every queued reader's layout is worked out in large batches and
-kept in their ledger row, so the sending workers only assemble pieces, a resumed send gives each reader
-what was planned for them, and memory does not grow with the list. The ranker's space is fitted on the edition's own
+A send plans beside its sending workers (``plan``): every queued reader's layout is worked out in large
+batches, ahead of the workers, and kept in their ledger row, so the workers only assemble pieces, a
+resumed send gives each reader what was planned for them, and memory does not grow with the list. The ranker's space is fitted on the edition's own
 papers only, so a reader's digest does not depend on who else is in the send.
 """
 
@@ -27,10 +27,10 @@ from newsletter.editions import Edition
 from newsletter.ledger import store_layouts, unplanned
 from newsletter.library import ReaderSignal, signals_by_reader
 from newsletter.message import COLD, ReaderLayout
-from newsletter.render import CLIP_LIMIT, DigestKit
+from newsletter.render import CLIP_LIMIT, WHY_ALLOWANCE, DigestKit
 
 HTML_LIMIT = CLIP_LIMIT - 2000  # a reader's HTML at most, room kept for the greeting and links
-PLAN_CHUNK = 2000  # readers laid out at once: enough for the ranker's threads, little memory
+PLAN_CHUNK = 1000  # readers laid out at once: enough for the ranker's threads, soon ready to send
 
 if TYPE_CHECKING:
     from newsletter.personal import PersonalRanker, ReaderView
@@ -45,8 +45,9 @@ class ReaderDigests:
         self.now = now
         self._ranker: PersonalRanker | None = None
         self._lock = threading.Lock()
-        # Each topic's card positions, by the kit's identity (the kit is kept, so the identity stays its).
-        self._members: dict[int, tuple[DigestKit, list[np.ndarray]]] = {}
+        # Each topic's card positions and the cards' sizes, by the kit's identity (the kit is kept, so the
+        # identity stays its).
+        self._arrays: dict[int, tuple[DigestKit, list[np.ndarray], np.ndarray]] = {}
 
     def ranker(self) -> PersonalRanker:
         """The edition's ranker, built on first use (a second or so for a large edition)."""
@@ -82,13 +83,14 @@ class ReaderDigests:
         edition_id: int,
         kit_of: Callable[[str], DigestKit],
         progress: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> int:
         """Lay out the digest of every queued reader of the edition not laid out yet, ``PLAN_CHUNK`` readers
-        at a time (ranked together, on the ranker's threads), and store each layout in the ledger, where
-        the sending workers find it. Returns how many readers were laid out."""
-        planned, after = 0, 0
-        while rows := unplanned(db, edition_id, after, PLAN_CHUNK):
-            after = rows[-1].delivery_id
+        at a time (ranked together, on the ranker's threads), in the order the workers send them, and
+        store each layout in the ledger, where the sending workers find it. Stops early when ``stop`` is
+        set. Returns how many readers were laid out."""
+        planned = 0
+        while not (stop is not None and stop.is_set()) and (rows := unplanned(db, edition_id, PLAN_CHUNK)):
             layouts = self.layouts(db, [(row.subscriber_id, kit_of(row.variant)) for row in rows])
             store_layouts(
                 db, [(row.delivery_id, layouts.get(row.subscriber_id, COLD).encode()) for row in rows]
@@ -123,38 +125,46 @@ class ReaderDigests:
         return layout
 
     def _kit_layouts(self, views: list[ReaderView], kit: DigestKit) -> list[ReaderLayout]:
-        """Each reader's layout in one variant: every topic's cards sorted for all readers at once."""
+        """Each reader's layout in one variant: every topic's cards sorted, and the HTML sized, for all
+        readers at once."""
         if any(tuple(ids) != kit.cards.keys for ids in {id(view.ids): view.ids for view in views}.values()):
             raise ValueError("the readers' views and the digest hold different papers")
+        members, sizes = self._kit_arrays(kit)
         scores = -np.vstack([view.score_array for view in views])  # best first; stable: edition order on ties
-        per_section = [
-            np.take(
-                members, np.argsort(scores[:, members], axis=1, kind="stable")[:, : kit.per_section]
-            ).tolist()
-            for members in self._section_members(kit)
+        chosen = [
+            np.take(member, np.argsort(scores[:, member], axis=1, kind="stable")[:, : kit.per_section])
+            for member in members
         ]
+        html_sizes = (len(kit.email.html) + sum(sizes[cards].sum(axis=1) for cards in chosen)).tolist()
+        per_section = [cards.tolist() for cards in chosen]
         index = kit.cards.index
         default = kit.default_cards()
+        pick_room = len(kit.cards.for_you_html) + WHY_ALLOWANCE
         layouts = []
         for row, view in enumerate(views):
-            sections = [chosen[row] for chosen in per_section]
+            sections = [cards[row] for cards in per_section]
             picks = [(index[pick.id], pick.why.text) for pick in view.for_you[: kit.for_you]]
             if not picks and sections == default:
                 layouts.append(COLD)
                 continue
-            while kit.html_size([p for p, _ in picks], sections) > HTML_LIMIT:
+            size = html_sizes[row] + sum(int(sizes[position]) + pick_room for position, _ in picks)
+            if size > HTML_LIMIT:
                 # Picks and papers all unusually long: the last pick goes first, then the last paper
                 # of the topic showing most.
-                if picks:
-                    picks.pop()
-                else:
-                    max(sections, key=len).pop()
+                while kit.html_size([p for p, _ in picks], sections) > HTML_LIMIT:
+                    if picks:
+                        picks.pop()
+                    else:
+                        max(sections, key=len).pop()
             layouts.append(ReaderLayout(tuple(picks), sections))
         return layouts
 
-    def _section_members(self, kit: DigestKit) -> list[np.ndarray]:
-        known = self._members.get(id(kit))
+    def _kit_arrays(self, kit: DigestKit) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each topic's card positions and every card's HTML size, as arrays."""
+        known = self._arrays.get(id(kit))
         if known is None or known[0] is not kit:
-            known = (kit, [np.array(section, dtype=np.intp) for section in kit.sections])
-            self._members[id(kit)] = known
-        return known[1]
+            members = [np.array(section, dtype=np.intp) for section in kit.sections]
+            sizes = np.array([card.size for card in kit.cards.cards], dtype=np.int64)
+            known = (kit, members, sizes)
+            self._arrays[id(kit)] = known
+        return known[1], known[2]

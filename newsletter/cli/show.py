@@ -183,8 +183,8 @@ def _paper_line(paper: EditionPaper) -> str:
 
 
 class SendProgress:
-    """A bar of messages settled while an edition is sent (only on a terminal), after one of readers laid
-    out (a digest's "For you" and order) before it; each outcome counts one."""
+    """A bar of messages settled while an edition is sent (only on a terminal), and one of readers' copies
+    laid out (a digest's "For you" and order), which runs ahead of it; each outcome counts one."""
 
     def __init__(self, edition_id: int) -> None:
         self._progress = Progress(
@@ -205,8 +205,6 @@ class SendProgress:
         def advance(outcome: object) -> None:
             planning = outcome == "planned"
             if planning not in tasks:
-                if not planning and True in tasks:
-                    self._progress.remove_task(tasks[True])
                 description = "laying out readers' copies of" if planning else "sending"
                 tasks[planning] = self._progress.add_task(description, edition=self._edition_id, total=None)
             self._progress.advance(tasks[planning])
