@@ -244,7 +244,7 @@ class ReaderLayout:
 
 COLD = ReaderLayout()
 SharedCards = dict[bool, "_EncodedCards"]  # by whether the HTML part is quoted-printable
-WHY_CACHE = 50_000  # encoded why-lines kept
+WHY_CACHE = 20_000  # encoded why-lines kept (a few hundred bytes each)
 _QP_LITERAL = re.compile(r"[!-<>-~ ]*[!-<>-~]")  # printable ASCII but "=", not ending in a space
 
 

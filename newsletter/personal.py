@@ -82,6 +82,8 @@ WORKERS = 2  # threads scoring batches: the machines this runs on have two cores
 GRAPH_WEIGHT = 0.3  # share of a paper's score taken from its neighbours in the edition
 GRAPH_NEIGHBOURS = 10
 
+TERM_CACHE = 4096  # signal papers whose terms are kept for why-lines
+
 _ROUND = 6  # scores are rounded so that batching cannot change the last bits of an answer
 
 
@@ -463,7 +465,7 @@ class PersonalRanker:
             slot = self._store.slot.get(paper.id)
             row = self._store.lexical[slot] if slot is not None else None
             terms = _row_dict(row if row is not None else self._space.project([paper])[0])
-            if len(self._paper_terms) > 100_000:
+            if len(self._paper_terms) > TERM_CACHE:  # a dict per paper: a few KB each
                 self._paper_terms.clear()
             self._paper_terms[paper.id] = terms
         return terms
