@@ -10,6 +10,7 @@ import re
 from contextlib import contextmanager
 from datetime import timedelta
 from html import unescape
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
@@ -30,7 +31,7 @@ from newsletter.settings import DigestSettings, Sender, SourceConfig
 from newsletter.subscribers import add_subscriber, find_subscriber
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
-from tests.support.browser import Browser
+from tests.support.browser import Browser, screenshot_dir
 from tests.support.feedserver import Reply
 from tests.support.topics import TOPICS, arxiv_id, paper, topic_feed
 from tests.support.webserver import RunningApp
@@ -372,7 +373,9 @@ def test_the_same_reader_gets_the_same_copy_whoever_else_is_in_the_send(tmp_path
 # --- the whole loop: a link in a received email, the page, the button, the next edition -----------------------
 
 
-def test_more_like_this_from_a_received_email_shapes_the_next_edition(tmp_path, smtp_server, feed_server):
+def test_more_like_this_from_a_received_email_shapes_the_next_edition(
+    tmp_path, smtp_server, feed_server, request
+):
     port = free_port()
     make_settings(tmp_path, smtp_server.port)
     config = tmp_path / "newsletter.toml"
@@ -450,6 +453,17 @@ def test_more_like_this_from_a_received_email_shapes_the_next_edition(tmp_path, 
     }
     assert picked and picked <= {paper("astro", n).title for n in range(6, 12)}
     assert 'id="for-you"' not in of_edition(COLD_READER, second)
+    shots = screenshot_dir(Path(request.config.rootpath))
+    (tmp_path / "for-you.html").write_text(html)
+    with Browser() as chromium:
+        for name, viewport in (
+            ("phone", {"width": 390, "height": 844}),
+            ("desktop", {"width": 1200, "height": 900}),
+        ):
+            page = chromium.new_page(viewport=viewport)
+            page.goto((tmp_path / "for-you.html").as_uri())
+            assert page.is_visible("#for-you") and page.is_visible(".nl-why")
+            page.screenshot(path=str(shots / f"digest-for-you-{name}.png"), full_page=True)
 
 
 def signals_of(settings, subscriber_id: int) -> list[tuple[str, str]]:
