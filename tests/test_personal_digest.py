@@ -188,36 +188,17 @@ def test_the_layout_is_planned_before_the_send_and_kept_for_a_resume(tmp_path, s
 
 def test_preview_as_a_reader_shows_their_copy(sent, tmp_path):
     _settings, edition_id, _ids = sent
-    out = tmp_path / "astro.html"
-    result = run(
-        "--config",
-        str(tmp_path / "newsletter.toml"),
-        "digest",
-        "preview",
-        str(edition_id),
-        "--as",
-        ASTRO,
-        "--out",
-        str(out),
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    preview = out.read_text()
-    assert 'id="for-you"' in preview and "Hello Astro Reader," in preview
-    cold = tmp_path / "cold.html"
-    result = run(
-        "--config",
-        str(tmp_path / "newsletter.toml"),
-        "digest",
-        "preview",
-        str(edition_id),
-        "--as",
-        COLD_READER,
-        "--out",
-        str(cold),
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0 and 'id="for-you"' not in cold.read_text()
+
+    def preview(address: str) -> str:
+        out = tmp_path / f"{address}.html"
+        config = str(tmp_path / "newsletter.toml")
+        result = run("--config", config, "digest", "preview", str(edition_id), "--as", address, "--out", str(out), cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return out.read_text()
+
+    astro = preview(ASTRO)
+    assert 'id="for-you"' in astro and "Hello Astro Reader," in astro
+    assert 'id="for-you"' not in preview(COLD_READER)
 
 
 def test_a_liked_papers_title_stays_text_in_the_why_line(tmp_path, smtp_server, feed_server):
