@@ -321,12 +321,14 @@ class PersonalRanker:
             return [self._cold(key) for key, _ in batch]
         signals = _SignalArrays(batch, prepared.index)
         gathered = prepared.rows[signals.which]  # (readers, signals, papers): the one large array
-        like_centroid, like_close = _centroid(gathered, signals.weights * signals.liked, signals.liked)
-        hide_centroid, hide_close = _centroid(gathered, signals.weights * signals.hidden, signals.hidden)
+        like_close = _best(gathered, signals.liked)
+        hide_close = _best(gathered, signals.hidden)
         # From here on ``gathered`` holds each signal's standardised, recency-weighted closeness.
         scale = signals.weights / prepared.spreads[signals.which]
         gathered *= scale[..., None]
         gathered -= (scale * prepared.means[signals.which])[..., None]
+        like_centroid = _centroid(gathered, signals.weights * signals.liked, signals.liked)
+        hide_centroid = _centroid(gathered, signals.weights * signals.hidden, signals.hidden)
         scores = _mix(like_centroid, gathered, signals.liked)
         if signals.hidden.any():
             hide = _mix(hide_centroid, gathered, signals.hidden)
@@ -567,25 +569,34 @@ class _SignalArrays:
                 self.hidden[r, k] = signal.kind == DISLIKE
 
 
-def _centroid(gathered: np.ndarray, weights: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised closeness to the weighted centroid of the signals in ``mask``, and the best raw
-    closeness to any one of them (-inf where a reader has none)."""
-    total = weights.sum(axis=1)
+def _best(gathered: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The best raw closeness to any of the signals in ``mask`` (-inf where a reader has none)."""
     if not mask.any():
-        return np.zeros(gathered.shape[::2], dtype=np.float32), np.full(gathered.shape[::2], -np.inf)
+        return np.full(gathered.shape[::2], -np.inf)
+    return np.max(gathered, axis=1, where=mask[..., None], initial=-np.inf)
+
+
+def _centroid(standard: np.ndarray, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Standardised closeness to the weighted centroid of the signals in ``mask``, from each signal's
+    own standardised, weighted row: every paper of the library speaks with the same voice, whether its
+    closeness to the edition spreads wide (a paper in the edition's main field) or narrow (a paper at
+    its margin, such as a second interest)."""
+    if not mask.any():
+        return np.zeros(standard.shape[::2], dtype=np.float32)
+    total = weights.sum(axis=1)
     # Summed signal by signal rather than by a matrix product: the same reader gets the same bits
     # whatever the batch it is in (padding adds exact zeros at the end).
-    centroid = np.zeros(gathered.shape[::2], dtype=np.float32)
+    centroid = np.zeros(standard.shape[::2], dtype=np.float32)
     term = np.empty_like(centroid)
-    for k in range(gathered.shape[1]):
-        np.multiply(gathered[:, k, :], weights[:, k, None], out=term)
+    chosen = mask.astype(np.float32)
+    for k in range(standard.shape[1]):
+        np.multiply(standard[:, k, :], chosen[:, k, None], out=term)
         centroid += term
     centroid /= np.where(total > 0, total, 1)[:, None]
     centroid -= centroid.mean(axis=1, keepdims=True)
     centroid /= np.maximum(centroid.std(axis=1, keepdims=True), 1e-6)
     centroid[total <= 0] = 0.0
-    best = np.max(gathered, axis=1, where=mask[..., None], initial=-np.inf)
-    return centroid, best
+    return centroid
 
 
 def _mix(centroid: np.ndarray, standard: np.ndarray, mask: np.ndarray) -> np.ndarray:
