@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from urllib.parse import quote
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import sqlite_utils
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
