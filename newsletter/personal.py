@@ -10,7 +10,7 @@ The model, model-free and deterministic:
 * **Space.** Words of title (counted twice) and abstract, with the clusterer's token pattern (hyphenated
   compounds kept whole), its stop words and its generic research words ("propose", "results") left out;
   sublinear TF-IDF, unit length. Document frequencies come from the edition and the signal papers the
-  caller knows of (``signal_papers``: the send path passes every reader's). Having the reader's own papers
+  caller knows of (``signal_papers``: ``newsletter.reader_digest`` passes the papers the list's readers taught). Having the reader's own papers
   in the fit is worth about 4% of nDCG@10 in the benchmark (their words and their topic's directions
   enter the space); a space fitted on the edition alone ranks a little worse. Two-word phrases were
   measured and left out: they made rankings slightly worse. A latent space (truncated SVD of the same matrix,

@@ -56,6 +56,6 @@ def reader_edition(
     edition = load_edition(db, edition_id)
     signals = reader_signals(db, reader.id)
     # The ranker a send uses: what this shows is what the reader's email holds.
-    ranker = ReaderDigests(edition, limit=limit, now=now or datetime.now(UTC)).ranker()
+    ranker = ReaderDigests(edition, limit=limit, now=now or datetime.now(UTC)).ranker(db)
     view = ranker.rank([Signal(signal, signal.kind, signal.created_at) for signal in signals], reader=email)
     return ReaderEdition(edition, reader, signals, view)
