@@ -82,7 +82,9 @@ def measure(abstracts: list[Abstract], summarize) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split", choices=("dev", "test", "all"), default=None, help="one half only")
     parser.add_argument("--show", action="store_true", help="print each abstract's pick that misses")
     args = parser.parse_args()
@@ -92,7 +94,9 @@ def main() -> int:
         halves[abstract.split].append(abstract)
     halves["all"] = abstracts
     names = [args.split] if args.split else ["dev", "test", "all"]
-    print(f"{'half':<5} {'abstracts':>9}  {'':<22}{'only idea/result':>17} {'some idea/result':>17} {'cut':>6}")
+    print(
+        f"{'half':<5} {'abstracts':>9}  {'':<22}{'only idea/result':>17} {'some idea/result':>17} {'cut':>6}"
+    )
     for name in names:
         for title, how in (("before: first sentences", first_sentences), ("after: picked", picked)):
             m = measure(halves[name], how)
@@ -101,7 +105,9 @@ def main() -> int:
         for abstract in (a for name in names for a in halves[name]):
             indexes, _ = picked(abstract)
             if not all(abstract.labels[i] in GOOD for i in indexes):
-                print(f"\n{abstract.paper} ({abstract.split}): " + " ".join(abstract.labels[i] for i in indexes))
+                print(
+                    f"\n{abstract.paper} ({abstract.split}): " + " ".join(abstract.labels[i] for i in indexes)
+                )
                 for i in indexes:
                     print(f"  [{i} {abstract.labels[i]}] {abstract.sentences[i]}")
     return 0

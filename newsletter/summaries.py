@@ -42,14 +42,111 @@ _ABBREVIATIONS = frozenset(
 )  # fmt: skip
 # Words a sentence starts with: after an initial or an abbreviation they mean the sentence did end.
 _STARTERS = frozenset(
-    """we our this these those the a an in here however moreover furthermore finally additionally also
-    then thus therefore hence since if it its as to for by using based on with experiments experimental
-    results extensive further specifically meanwhile despite although while when where our unlike
-    compared overall importantly notably consequently first second third lastly next recently existing
-    code there such one all both each several many most some what how why can do does is are recall let
-    suppose assume given consider note at from after under inspired motivated building leveraging through
-    unfortunately interestingly remarkably surprisingly together taken comprehensive numerical theoretical
-    empirical""".split()
+    [
+        "we",
+        "our",
+        "this",
+        "these",
+        "those",
+        "the",
+        "a",
+        "an",
+        "in",
+        "here",
+        "however",
+        "moreover",
+        "furthermore",
+        "finally",
+        "additionally",
+        "also",
+        "then",
+        "thus",
+        "therefore",
+        "hence",
+        "since",
+        "if",
+        "it",
+        "its",
+        "as",
+        "to",
+        "for",
+        "by",
+        "using",
+        "based",
+        "on",
+        "with",
+        "experiments",
+        "experimental",
+        "results",
+        "extensive",
+        "further",
+        "specifically",
+        "meanwhile",
+        "despite",
+        "although",
+        "while",
+        "when",
+        "where",
+        "our",
+        "unlike",
+        "compared",
+        "overall",
+        "importantly",
+        "notably",
+        "consequently",
+        "first",
+        "second",
+        "third",
+        "lastly",
+        "next",
+        "recently",
+        "existing",
+        "code",
+        "there",
+        "such",
+        "one",
+        "all",
+        "both",
+        "each",
+        "several",
+        "many",
+        "most",
+        "some",
+        "what",
+        "how",
+        "why",
+        "can",
+        "do",
+        "does",
+        "is",
+        "are",
+        "recall",
+        "let",
+        "suppose",
+        "assume",
+        "given",
+        "consider",
+        "note",
+        "at",
+        "from",
+        "after",
+        "under",
+        "inspired",
+        "motivated",
+        "building",
+        "leveraging",
+        "through",
+        "unfortunately",
+        "interestingly",
+        "remarkably",
+        "surprisingly",
+        "together",
+        "taken",
+        "comprehensive",
+        "numerical",
+        "theoretical",
+        "empirical",
+    ]
 )
 # A full stop with no space after it, between a word and a word that starts a sentence ("tasks.We have").
 _MISSING_SPACE = re.compile(r"(?<=[a-z]{3}[.!?])(?=[A-Z][a-z]*\b)")
@@ -90,7 +187,7 @@ def _ends_sentence(before: str, after: str) -> bool:
             return False
         if name == "etc":  # "text, images, etc. We ..." but "etc.)" is handled by the bracket test
             return not _open_bracket(before) and bool(first)
-        if len(name) <= 2 and name.islower() and after[:1].isdigit():
+        if len(name) <= 2 and word.group(1).islower() and after[:1].isdigit():
             return False  # "BnF, fr. 2813", "p. 12"
         if name in _ABBREVIATIONS and not starter:
             return False
@@ -129,7 +226,9 @@ def _cues(*patterns: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
 
-_WE = r"\b(?:we|this (?:paper|work|study|article|letter|note|thesis)|the present (?:paper|work|study)|here we)"
+_WE = (
+    r"\b(?:we|this (?:paper|work|study|article|letter|note|thesis)|the present (?:paper|work|study)|here we)"
+)
 _ADVERB = r"(?:\s+(?:also|further|then|first|additionally|instead|therefore|thus|newly|next|finally|now))?"
 
 # The paper's own contribution: a method, model, system, dataset, proof or construction.
@@ -139,7 +238,7 @@ _IDEA = _cues(
     + r"\s+(?!(?:present|provide|give|offer)s? (?:a |an |the )?(?:\w+ )?(?:overview|survey|review|summary|"
     r"tutorial|discussion|perspective)\b)(?:propose|present|introduce|develop|design|devise|construct|formulate|build|create|"
     r"put forward|offer|provide|establish|derive|prove|obtain|give|extend|generali[sz]e|leverage|"
-    r"employ|apply|adopt|use|utili[sz]e|implement|train|release|contribute|describe|outline|"
+    r"employ|apply|adopt|use|utili[sz]e|implement|train|contribute|describe|outline|"
     r"address this|tackle this|bridge this|fill this|overcome)",
     _WE + r"\s+(?:proposes|presents|introduces|develops|designs|describes|provides|offers|establishes|"
     r"derives|proves|reports|constructs|formulates|extends|generali[sz]es)",
@@ -243,13 +342,17 @@ _OTHER = _cues(
     r"\b(?:code|codes|data|dataset|datasets|models?|implementation|weights|source code|demo|project "
     r"page|checkpoints?|benchmark|materials?)\b[^.]{0,40}\b(?:is|are|will be|have been|has been)?\s*"
     r"(?:publicly |freely |openly |made )?(?:available|released|open-sourced|accessible)\b",
+    r"^(?:we|our)\s+(?:will\s+|also\s+|publicly\s+|further\s+)*(?:release|open-source|open source|"
+    r"make\s+(?:\w+\s+){1,4}?(?:publicly\s+|freely\s+)?available)\b",
     r"https?://|github\.com|\bgithub\b|huggingface\.co|\.github\.io|\bavailable at\b",
     r"\b(?:accepted|published|to appear|submitted)\b (?:at|in|to|for)\b",
     r"\b(?:the (?:rest|remainder) of (?:this|the) (?:paper|article))|\b(?:pages|figures|tables)\b\W*$",
     r"\bthis (?:paper|article|manuscript) is (?:organi[sz]ed|structured)\b",
 )
 _NUMBER = re.compile(r"\d")
-_COPULA_OPENING = re.compile(r"^(?:[\w\-()'’]+\s+){1,6}?(?:is|are|refers to|denotes|describes)\b", re.IGNORECASE)
+_COPULA_OPENING = re.compile(
+    r"^(?:[\w\-()'’]+\s+){1,6}?(?:is|are|refers to|denotes|describes)\b", re.IGNORECASE
+)
 _PERSONAL = re.compile(r"\b(?:we|our|us|this (?:paper|work|study|article|letter|note))\b", re.IGNORECASE)
 
 
