@@ -178,9 +178,10 @@ def _ends_sentence(before: str, after: str) -> bool:
         return not _open_bracket(before)
     first = _FIRST_WORD.match(after)
     starter = bool(first) and first.group(1).lower() in _STARTERS
-    if _ENUMERATOR.search(before):
+    tail = max(0, len(before) - 40)  # the patterns below look at the end of ``before`` only
+    if _ENUMERATOR.search(before, tail):
         return False
-    word = _WORD_BEFORE.search(before)
+    word = _WORD_BEFORE.search(before, tail)
     if word:
         name = word.group(1).lower()
         if name in _NEVER_END:
@@ -191,7 +192,7 @@ def _ends_sentence(before: str, after: str) -> bool:
             return False  # "BnF, fr. 2813", "p. 12"
         if name in _ABBREVIATIONS and not starter:
             return False
-        if _DOTTED_CAPITALS.search(before) and first and not starter:
+        if _DOTTED_CAPITALS.search(before, tail) and first and not starter:
             return False  # an initial before a name: "A. Smith", "U.S. Department"
     return not _open_bracket(before)
 
@@ -223,7 +224,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _cues(*patterns: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    """One pattern of all the cues of a kind, matched against lower-cased text."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
 
 
 _WE = (
@@ -371,12 +373,13 @@ def score_sentences(sentences: list[str]) -> list[Scored]:
     count = len(sentences)
     scored = []
     for index, sentence in enumerate(sentences):
-        idea = len(_IDEA.findall(sentence))
-        result = len(_RESULT.findall(sentence)) + 0.5 * min(len(_RESULT_HINT.findall(sentence)), 2)
-        problem = len(_PROBLEM.findall(sentence))
-        task = len(_TASK.findall(sentence))
+        lower = sentence.lower()
+        idea = len(_IDEA.findall(lower))
+        result = len(_RESULT.findall(lower)) + 0.5 * min(len(_RESULT_HINT.findall(lower)), 2)
+        problem = len(_PROBLEM.findall(lower))
+        task = len(_TASK.findall(lower))
         score = 1.6 * min(idea, 3) + 1.3 * min(result, 4) - 1.0 * min(problem, 3) - 0.8 * min(task, 2)
-        if _OTHER.search(sentence):
+        if _OTHER.search(lower):
             score -= 4.0
         if _PERSONAL.search(sentence):
             score += 0.6
