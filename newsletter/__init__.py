@@ -12,6 +12,7 @@ code in step.
    dates           how a moment is written in the database
    ids             the keys that decide when two records are the same paper
    text            feed text (HTML, LaTeX, entities) made plain
+   summaries       a paper's summary: the abstract's sentences that say what it does or finds
    models          the records that flow through the pipeline: Paper, ParsedFeed
    logs            log lines, human-readable or JSON, never with a secret
    toml_lines      where in a TOML text each key was written
