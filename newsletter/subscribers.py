@@ -638,7 +638,7 @@ def _by_email(db: sqlite_utils.Database, address: str) -> Subscriber | None:
 
 
 def _subscriber(row: tuple[Any, ...]) -> Subscriber:
-    preferences = Preferences.from_row(row[9], row[10], row[11], row[12])
+    preferences = Preferences.from_row(row[9], row[10], row[11], row[12], row[14])
     return Subscriber(
         id=row[0],
         email=row[1],
@@ -657,10 +657,12 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
 # --- what a send needs to know ------------------------------------------------------------------------------
 
 
-def preference_sets(db: sqlite_utils.Database, frequency: str) -> list[tuple[str, str, str]]:
-    """The distinct (categories, keywords, empty_digest) stored for the active readers of ``frequency``."""
+def preference_sets(db: sqlite_utils.Database, frequency: str) -> list[tuple[str, str, str, str]]:
+    """The distinct (categories, keywords, empty_digest, exclude_keywords) stored for the active readers
+    of ``frequency``, as stored (the ledger matches readers to them by these values)."""
     return db.execute(
-        "SELECT DISTINCT categories, keywords, empty_digest FROM subscribers WHERE status = 'active' AND frequency = ?",
+        "SELECT DISTINCT categories, keywords, empty_digest, exclude_keywords FROM subscribers "
+        "WHERE status = 'active' AND frequency = ?",
         [frequency],
     ).fetchall()
 
