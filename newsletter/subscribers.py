@@ -16,7 +16,7 @@ import io
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -665,6 +665,22 @@ def preference_sets(db: sqlite_utils.Database, frequency: str) -> list[tuple[str
         "WHERE status = 'active' AND frequency = ?",
         [frequency],
     ).fetchall()
+
+
+def follows_by_reader(db: sqlite_utils.Database, subscriber_ids: Iterable[int]) -> dict[int, Follows]:
+    """The follows of each of ``subscriber_ids`` who follows an author or excludes a keyword."""
+    rows = db.execute(
+        """
+        SELECT id, follow_authors, exclude_keywords FROM subscribers
+        WHERE id IN (SELECT value FROM json_each(?)) AND (follow_authors != '[]' OR exclude_keywords != '[]')
+        """,
+        [json.dumps(list(subscriber_ids))],
+    )
+    return {
+        subscriber_id: follows
+        for subscriber_id, authors, keywords in rows
+        if not (follows := Follows.from_row(authors, keywords)).empty
+    }
 
 
 def first_active_subscriber(db: sqlite_utils.Database) -> Subscriber | None:
