@@ -46,7 +46,7 @@ The model, model-free and deterministic:
 * **Why.** Each proposed paper names the positive paper it is closest to and the words the two share that
   weigh most in both, in the spelling the paper uses.
 * **Follows.** A paper of the edition by an author the reader follows (names compared as
-  ``preferences.author_key`` compares them: case, accents and punctuation aside) is always a For-you pick,
+  ``ids.author_key`` compares them: case, accents and punctuation aside) is always a For-you pick,
   ahead of the learned ones and sharing the ``limit`` places with them (followed papers first, best
   scored first, ties in the edition's order), with the why-line "By Jane Doe, whom you follow". A paper
   the reader already signalled is not proposed again. An excluded paper is never a pick and stays in
@@ -77,7 +77,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from newsletter.closeness import LATENT_WEIGHT, SEED, BatchRows, PaperSpace, RowStore, Text
-from newsletter.preferences import author_key
+from newsletter.ids import author_key
 
 LIKE = "like"
 DISLIKE = "dislike"

@@ -30,7 +30,7 @@ from typing import Any
 
 from newsletter.editions import EditionPaper, Section
 from newsletter.errors import PreferenceError
-from newsletter.ids import normalise_title
+from newsletter.ids import author_key
 from newsletter.taxonomy import canonical_category, closest_category
 
 FREQUENCIES = ("weekly", "daily")
@@ -281,11 +281,6 @@ class Follows:
     def excluded(self, title: str, abstract: str) -> bool:
         """Whether an excluded keyword appears in the title or abstract."""
         return bool(self._patterns) and _mentions(self._patterns, title, abstract)
-
-
-def author_key(name: str) -> str:
-    """An author's name as followed authors are compared: folded like a title key."""
-    return normalise_title(name)
 
 
 def _author_name(raw: str) -> str:
