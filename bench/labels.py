@@ -8,15 +8,18 @@ label and today's subtitle (the grey line under the heading: "N papers · keywor
 and labelling is printed for each week (best of ``--runs``).
 
     python bench/labels.py [--corpus ../shared/corpus] [--feeds NAME ...] [--runs 3] [--markdown]
+    python bench/labels.py --common    # the words most of arXiv's archives use (cluster.COMMON_ACROSS_FIELDS)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,12 +29,18 @@ sys.path.insert(0, str(ROOT))
 import corpus  # noqa: E402
 import labels_before  # noqa: E402
 
-from newsletter.cluster import PaperText, cluster_documents  # noqa: E402
+from newsletter.cluster import (  # noqa: E402
+    GENERIC_RESEARCH_WORDS,
+    STOP_WORDS,
+    TOKEN_PATTERN,
+    PaperText,
+    cluster_documents,
+)
 from newsletter.db import open_database  # noqa: E402
 from newsletter.fetch import Fetcher  # noqa: E402
 from newsletter.ingest import run_ingest  # noqa: E402
 from newsletter.settings import DigestSettings, SourceConfig  # noqa: E402
-from newsletter.sources import STARTERS  # noqa: E402
+from newsletter.sources import STARTERS, arxiv_rss  # noqa: E402
 from newsletter.store import new_papers_between  # noqa: E402
 
 KINDS = (("arxiv_rss", "arxiv_rss"), ("arxiv_api", "arxiv_api"), ("hf_api", "hf_daily"))
@@ -62,6 +71,26 @@ def week_documents(path: Path, workdir: Path, categories: tuple[str, ...] = ()) 
     return [PaperText(id=p["key"], title=p["title"], abstract=p["abstract"] or "") for p in papers]
 
 
+def common_words(path: Path) -> list[str]:
+    """The words that at least four in five of arXiv's archives use in one day's announcements, each in 2%
+    of the archive's papers or more (archives of at least 15 papers), beside the research words already
+    left out: how ``COMMON_ACROSS_FIELDS`` in newsletter/cluster.py was made."""
+    archives: dict[str, list[set[str]]] = defaultdict(list)
+    for paper in arxiv_rss.parse(path.read_bytes()).papers:
+        words = {word.lower() for word in re.findall(TOKEN_PATTERN, f"{paper.title} {paper.abstract}")}
+        archives[(paper.primary_category or "").split(".")[0]].append(words)
+    large = [papers for papers in archives.values() if len(papers) >= 15]
+    using: Counter[str] = Counter()
+    for papers in large:
+        counts = Counter(word for words in papers for word in words)
+        using.update(word for word, n in counts.items() if n >= 0.02 * len(papers))
+    return sorted(
+        word
+        for word, n in using.items()
+        if n >= 0.8 * len(large) and word not in STOP_WORDS and word not in GENERIC_RESEARCH_WORDS
+    )
+
+
 def subtitle(size: int, keywords: list[str]) -> str:
     shown = keywords[:SUBTITLE_KEYWORDS]
     return f"{size} paper{'s' if size != 1 else ''}" + (f" · {', '.join(shown)}" if shown else "")
@@ -75,7 +104,14 @@ def main() -> int:
     parser.add_argument("--feeds", nargs="*", help="only these files of the corpus's feeds/")
     parser.add_argument("--runs", type=int, default=3, help="clusterings timed per week (best counts)")
     parser.add_argument("--markdown", action="store_true", help="print tables in Markdown")
+    parser.add_argument("--common", action="store_true", help="print the words common to arXiv's fields")
     args = parser.parse_args()
+    if args.common:
+        path = corpus.feed(args.corpus)
+        if path is None:
+            return 2
+        print(" ".join(common_words(path)))
+        return 0
     feeds = args.corpus / "feeds"
     paths = [feeds / name for name in args.feeds] if args.feeds else sorted(feeds.glob("*"))
     paths = [p for p in paths if p.suffix in (".xml", ".json", ".atom", ".rdf")]
