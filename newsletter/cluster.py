@@ -7,9 +7,12 @@ with the best silhouette (cosine) between the configured bounds, the upper bound
 section holds at least ``MIN_AVERAGE_SECTION`` papers on average. Sections too small to stand alone are
 gathered in a final "Other" section: every paper lands in exactly one section.
 
-Labels come from class-based TF-IDF: the terms frequent in one section and rare in the others, with stop
-words and words every abstract uses ("model", "propose", "results") left out. Each label joins 2-4 terms
-in their most common spelling ("LLMs", not "llms"), and no two sections share a label.
+Labels name a section's subject as a researcher would: phrases as the papers write them, weighed by
+how many of the section's papers use them and how much of their use is the section's, terms named in
+titles first; a word gives way to the phrase that contains it, filler (words every abstract uses, parts of
+any study, words common to all fields or to all the edition's sections) and bare modifiers never stand
+alone. A label joins 1-3 terms, at most four words, in their most common spelling ("LLMs", not "llms");
+the subtitle's keywords share no word with it, and no two sections share a label.
 
 Everything is deterministic: input order does not matter and the random generators are seeded.
 """
@@ -21,7 +24,7 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -410,21 +413,28 @@ class _SectionText:
         self.titles = "\x00".join(titles)
         self.size = max(1, len(parts))
 
-    def _pattern(self, term: str, tail: str = "") -> re.Pattern[str]:
+    def _matches(self, term: str, text: str, tail: str = "") -> Iterator[re.Match[str]]:
+        """Where ``term`` is written as such in ``text``: its words apart only by spaces, each whole. The
+        pattern starts with the term's first letters, which lets the search skip ahead (a look-behind
+        first would try every position); a word character or hyphen before a match rules it out."""
         words = r"\s+".join(re.escape(word) for word in term.split())
-        return re.compile(rf"(?<![\w-]){words}(?![\w-]){tail}")
+        for match in re.finditer(rf"{words}(?![\w-]){tail}", text):
+            start = match.start()
+            if start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_-"):
+                yield match
 
     def share(self, term: str, *, titles: bool = False) -> float:
         """The share of the papers that write ``term`` as written (in their titles, with ``titles``)."""
         text, starts = (self.titles, self.title_starts) if titles else (self.text, self.starts)
-        papers = {bisect.bisect_right(starts, m.start()) for m in self._pattern(term).finditer(text)}
+        papers = {bisect.bisect_right(starts, m.start()) for m in self._matches(term, text)}
         return len(papers) / self.size
 
-    def modifier(self, word: str) -> float:
-        """How often ``word`` stands right before another content word: near 1 for an adjective or a noun
-        used as one ("molecular", "visual"), which names no subject on its own."""
+    def modifier(self, term: str) -> float:
+        """How often ``term`` stands right before another content word: near 1 for an adjective or a noun
+        used as one ("molecular", "visual"), or for a fragment of a longer phrase ("open quantum"); either
+        names no subject on its own."""
         follower = r"(?:\s+([^\W\d_]\w+(?:-\w+)*))?"
-        matches = list(self._pattern(word, follower).finditer(self.text))
+        matches = list(self._matches(term, self.text, follower))
         if not matches:
             return 0.0
         followed = sum(1 for m in matches if m.group(1) and m.group(1) not in STOP_WORDS)
