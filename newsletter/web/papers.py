@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from newsletter import ids
+from newsletter.dates import day
 from newsletter.editions import EditionPaper, edition_paper
 from newsletter.errors import EditionNotFound, PaperNotFound, SubscriberError
 from newsletter.fetch import Fetcher
@@ -386,7 +387,7 @@ def _signal(signal: ReaderSignal) -> dict[str, Any]:
         "title": signal.title,
         "authors": authors,
         "url": _paper_url(signal.id),
-        "date": f"{signal.created_at:%d %b %Y}",
+        "date": day(signal.created_at),
     }
 
 
