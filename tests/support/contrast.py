@@ -100,7 +100,7 @@ CONTRAST_CHECK = r"""
     if (box.width < 1 || box.height < 1) continue;
     checkText(element, text);
   }
-  const controls = "button, select, textarea, a.button, "
+  const controls = "button, select, textarea, a.button, .nl-btn td[bgcolor], "
     + "input:not([type=hidden]):not([type=checkbox]):not([type=radio]):not([type=file])";
   for (const control of document.querySelectorAll(controls)) {
     if (!shown(control)) continue;
