@@ -178,6 +178,12 @@ def pages(world) -> dict[str, tuple[str, object]]:
         page.click("button:has-text('Log in')")
         page.wait_for_selector(".error")
 
+    def confirmed(page) -> None:  # type: ignore[no-untyped-def]
+        # The first press confirms; once active, the link itself shows the confirmed page.
+        if page.locator("button:has-text('Confirm my subscription')").count():
+            page.click("button:has-text('Confirm my subscription')")
+        page.wait_for_selector("a.button")
+
     def bad_address(page) -> None:  # type: ignore[no-untyped-def]
         page.fill("input[name=email]", "reader@localhost")  # the browser's check lets it through
         page.click("button:has-text('Subscribe')")
@@ -188,6 +194,7 @@ def pages(world) -> dict[str, tuple[str, object]]:
         "subscribe": ("/subscribe", None),
         "subscribe-error": ("/subscribe", bad_address),
         "confirm": (links["confirm"], None),
+        "confirmed": (links["confirm"], confirmed),
         "preferences": (links["preferences"], None),
         "preferences-saved": (links["preferences"], click("button:has-text('Save')", "text=Saved.")),
         "papers": (links["preferences"] + "/papers", None),
@@ -212,6 +219,7 @@ PAGES = (
     "subscribe",
     "subscribe-error",
     "confirm",
+    "confirmed",
     "preferences",
     "preferences-saved",
     "papers",
