@@ -387,8 +387,18 @@ def _signal(signal: ReaderSignal) -> dict[str, Any]:
         "title": signal.title,
         "authors": authors,
         "url": _paper_url(signal.id),
+        "ident": _ident(signal.id),
         "date": day(signal.created_at),
     }
+
+
+def _ident(key: str) -> str:
+    """How a card names a paper by its key: "arXiv:2412.01234", "doi:10.1000/xyz"; "" for other keys."""
+    if key.startswith(ids.ARXIV_PREFIX):
+        return f"arXiv:{key.removeprefix(ids.ARXIV_PREFIX)}"
+    if key.startswith(ids.DOI_PREFIX):
+        return f"doi:{key.removeprefix(ids.DOI_PREFIX)}"
+    return ""
 
 
 def _pending(item: PendingItem) -> dict[str, Any]:
