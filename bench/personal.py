@@ -10,7 +10,8 @@ either half) when both halves hold enough of its papers.
 
 Three rankers run on the same texts in the same run, and nDCG@10, P@10 and AUC are averaged over readers:
 
-* the project's ranker (newsletter.personal), one ``PersonalRanker`` per edition;
+* the project's ranker (newsletter.personal), one ``PersonalRanker`` per edition, its space fitted on
+  the edition and every reader's library (on the edition alone with ``--edition-space``);
 * cosine to the centroid of the library's TF-IDF vectors;
 * arxiv-sanity-lite's per-user LinearSVC (C=0.01, class_weight balanced), library positive and every
   paper of the edition negative, on arxiv-sanity-lite's TF-IDF (words and pairs, sublinear, min_df 5,
@@ -25,7 +26,7 @@ to the better baseline's (target >= 1.2).
 3,000-paper edition (the corpus's papers, each a second time with a third of its abstract's words left
 out, to reach 3,000) and prints wall time and peak memory against the targets 60 s and 500 MB.
 
-    python bench/personal.py [--corpus ../shared/corpus] [--feeds NAME ...]
+    python bench/personal.py [--corpus ../shared/corpus] [--feeds NAME ...] [--edition-space]
     python bench/personal.py --scale [--readers 100000]
 """
 
@@ -162,9 +163,10 @@ def as_text(paper: Paper) -> PaperText:
     return PaperText(key(paper), paper.title, paper.abstract)
 
 
-def project_scores(cases: list[Case]) -> list[np.ndarray]:
+def project_scores(cases: list[Case], edition_space: bool = False) -> list[np.ndarray]:
     # One ranker per edition, its space fitted on the edition and every reader's library, as the send
-    # path does with the libraries of all its readers.
+    # path does with the libraries of all its readers (on the edition's papers alone with
+    # ``edition_space``).
     libraries: dict[tuple[str, ...], list[Paper]] = {}
     for case in cases:
         libraries.setdefault(tuple(key(p) for p in case.edition), []).extend(case.library)
@@ -175,7 +177,7 @@ def project_scores(cases: list[Case]) -> list[np.ndarray]:
         if edition_key not in rankers:
             rankers[edition_key] = PersonalRanker(
                 [as_text(p) for p in case.edition],
-                signal_papers=[as_text(p) for p in libraries[edition_key]],
+                signal_papers=() if edition_space else [as_text(p) for p in libraries[edition_key]],
             )
         ranker = rankers[edition_key]
         view = ranker.rank([Signal(as_text(p), LIBRARY) for p in case.library])
@@ -246,12 +248,14 @@ LABELS = {
 }
 
 
-def measure(title: str, cases: list[Case], ceiling: bool = False) -> dict[str, np.ndarray] | None:
+def measure(
+    title: str, cases: list[Case], ceiling: bool = False, edition_space: bool = False
+) -> dict[str, np.ndarray] | None:
     if not cases:
         return None
     results: dict[str, list[tuple[float, float, float]]] = {"project": [], "centroid": [], "svm": []}
     started = time.perf_counter()
-    for case, project in zip(cases, project_scores(cases), strict=True):
+    for case, project in zip(cases, project_scores(cases, edition_space), strict=True):
         results["project"].append(metrics(project, case.relevant))
     project_time = time.perf_counter() - started
     for case in cases:
@@ -301,12 +305,18 @@ def quality(args: argparse.Namespace) -> int:
             f"one cross-listed category (>= {args.min_papers} papers, primary of under half)",
             single_interest(papers, args.min_papers),
             ceiling=True,
+            edition_space=args.edition_space,
         )
         measure(
             f"any category of >= {args.min_papers} papers, two library draws each",
             single_interest(papers, args.min_papers, cross_listed=False, draws=2),
+            edition_space=args.edition_space,
         )
-        measure("two unrelated categories, 5 + 5 library papers", two_interests(papers, args.min_papers))
+        measure(
+            "two unrelated categories, 5 + 5 library papers",
+            two_interests(papers, args.min_papers),
+            edition_space=args.edition_space,
+        )
         # The announcement kinds are separate listings: different papers, different vocabularies.
         kinds = Counter(p.announce_type for p in papers)
         for kind in (AnnounceType.NEW, AnnounceType.REPLACE):
@@ -317,6 +327,7 @@ def quality(args: argparse.Namespace) -> int:
             measure(
                 f"any category of >= {args.slice_min_papers} papers, two library draws each",
                 single_interest(selection, args.slice_min_papers, cross_listed=False, draws=2),
+                edition_space=args.edition_space,
             )
     if too_small:
         print(f"no category qualifies (too few papers) in: {'; '.join(too_small)}")
@@ -392,6 +403,11 @@ def main() -> int:
     parser.add_argument("--min-papers", type=int, default=20)
     parser.add_argument(
         "--slice-min-papers", type=int, default=12, help="the same, in one kind of announcement"
+    )
+    parser.add_argument(
+        "--edition-space",
+        action="store_true",
+        help="fit the ranker's space on the edition's papers alone, not with the readers' libraries",
     )
     parser.add_argument("--scale", action="store_true", help="time 100,000 readers instead")
     parser.add_argument("--readers", type=int, default=100_000)

@@ -7,19 +7,24 @@ with the best silhouette (cosine) between the configured bounds, the upper bound
 section holds at least ``MIN_AVERAGE_SECTION`` papers on average. Sections too small to stand alone are
 gathered in a final "Other" section: every paper lands in exactly one section.
 
-Labels come from class-based TF-IDF: the terms frequent in one section and rare in the others, with stop
-words and words every abstract uses ("model", "propose", "results") left out. Each label joins 2-4 terms
-in their most common spelling ("LLMs", not "llms"), and no two sections share a label.
+Labels name a section's subject as a researcher would: phrases as the papers write them, weighed by
+how many of the section's papers use them and how much of their use is the section's, terms named in
+titles first; a word gives way to the phrase that contains it, filler (words every abstract uses, parts of
+any study, words common to all fields or to all the edition's sections) and bare modifiers never stand
+alone. A label joins 1-3 terms, at most four words, in their most common spelling ("LLMs", not "llms");
+the subtitle's keywords share no word with it, and no two sections share a label.
 
 Everything is deterministic: input order does not matter and the random generators are seeded.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +75,45 @@ STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
 HEAD_NOUNS = frozenset(
     "model models learning network networks data dataset datasets system systems benchmark benchmarks training".split()  # noqa: SIM905
 )
+# And in a section's label: "protein design", "Gaussian processes", "image quality".
+LABEL_HEAD_NOUNS = HEAD_NOUNS | frozenset(
+    "analysis design process processes quality structure structures understanding".split()  # noqa: SIM905
+)
+
+# Words that name no subject on their own, in a label or a subtitle (they may in a phrase: "image
+# generation", "label noise"). Three sources: the research words above; words that name a part, a stage
+# or a kind of any study rather than what it studies; and the words that at least four in five of arXiv's archives
+# used in one day's announcements (each in 2% of the archive's papers or more: the shared corpus's
+# 1,504-paper day, archives of at least 15 papers; `python3 run.py bench labels --common` prints them).
+# Each edition adds the words all its own sections use (_common_to_edition).
+RESEARCH_FILLER = frozenset(
+    """
+    architecture assessment aspect baseline component cost domain error evidence factor feature gap goal
+    identity image input knowledge label layer learn loss mechanism metric module objective output overview
+    pattern pipeline prediction review scenario score step survey token
+    """.split()  # noqa: SIM905
+)
+COMMON_ACROSS_FIELDS = frozenset(
+    """
+    addition application apply associated behavior cases class classical common complex computational
+    conditions consistent constraints context corresponding critical density derive determine determined
+    discuss distribution domain dynamical dynamics energy explore extended fields fully function functions
+    generated geometry global higher highly identify impact increasing indicate initial instead
+    interactions investigate known leading leads limit linear local long lower matrix multiple nature
+    network networks open parameter parameters points possible power predictions presence promising
+    properties random rate regions related relative relevant respectively role second set sets simulations
+    size solution solutions space standard statistical test theoretical theory varying
+    """.split()  # noqa: SIM905
+)
+LABEL_FILLER = GENERIC_RESEARCH_WORDS | RESEARCH_FILLER | COMMON_ACROSS_FIELDS | STOP_WORDS
+LABEL_WORDS = 4  # a label has at most four words (a hyphenated compound counts as one)...
+LABEL_TERMS = 3  # ...in at most three terms
+KEYWORDS = 6  # terms kept for the subtitle, none sharing a word with the label
+CANDIDATES = 60  # terms of a section weighed for its name
+PHRASE_SAMPLE = 300  # papers of a section read to check that its phrases are written as phrases
+PHRASE_SHARE = 0.25  # a word gives way to a phrase containing it that has this share of its score
+LONGER_SHARE = 0.6  # a phrase to a longer one with this share of its score
+MODIFIER = 0.7  # a single word this often followed by another content word is a modifier
 
 # Words of at least two letters and digits, hyphenated compounds kept whole ("chain-of-thought").
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]\w+(?:-\w+)*\b"
@@ -280,9 +324,10 @@ def _finish(
     # Largest first; "Other" always last. Ties broken by the first member's id, for determinism.
     topics_members.sort(key=lambda t: (t[2], -len(t[0]), ordered[t[0][0]].id))
 
-    keyword_lists = _keywords(counts, vocabulary, [t[0] for t in topics_members], ordered)
-    labels = _unique_labels(keyword_lists, [t[2] for t in topics_members])
-    for (members, near, is_other), keywords, label in zip(topics_members, keyword_lists, labels, strict=True):
+    names = _name_sections(
+        counts, vocabulary, [t[0] for t in topics_members], [t[2] for t in topics_members], ordered
+    )
+    for (members, near, is_other), (label, keywords) in zip(topics_members, names, strict=True):
         result.topics.append(
             Topic(
                 label=label,
@@ -295,67 +340,231 @@ def _finish(
     return result
 
 
-def _keywords(
-    counts: sparse.csr_matrix, vocabulary: np.ndarray, groups: list[list[int]], documents: Sequence[PaperText]
-) -> list[list[str]]:
-    """Class-based TF-IDF: a term's weight in a section against how common it is in all sections."""
+def _name_sections(
+    counts: sparse.csr_matrix,
+    vocabulary: np.ndarray,
+    groups: list[list[int]],
+    is_other: list[bool],
+    documents: Sequence[PaperText],
+) -> list[tuple[str, list[str]]]:
+    """Each section's label and subtitle keywords, in the order of ``groups``."""
     if counts.shape[1] == 0:
-        return [[] for _ in groups]
-    per_topic = np.vstack([np.asarray(counts[members].sum(axis=0)).ravel() for members in groups])
-    words_per_topic = per_topic.sum(axis=1, keepdims=True)
-    term_frequency = per_topic / np.maximum(words_per_topic, 1)
-    average_words = float(words_per_topic.mean())
-    idf = np.log1p(average_words / np.maximum(per_topic.sum(axis=0), 1))
-    scores = term_frequency * idf
-    usable = np.array([_label_worthy(str(term)) for term in vocabulary])
-    result = []
-    for row, members in zip(scores, groups, strict=True):
-        row = np.where(usable, row, 0.0)
-        ranked = np.argsort(-row, kind="stable")[:200]
-        scored = [(str(vocabulary[i]), float(row[i])) for i in ranked if row[i] > 0]
-        chosen = _distinct_terms(_prefer_phrases(scored), limit=8)
-        result.append(_surface_forms(chosen, [documents[m] for m in members]))
-    return result
+        return [(OTHER_LABEL if other else "Miscellaneous", []) for other in is_other]
+    present = counts.copy()
+    present.data[:] = 1.0
+    in_topic = np.vstack([np.asarray(present[members].sum(axis=0)).ravel() for members in groups])
+    coverage = in_topic / np.array([[max(1, len(members))] for members in groups])
+    exclusivity = coverage / np.maximum(coverage.sum(axis=0), 1e-12)
+    filler = LABEL_FILLER | _common_to_edition(vocabulary, coverage, in_topic, is_other)
+    shapely = np.array([_phrase_shape_ok(str(term), filler) for term in vocabulary])
+    named: list[tuple[str, list[str]]] = []
+    used: set[str] = set()
+    for row, members, other in zip(range(len(groups)), groups, is_other, strict=True):
+        section = [documents[m] for m in members]
+        support = 2 if len(members) >= 4 else 1
+        scores = np.where(shapely & (in_topic[row] >= support), coverage[row] * exclusivity[row], 0.0)
+        ranked = [i for i in np.argsort(-scores, kind="stable")[:CANDIDATES] if scores[i] > 0]
+        text = _SectionText(section[:PHRASE_SAMPLE])
+        candidates = []
+        for i in ranked:
+            term = str(vocabulary[i])
+            share = float(coverage[row, i])
+            if " " in term:  # a phrase must occur as written, not across a stop word or a full stop
+                share = min(share, text.share(term))
+                if share * text.size < support:
+                    continue
+            elif not _noun_like(term):
+                continue
+            in_titles = text.share(term, titles=True)
+            candidates.append(
+                _Candidate(term, (share + in_titles) / 2 * float(exclusivity[row, i]), in_titles > 0)
+            )
+        # A subject is what titles name: terms that some title of the section uses come first. Stable
+        # sort: ties keep the vocabulary's order.
+        candidates.sort(key=lambda c: (not c.titled, -c.score))
+        terms = _surface_forms(_choose_terms(candidates, filler, text), section)
+        if other:
+            named.append((OTHER_LABEL, terms[:KEYWORDS]))
+            used.add(OTHER_LABEL.casefold())
+            continue
+        label, keywords = _compose_label(terms, used)
+        used.add(label.casefold())
+        named.append((label, keywords))
+    return named
 
 
-def _label_worthy(term: str) -> bool:
-    """A word must be topical. A phrase must start with a topical word and end with a topical word or a
-    head noun ("language models", "reinforcement learning"), not with "using" or "proposed"."""
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    term: str
+    score: float  # share of the section's papers using it x the section's share of its use
+    titled: bool  # in the title of one of the section's papers
+
+
+class _SectionText:
+    """A section's titles and abstracts as one lower-case text, to tell a phrase written as such ("molecular
+    graphs") from words that only meet once stop words are gone ("graphs of molecular ...")."""
+
+    def __init__(self, documents: Sequence[PaperText]) -> None:
+        parts = [f"{doc.title}. {doc.abstract}".lower() for doc in documents]
+        self.starts = _starts(parts)
+        self.text = "\x00".join(parts)  # not a space: no phrase runs from one paper into the next
+        titles = [doc.title.lower() for doc in documents]
+        self.title_starts = _starts(titles)
+        self.titles = "\x00".join(titles)
+        self.size = max(1, len(parts))
+
+    def _matches(self, term: str, text: str, tail: str = "") -> Iterator[re.Match[str]]:
+        """Where ``term`` is written as such in ``text``: its words apart only by spaces, each whole. The
+        pattern starts with the term's first letters, which lets the search skip ahead (a look-behind
+        first would try every position); a word character or hyphen before a match rules it out."""
+        words = r"\s+".join(re.escape(word) for word in term.split())
+        for match in re.finditer(rf"{words}(?![\w-]){tail}", text):
+            start = match.start()
+            if start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_-"):
+                yield match
+
+    def share(self, term: str, *, titles: bool = False) -> float:
+        """The share of the papers that write ``term`` as written (in their titles, with ``titles``)."""
+        text, starts = (self.titles, self.title_starts) if titles else (self.text, self.starts)
+        papers = {bisect.bisect_right(starts, m.start()) for m in self._matches(term, text)}
+        return len(papers) / self.size
+
+    def modifier(self, term: str) -> float:
+        """How often ``term`` stands right before another content word: near 1 for an adjective or a noun
+        used as one ("molecular", "visual"), or for a fragment of a longer phrase ("open quantum"); either
+        names no subject on its own."""
+        follower = r"(?:\s+([^\W\d_]\w+(?:-\w+)*))?"
+        matches = list(self._matches(term, self.text, follower))
+        if not matches:
+            return 0.0
+        followed = sum(1 for m in matches if m.group(1) and m.group(1) not in STOP_WORDS)
+        return followed / len(matches)
+
+
+def _starts(parts: list[str]) -> list[int]:
+    return list(itertools.accumulate((len(part) + 1 for part in parts[:-1]), initial=0))
+
+
+def _noun_like(word: str) -> bool:
+    """Not an adverb ("exponentially") or a past participle ("revealed", "trained"): neither names a
+    subject on its own (both may start a phrase: "supervised learning")."""
+    return not (word.endswith("ly") or (len(word) > 4 and word.endswith("ed") and not word.endswith("eed")))
+
+
+def _common_to_edition(
+    vocabulary: np.ndarray, coverage: np.ndarray, in_topic: np.ndarray, is_other: list[bool]
+) -> frozenset[str]:
+    """Words this edition's sections all use: in at least three quarters of them (of four or more), each
+    time in 5% of the section's papers and at least two. "image" in a digest of computer vision,
+    "tokens" in one of language models: true of every section, so the name of none."""
+    rows = [i for i, other in enumerate(is_other) if not other]
+    if len(rows) < 4:
+        return frozenset()
+    used = ((coverage[rows] >= 0.05) & (in_topic[rows] >= 2)).sum(axis=0)
+    single = np.char.find(vocabulary.astype(str), " ") < 0
+    return frozenset(str(vocabulary[i]) for i in np.flatnonzero(single & (used >= 0.75 * len(rows))))
+
+
+def _is_filler(word: str, filler: frozenset[str]) -> bool:
+    return word in filler or _stem(word) in filler
+
+
+def _phrase_shape_ok(term: str, filler: frozenset[str]) -> bool:
+    """A phrase must start with a word that is no mere research word ("proposed", "novel"), end with a
+    topical word or a head noun ("language models", "reinforcement learning"), and hold at least one word
+    that is not filler ("image features" names nothing). Single words are judged when chosen."""
     words = term.split()
     if len(words) == 1:
-        return term not in GENERIC_RESEARCH_WORDS
+        return True
     first, last = words[0], words[-1]
-    return first not in GENERIC_RESEARCH_WORDS and (last not in GENERIC_RESEARCH_WORDS or last in HEAD_NOUNS)
+    if first in GENERIC_RESEARCH_WORDS or (last in GENERIC_RESEARCH_WORDS and last not in LABEL_HEAD_NOUNS):
+        return False
+    return any(not _is_filler(word, filler) and word not in LABEL_HEAD_NOUNS for word in words)
 
 
-def _prefer_phrases(scored: list[tuple[str, float]]) -> list[str]:
-    """Replace a term by the best longer phrase containing it when that phrase is nearly as distinctive:
-    "black holes" says more than "black", "graph neural networks" more than "graph neural". Singular and
-    plural spellings count together ("black hole" + "black holes")."""
-    variants: dict[str, float] = {}
-    for term, term_score in scored:
-        variants[_stem_key(term)] = variants.get(_stem_key(term), 0.0) + term_score
-    containing: dict[str, list[str]] = {}
-    for term, _ in scored:
-        words = term.split()
-        for length in range(1, len(words)):
-            for start in range(len(words) - length + 1):
-                containing.setdefault(" ".join(words[start : start + length]), []).append(term)
+def _choose_terms(candidates: list[_Candidate], filler: frozenset[str], text: _SectionText) -> list[str]:
+    """The section's terms, best first, none repeating a word of another: a single word gives way to the
+    best phrase that contains it when that phrase holds a fair share of its weight ("reasoning" ->
+    "chain-of-thought reasoning"); a filler word or a bare modifier ("molecular") that no phrase carries
+    is left out."""
+    by_word: dict[str, list[_Candidate]] = {}
+    for candidate in candidates:
+        words = candidate.term.split()
+        if len(words) > 1:
+            for word in {_stem(w) for w in words}:
+                by_word.setdefault(word, []).append(candidate)
 
-    def extend(term: str) -> str:
-        while containing.get(term):
-            phrase = max(containing[term], key=lambda option: variants[_stem_key(option)])
-            if variants[_stem_key(phrase)] < 0.6 * variants[_stem_key(term)]:
-                break
-            term = phrase
-        return term
+    def settle(term: str, score: float) -> str | None:
+        if " " not in term:
+            if _is_filler(term, filler):
+                return None
+            phrases = [c for c in by_word.get(_stem(term), []) if c.score >= PHRASE_SHARE * score]
+            if phrases:
+                term, score = phrases[0].term, phrases[0].score  # candidates are sorted: the first is best
+            elif text.modifier(term) >= MODIFIER:
+                return None
+        # A phrase gives way in turn to a longer one nearly as strong ("neural networks" -> "graph neural
+        # networks"), or to any longer one when it is a fragment ("open quantum" of "open quantum systems").
+        longer = [
+            c
+            for c in by_word.get(_stem(term.split()[0]), [])
+            if len(c.term.split()) > len(term.split()) and f" {term} " in f" {c.term} "
+        ]
+        fragment = " " in term and text.modifier(term) >= MODIFIER
+        if longer and (fragment or longer[0].score >= LONGER_SHARE * score):
+            return longer[0].term
+        return None if fragment else term
 
-    terms: list[str] = []
-    for term, _ in scored:
-        longest = extend(term)
-        if longest not in terms:
-            terms.append(longest)
-    return terms
+    chosen: list[str] = []
+    chosen_stems: list[set[str]] = []
+    for candidate in candidates:
+        settled = settle(candidate.term, candidate.score)
+        if settled is None:
+            continue
+        term = settled
+        stems = set(_stem_key(term).split())
+        if any(stems & other for other in chosen_stems):
+            continue
+        if any(_abbreviates(term, other) or _abbreviates(other, term) for other in chosen):
+            continue
+        chosen.append(term)
+        chosen_stems.append(stems)
+        if len(chosen) == LABEL_TERMS + KEYWORDS:
+            break
+    return chosen
+
+
+def _compose_label(terms: list[str], used: set[str]) -> tuple[str, list[str]]:
+    """The label: the best term, joined by the next ones while the label stays within ``LABEL_WORDS``
+    words and ``LABEL_TERMS`` terms; the rest are the subtitle's keywords. A label another section took
+    starts from the next term instead."""
+    if not terms:
+        return "Miscellaneous", []
+    for start in range(len(terms)):
+        picked = _fill_label(terms[start:])
+        label = _join(picked)
+        if label.casefold() not in used:
+            break
+    else:
+        picked = _fill_label(terms)
+        base, number = _join(picked), 2
+        label = f"{base} ({number})"
+        while label.casefold() in used:  # the same terms as another section: number them rather than merge
+            number += 1
+            label = f"{base} ({number})"
+    return label, [term for term in terms if term not in picked][:KEYWORDS]
+
+
+def _fill_label(terms: list[str]) -> list[str]:
+    picked = [terms[0]]
+    words = len(terms[0].split())
+    for term in terms[1:]:
+        if len(picked) == LABEL_TERMS or words >= LABEL_WORDS:
+            break
+        if words + len(term.split()) <= LABEL_WORDS:
+            picked.append(term)
+            words += len(term.split())
+    return picked
 
 
 def _stem_key(term: str) -> str:
@@ -367,26 +576,13 @@ def _stem(word: str) -> str:
 
 
 def _abbreviates(short: str, phrase: str) -> bool:
-    """ "llms" abbreviates "large language models", "gnn" abbreviates "graph neural networks"."""
+    """ "llms" abbreviates "large language models", "gnn" "graph neural networks"; and it stands for a phrase
+    it ends with: "llms" and "vlms" are "language models" too."""
     words = phrase.split()
-    return len(words) > 1 and _stem(short) == "".join(word[0] for word in words)
-
-
-def _distinct_terms(terms: list[str], limit: int) -> list[str]:
-    """Drop a term that repeats a chosen one: "diffusion" after "diffusion models", "images" after "image"."""
-    chosen: list[str] = []
-    chosen_stems: list[set[str]] = []
-    for term in terms:
-        stems = set(_stem_key(term).split())
-        if any(stems <= other or other <= stems for other in chosen_stems):
-            continue
-        if any(_abbreviates(term, other) or _abbreviates(other, term) for other in chosen):
-            continue
-        chosen.append(term)
-        chosen_stems.append(stems)
-        if len(chosen) == limit:
-            break
-    return chosen
+    if len(words) < 2 or " " in short:
+        return False
+    initials, letters = "".join(word[0] for word in words).lower(), _stem(short.lower())
+    return letters == initials or (len(letters) <= len(initials) + 1 and letters.endswith(initials))
 
 
 def _surface_forms(terms: list[str], documents: Sequence[PaperText]) -> list[str]:
@@ -404,35 +600,11 @@ def _surface_forms(terms: list[str], documents: Sequence[PaperText]) -> list[str
     return forms
 
 
-def _unique_labels(keyword_lists: list[list[str]], is_other: list[bool]) -> list[str]:
-    labels: list[str] = []
-    used: set[str] = set()
-    for keywords, other in zip(keyword_lists, is_other, strict=True):
-        label = OTHER_LABEL if other else _label_from(keywords, used)
-        base, suffix = label, 2
-        while label.casefold() in used:  # identical keyword lists: number them rather than merge them
-            label = f"{base} ({suffix})"
-            suffix += 1
-        used.add(label.casefold())
-        labels.append(label)
-    return labels
-
-
-def _label_from(keywords: list[str], used: set[str]) -> str:
-    if not keywords:
-        return "Miscellaneous"
-    # Two or three terms read at a glance; a fourth only when the first three are single words.
-    size = 3 if sum(" " in k for k in keywords[:3]) else min(4, len(keywords))
-    for start in range(max(1, len(keywords) - size + 1)):
-        candidate = _join(keywords[start : start + max(2, min(size, len(keywords)))])
-        if candidate.casefold() not in used:
-            return candidate
-    return _join(keywords[: max(2, min(size, len(keywords)))])
-
-
 def _join(terms: list[str]) -> str:
+    """The terms as a heading: the first letter capitalised, unless the term is written in mixed case
+    ("rRNA", "iPhone")."""
     text = ", ".join(terms)
-    return text[:1].upper() + text[1:]
+    return text if text.split(" ")[0] != text.split(" ")[0].lower() else text[:1].upper() + text[1:]
 
 
 def score_paper(*, upvotes: int | None, centrality: float, recency: float) -> float:

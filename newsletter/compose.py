@@ -19,7 +19,7 @@ from newsletter.dates import iso
 from newsletter.editions import Edition, EditionPaper, Section, last_digest_end, load_edition, store_digest
 from newsletter.settings import DigestSettings
 from newsletter.store import new_papers_between
-from newsletter.text import extract_summary
+from newsletter.summaries import summarize
 
 
 def default_window(
@@ -103,7 +103,7 @@ def _sections(papers: list[dict[str, Any]], settings: DigestSettings) -> list[Se
                     title=paper["title"],
                     score=score_paper(upvotes=paper["upvotes"], centrality=centrality, recency=recency),
                     summary=paper["ai_summary"]
-                    or extract_summary(paper["abstract"] or "", max_chars=settings.summary_chars),
+                    or summarize(paper["abstract"] or "", max_chars=settings.summary_chars),
                     authors=json.loads(paper["authors"] or "[]"),
                     url=paper["url"],
                     upvotes=paper["upvotes"],

@@ -488,6 +488,12 @@ def _reader_layouts(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN layout TEXT")
 
 
+def _variant_exclusions(db: sqlite_utils.Database) -> None:
+    # A reader's excluded keywords shape their digest like their topics do: part of the preference set
+    # an edition is rendered for. Variants stored before ('[]') exclude nothing.
+    db.execute("ALTER TABLE delivery_variants ADD COLUMN exclude_keywords TEXT NOT NULL DEFAULT '[]'")
+
+
 MIGRATIONS: list[Migration] = [
     _initial_schema,
     _editions,
@@ -500,6 +506,7 @@ MIGRATIONS: list[Migration] = [
     _revisions_counted,
     _reader_library,
     _reader_layouts,
+    _variant_exclusions,
 ]
 
 

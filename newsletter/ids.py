@@ -1,8 +1,9 @@
-"""Identifiers that decide when two records are the same paper.
+"""Identifiers that decide when two records are the same paper, and when two names the same author.
 
 A paper's canonical key is, in order of preference, its arXiv id without version (``arxiv:2403.01234``,
 ``arxiv:hep-th/9901001``), its DOI (``doi:10.1103/physrevb.71.184511``) or a normalised-title key
-(``title:attention is all you need``). Every key a paper was ever seen under is kept as an alias.
+(``title:attention is all you need``). Every key a paper was ever seen under is kept as an alias. An
+author's key (``author_key``) is their name folded like a title: how a followed author is recognised.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def normalise_title(title: str) -> str:
     without_marks = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     words = _UNDERSCORE.sub(" ", _NON_WORD.sub(" ", without_marks.casefold()))
     return " ".join(words.split())
+
+
+def author_key(name: str) -> str:
+    """An author's name as followed authors are compared: folded like a title key ("José  Pérez" and
+    "jose perez" are one author)."""
+    return normalise_title(name)
 
 
 def title_key(title: str | None) -> str | None:

@@ -56,6 +56,7 @@ class Variant:
     keywords_json: str
     empty_digest: str
     papers: int  # papers of the edition this variant gets
+    exclude_keywords_json: str = "[]"  # the readers' excluded keywords, as stored on their rows
 
     @property
     def skipped(self) -> bool:
@@ -102,10 +103,19 @@ def create_ledger(
 
 def _store_variants(db: sqlite_utils.Database, edition_id: int, variants: dict[str, Variant]) -> None:
     db.conn.executemany(
-        "INSERT INTO delivery_variants (edition_id, variant, categories, keywords, empty_digest, papers) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO delivery_variants "
+        "(edition_id, variant, categories, keywords, empty_digest, papers, exclude_keywords) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (edition_id, key, v.categories_json, v.keywords_json, v.empty_digest, v.papers)
+            (
+                edition_id,
+                key,
+                v.categories_json,
+                v.keywords_json,
+                v.empty_digest,
+                v.papers,
+                v.exclude_keywords_json,
+            )
             for key, v in variants.items()
         ],
     )
@@ -137,7 +147,8 @@ _QUEUE_RECIPIENTS = """
 _ONE_VARIANT = "JOIN delivery_variants v ON v.edition_id = ? AND v.variant = ''"
 _VARIANT_OF_PREFERENCES = (
     "JOIN delivery_variants v ON v.edition_id = ? AND v.categories = s.categories "
-    "AND v.keywords = s.keywords AND v.empty_digest = s.empty_digest"
+    "AND v.keywords = s.keywords AND v.empty_digest = s.empty_digest "
+    "AND v.exclude_keywords = s.exclude_keywords"
 )
 
 
@@ -173,9 +184,10 @@ def _queue_recipients(
 def stored_variants(db: sqlite_utils.Database, edition_id: int) -> dict[str, Variant]:
     """The preference sets the edition's ledger was created with, by variant key."""
     return {
-        variant: Variant(categories, keywords, empty, papers)
-        for variant, categories, keywords, empty, papers in db.execute(
-            "SELECT variant, categories, keywords, empty_digest, papers FROM delivery_variants WHERE edition_id = ?",
+        variant: Variant(categories, keywords, empty, papers, excluded)
+        for variant, categories, keywords, empty, papers, excluded in db.execute(
+            "SELECT variant, categories, keywords, empty_digest, papers, exclude_keywords "
+            "FROM delivery_variants WHERE edition_id = ?",
             [edition_id],
         )
     }

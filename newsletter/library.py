@@ -193,6 +193,23 @@ def delete_reader_library(db: sqlite_utils.Database, subscriber_id: int) -> int:
 # --- reading ------------------------------------------------------------------------------------------------
 
 
+def taught_papers(db: sqlite_utils.Database, limit: int) -> list[tuple[str, str, str]]:
+    """(key, title, abstract) of the papers active readers liked, hid or keep, the ``limit`` taught by
+    most readers (ties by row), in key order: the ranker fits its space on them with an edition's."""
+    rows = db.execute(
+        """
+        SELECT p.key, p.title, coalesce(p.abstract, '') FROM papers p JOIN (
+            SELECT s.paper_id, count(*) AS readers FROM reader_signals s
+            JOIN subscribers u ON u.id = s.subscriber_id AND u.status = 'active'
+            GROUP BY s.paper_id ORDER BY readers DESC, s.paper_id LIMIT ?
+        ) taught ON taught.paper_id = p.id
+        ORDER BY p.key
+        """,
+        [limit],
+    ).fetchall()
+    return [(str(key), str(title), str(abstract)) for key, title, abstract in rows]
+
+
 def reader_signals(db: sqlite_utils.Database, subscriber_id: int) -> list[ReaderSignal]:
     """The reader's signals, oldest first."""
     return dict(signals_by_reader(db, [subscriber_id])).get(subscriber_id, [])

@@ -135,17 +135,24 @@ def plan_variants(db: sqlite_utils.Database, edition: Edition) -> dict[str, Vari
     if edition.kind == "one-off":
         return None
     variants: dict[str, Variant] = {}
-    for categories, keywords, empty_digest in preference_sets(db, edition.frequency):
-        preferences = Preferences.from_row(categories, keywords, empty_digest=empty_digest)
+    for categories, keywords, empty_digest, excluded in preference_sets(db, edition.frequency):
+        preferences = Preferences.from_row(
+            categories, keywords, empty_digest=empty_digest, exclude_keywords=excluded
+        )
         papers = sum(len(section.papers) for section in preferences.sections(edition.sections))
-        variants[preferences.variant] = Variant(categories, keywords, empty_digest, papers)
+        variants[preferences.variant] = Variant(categories, keywords, empty_digest, papers, excluded)
     return variants
 
 
 def variant_preferences(db: sqlite_utils.Database, edition_id: int) -> dict[str, Preferences | None]:
     """The preferences each variant of the edition's ledger is rendered for (None: the whole edition)."""
     return {
-        key: Preferences.from_row(v.categories_json, v.keywords_json, empty_digest=v.empty_digest)
+        key: Preferences.from_row(
+            v.categories_json,
+            v.keywords_json,
+            empty_digest=v.empty_digest,
+            exclude_keywords=v.exclude_keywords_json,
+        )
         if key
         else None
         for key, v in stored_variants(db, edition_id).items()

@@ -7,12 +7,15 @@ nothing at all. Following nothing means everything. A paper matches when one of 
 followed or a keyword appears in its title or abstract (whole words, any case). The personal digest keeps
 the edition's sections with matching papers, the sections with most matches first.
 
-Preferences are stored canonically (sorted, de-duplicated, compact JSON), so readers with the same
-choices share one rendered email.
-
 ``Follows`` are the reader's other choices, made by hand and never learned: authors whose papers they
-always want to see, keywords whose papers they never want. They are stored on the reader's row too; the
-personal digest reads them (``follows_an_author``, ``excluded``).
+always want to see, keywords whose papers they never want. They are stored on the reader's row too. The
+excluded keywords are part of the reader's ``Preferences`` (``exclude_keywords``): a paper that mentions
+one, by the same rule as a followed keyword, is left out of their digest, whatever else it matches. The
+followed authors go to the personal ranking (``newsletter.personal``), which puts their papers first in
+the reader's "For you" section.
+
+Preferences are stored canonically (sorted, de-duplicated, compact JSON), so readers with the same
+choices (exclusions included) share one rendered email.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from newsletter.editions import EditionPaper, Section
 from newsletter.errors import PreferenceError
-from newsletter.ids import normalise_title
+from newsletter.ids import author_key
 from newsletter.taxonomy import canonical_category, closest_category
 
 FREQUENCIES = ("weekly", "daily")
@@ -82,7 +85,9 @@ class Preferences:
     keywords: tuple[str, ...] = ()
     frequency: str = "weekly"
     empty_digest: str = "notice"
+    exclude_keywords: tuple[str, ...] = ()  # the reader's excluded keywords (their ``Follows``)
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+    _exclusions: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def create(
@@ -91,6 +96,7 @@ class Preferences:
         keywords: list[str] | tuple[str, ...] = (),
         frequency: str = "weekly",
         empty_digest: str = "notice",
+        exclude_keywords: Iterable[str] = (),
     ) -> Preferences:
         clean_categories = tuple(sorted({_arxiv_category(c) for c in categories if c.strip()}))
         if len(clean_categories) > MAX_CATEGORIES:
@@ -104,23 +110,47 @@ class Preferences:
             raise PreferenceError(f"frequency must be one of {', '.join(FREQUENCIES)}")
         if empty_digest not in EMPTY_DIGEST:
             raise PreferenceError(f"empty_digest must be one of {', '.join(EMPTY_DIGEST)}")
-        patterns = tuple(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE) for k in clean_keywords)
-        return cls(clean_categories, clean_keywords, frequency, empty_digest, patterns)
+        excluded = _excluded_keywords(exclude_keywords)
+        return cls(
+            clean_categories,
+            clean_keywords,
+            frequency,
+            empty_digest,
+            excluded,
+            _keyword_patterns(clean_keywords),
+            _keyword_patterns(excluded),
+        )
 
     @classmethod
     def from_row(
-        cls, categories: str, keywords: str, frequency: str = "weekly", empty_digest: str = "notice"
+        cls,
+        categories: str,
+        keywords: str,
+        frequency: str = "weekly",
+        empty_digest: str = "notice",
+        exclude_keywords: str = "[]",
     ) -> Preferences:
-        """Stored choices; ones that can no longer be read mean the whole edition rather than nothing."""
+        """Stored choices; ones that can no longer be read mean the whole edition rather than nothing
+        (and excluded keywords that can no longer be read, no exclusions)."""
+        try:
+            stored = json.loads(exclude_keywords or "[]")
+            excluded = _excluded_keywords(stored) if isinstance(stored, list) else ()
+        except (ValueError, TypeError, AttributeError):
+            excluded = ()
         try:
             return cls.create(
-                json.loads(categories or "[]"), json.loads(keywords or "[]"), frequency, empty_digest
+                json.loads(categories or "[]"),
+                json.loads(keywords or "[]"),
+                frequency,
+                empty_digest,
+                excluded,
             )
         except (ValueError, TypeError, AttributeError):  # a PreferenceError, or not a JSON list of strings
-            return cls()
+            return cls.create(exclude_keywords=excluded)
 
     @property
     def follows_everything(self) -> bool:
+        """Whether the reader follows no category and no keyword (excluded keywords aside)."""
         return not self.categories and not self.keywords
 
     @property
@@ -132,26 +162,38 @@ class Preferences:
         return canonical_json(self.keywords)
 
     @property
+    def exclude_keywords_json(self) -> str:
+        return canonical_json(self.exclude_keywords)
+
+    @property
     def variant(self) -> str:
-        """One id per distinct choice of content: the readers who share it share a rendered email."""
+        """One id per distinct choice of content: the readers who share it share a rendered email. A
+        reader who excludes nothing keeps the id the choices had before exclusions existed."""
         basis = f"{self.categories_json}|{self.keywords_json}|{self.empty_digest}"
+        if self.exclude_keywords:
+            basis += f"|{self.exclude_keywords_json}"
         return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
+    def excludes(self, paper: EditionPaper) -> bool:
+        """Whether one of the reader's excluded keywords appears in the paper's title or abstract."""
+        return bool(self._exclusions) and _mentions(self._exclusions, paper.title, paper.abstract)
+
     def matches(self, paper: EditionPaper) -> bool:
+        if self.excludes(paper):
+            return False
         if self.follows_everything:
             return True
         for category in paper.categories:
             archive = category.split(".", 1)[0]
             if category in self.categories or archive in self.categories:
                 return True
-        if self._patterns:
-            text = f"{paper.title}\n{paper.abstract}"
-            return any(pattern.search(text) for pattern in self._patterns)
-        return False
+        return bool(self._patterns) and _mentions(self._patterns, paper.title, paper.abstract)
 
     def sections(self, sections: list[Section]) -> list[Section]:
-        """The reader's part of an edition: matching papers only, their best sections first."""
-        if self.follows_everything:
+        """The reader's part of an edition: matching papers only, their best sections first (a reader
+        who follows everything keeps the edition's order, less the papers they exclude); sections left
+        without papers are left out."""
+        if self.follows_everything and not self.exclude_keywords:
             return list(sections)
         kept = []
         for position, section in enumerate(sections):
@@ -164,8 +206,9 @@ class Preferences:
                         Section(section.label, section.keywords, papers, section.is_other),
                     )
                 )
-        # Most matches first; "Other papers" stays last; ties keep the edition's order.
-        kept.sort(key=lambda item: (item[2].is_other, -item[0], item[1]))
+        if not self.follows_everything:
+            # Most matches first; "Other papers" stays last; ties keep the edition's order.
+            kept.sort(key=lambda item: (item[2].is_other, -item[0], item[1]))
         return [section for _, _, section in kept]
 
 
@@ -192,14 +235,9 @@ class Follows:
                 by_key.setdefault(author_key(name), name)
         if len(by_key) > MAX_FOLLOWED_AUTHORS:
             raise PreferenceError(f"follow at most {MAX_FOLLOWED_AUTHORS} authors")
-        keywords = tuple(sorted({_keyword(k) for k in exclude_keywords if k.strip()}))
-        if len(keywords) > MAX_EXCLUDED_KEYWORDS:
-            raise PreferenceError(f"exclude at most {MAX_EXCLUDED_KEYWORDS} keywords")
-        for keyword in keywords:
-            _check_keyword(keyword)
+        keywords = _excluded_keywords(exclude_keywords)
         names = tuple(sorted(by_key.values(), key=author_key))
-        patterns = tuple(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE) for k in keywords)
-        return cls(names, keywords, frozenset(by_key), patterns)
+        return cls(names, keywords, frozenset(by_key), _keyword_patterns(keywords))
 
     @classmethod
     def from_row(cls, authors: str, exclude_keywords: str) -> Follows:
@@ -242,13 +280,7 @@ class Follows:
 
     def excluded(self, title: str, abstract: str) -> bool:
         """Whether an excluded keyword appears in the title or abstract."""
-        text = f"{title}\n{abstract}"
-        return any(pattern.search(text) for pattern in self._patterns)
-
-
-def author_key(name: str) -> str:
-    """An author's name as followed authors are compared: folded like a title key."""
-    return normalise_title(name)
+        return bool(self._patterns) and _mentions(self._patterns, title, abstract)
 
 
 def _author_name(raw: str) -> str:
@@ -265,6 +297,26 @@ def _author_name(raw: str) -> str:
 
 def _keyword(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def _excluded_keywords(keywords: Iterable[str]) -> tuple[str, ...]:
+    """Excluded keywords as stored: cleaned, sorted, de-duplicated, checked."""
+    clean = tuple(sorted({_keyword(k) for k in keywords if k.strip()}))
+    if len(clean) > MAX_EXCLUDED_KEYWORDS:
+        raise PreferenceError(f"exclude at most {MAX_EXCLUDED_KEYWORDS} keywords")
+    for keyword in clean:
+        _check_keyword(keyword)
+    return clean
+
+
+def _keyword_patterns(keywords: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    """How a keyword is found in a paper, followed or excluded: as whole words or a phrase, any case."""
+    return tuple(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE) for k in keywords)
+
+
+def _mentions(patterns: tuple[re.Pattern[str], ...], title: str, abstract: str) -> bool:
+    text = f"{title}\n{abstract}"
+    return any(pattern.search(text) for pattern in patterns)
 
 
 def _check_keyword(keyword: str) -> None:

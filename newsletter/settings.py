@@ -150,7 +150,8 @@ class DigestSettings:
     )
     summary_chars: int = setting(
         300,
-        "Longest summary shown for a paper without a Hugging Face AI summary (first sentences of the abstract).",
+        "Longest summary shown for a paper without a Hugging Face AI summary: the sentence or two of the",
+        "abstract that say what the paper does or finds.",
         minimum=40,
     )
     daily: bool = setting(

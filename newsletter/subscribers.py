@@ -16,7 +16,7 @@ import io
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -638,7 +638,7 @@ def _by_email(db: sqlite_utils.Database, address: str) -> Subscriber | None:
 
 
 def _subscriber(row: tuple[Any, ...]) -> Subscriber:
-    preferences = Preferences.from_row(row[9], row[10], row[11], row[12])
+    preferences = Preferences.from_row(row[9], row[10], row[11], row[12], row[14])
     return Subscriber(
         id=row[0],
         email=row[1],
@@ -657,12 +657,30 @@ def _subscriber(row: tuple[Any, ...]) -> Subscriber:
 # --- what a send needs to know ------------------------------------------------------------------------------
 
 
-def preference_sets(db: sqlite_utils.Database, frequency: str) -> list[tuple[str, str, str]]:
-    """The distinct (categories, keywords, empty_digest) stored for the active readers of ``frequency``."""
+def preference_sets(db: sqlite_utils.Database, frequency: str) -> list[tuple[str, str, str, str]]:
+    """The distinct (categories, keywords, empty_digest, exclude_keywords) stored for the active readers
+    of ``frequency``, as stored (the ledger matches readers to them by these values)."""
     return db.execute(
-        "SELECT DISTINCT categories, keywords, empty_digest FROM subscribers WHERE status = 'active' AND frequency = ?",
+        "SELECT DISTINCT categories, keywords, empty_digest, exclude_keywords FROM subscribers "
+        "WHERE status = 'active' AND frequency = ?",
         [frequency],
     ).fetchall()
+
+
+def follows_by_reader(db: sqlite_utils.Database, subscriber_ids: Iterable[int]) -> dict[int, Follows]:
+    """The follows of each of ``subscriber_ids`` who follows an author or excludes a keyword."""
+    rows = db.execute(
+        """
+        SELECT id, follow_authors, exclude_keywords FROM subscribers
+        WHERE id IN (SELECT value FROM json_each(?)) AND (follow_authors != '[]' OR exclude_keywords != '[]')
+        """,
+        [json.dumps(list(subscriber_ids))],
+    )
+    return {
+        subscriber_id: follows
+        for subscriber_id, authors, keywords in rows
+        if not (follows := Follows.from_row(authors, keywords)).empty
+    }
 
 
 def first_active_subscriber(db: sqlite_utils.Database) -> Subscriber | None:

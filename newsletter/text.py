@@ -265,7 +265,9 @@ def sentences(text: str) -> list[str]:
 
 
 def extract_summary(abstract: str, *, max_chars: int = 300) -> str:
-    """The first one or two sentences of an abstract, within ``max_chars`` (cut at a word, with an ellipsis)."""
+    """The first one or two sentences of a text, within ``max_chars`` (cut at a word, with an ellipsis).
+
+    A one-off message's summary; a paper's is :func:`newsletter.summaries.summarize`."""
     found = sentences(abstract)
     if not found:
         return ""

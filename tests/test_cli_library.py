@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -216,8 +217,9 @@ def test_library_commands_need_a_database(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def topical_feed(per_topic: int = 4) -> tuple[str, dict[str, str]]:
-    """An arXiv RSS feed of papers on the ranker tests' ten topics, and each arXiv id's topic."""
+def topical_feed(per_topic: int = 4, authors: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """An arXiv RSS feed of papers on the ranker tests' ten topics, and each arXiv id's topic. Every
+    paper is by "A. Author", unless ``authors`` names others (by arXiv id)."""
     items, topics = [], {}
     for t, topic in enumerate(TOPICS):
         for number in range(per_topic):
@@ -229,7 +231,8 @@ def topical_feed(per_topic: int = 4) -> tuple[str, dict[str, str]]:
                 f"<description>arXiv:{arxiv_id}v1 Announce Type: new\nAbstract: {escape(text.abstract)}"
                 f'</description><guid isPermaLink="false">oai:arXiv.org:{arxiv_id}v1</guid>'
                 "<category>cs.LG</category><pubDate>Mon, 03 Feb 2025 00:00:00 -0500</pubDate>"
-                "<arxiv:announce_type>new</arxiv:announce_type><dc:creator>A. Author</dc:creator></item>"
+                "<arxiv:announce_type>new</arxiv:announce_type>"
+                f"<dc:creator>{escape((authors or {}).get(arxiv_id, 'A. Author'))}</dc:creator></item>"
             )
     feed = (
         '<?xml version="1.0" encoding="UTF-8"?>\n<rss xmlns:arxiv="http://arxiv.org/schemas/atom" '
@@ -289,3 +292,64 @@ def test_digest_for_ranks_the_edition_for_a_reader_and_proposes_only_what_is_clo
     assert stranger.returncode == 2 and errors(stranger) == ["nobody@example.org is not on the list"]
     missing = run("digest", "for", "999", ADA, cwd=tmp_path)
     assert missing.returncode == 2 and errors(missing)
+
+
+def test_digest_for_puts_followed_authors_first_and_excluded_papers_last(tmp_path, feed_server):
+    texts = {
+        f"arxiv:2502.{t + 1:02d}{n + 1:03d}": paper(topic, n)
+        for t, topic in enumerate(TOPICS)
+        for n in range(4)
+    }
+
+    def mentioning(word: str) -> set[str]:
+        pattern = re.compile(rf"(?<!\w){word}(?!\w)", re.IGNORECASE)
+        return {i for i, text in texts.items() if pattern.search(f"{text.title}\n{text.abstract}")}
+
+    astro = {i for i, text in texts.items() if text.id.startswith("astro")}
+    # A word of astronomy that some of its papers use and some do not: the reader excludes it.
+    word = next(w for w in TOPICS["astro"].split() if 0 < len(mentioning(w) & astro) < len(astro) - 1)
+    excluded = mentioning(word)
+    jane = "2502.06002"  # a paper on economics, nowhere near the reader's astronomy
+    assert texts[f"arxiv:{jane}"].id.startswith("econ") and f"arxiv:{jane}" not in excluded
+    feed, topics = topical_feed(authors={jane: "Jane Doe, A. Author"})
+    (tmp_path / "topics.xml").write_text(feed, encoding="utf-8")
+    url = feed_server.route("/topics", file_reply(tmp_path / "topics.xml"))
+    (tmp_path / "newsletter.toml").write_text(
+        '[newsletter]\ndatabase = "news.db"\n[fetch]\ntimeout = 2\nattempts = 1\n'
+        f'[[sources]]\nname = "arxiv"\nkind = "arxiv_rss"\nurl = "{url}"\n'
+    )
+    for command in (
+        ("init",),
+        ("subscribers", "add", ADA),
+        ("subscribers", "add", "bo@example.org"),
+        ("fetch",),
+        ("library", "follow", ADA, "jane doe"),
+        ("library", "exclude", ADA, word.upper()),
+        ("library", "follow", "bo@example.org", "Jane Doe"),
+    ):
+        assert run(*command, cwd=tmp_path).returncode == 0, command
+    built = json.loads(run("digest", "build", "--json", "-", cwd=tmp_path).stdout)
+    order = [p["id"] for cluster in built["clusters"] for p in cluster["papers"]]
+    liked = min(astro - excluded)
+    assert run("feedback", ADA, liked, "up", cwd=tmp_path).returncode == 0
+
+    result = run("digest", "for", str(built["edition"]), ADA, "--json", "-", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    first, *learned = view["for_you"]
+    assert (first["id"], first["why"]) == (f"arxiv:{jane}", "By Jane Doe, whom you follow")
+    assert learned and {topics[p["id"]] for p in learned} == {"astro"}
+    assert excluded.isdisjoint(p["id"] for p in view["for_you"])
+    assert {p["id"] for p in view["ranked"][-len(excluded) :]} == excluded == set(view["excluded"])
+    assert sorted(p["id"] for p in view["ranked"]) == sorted(order)  # every paper, the excluded ones last
+    shown = run("digest", "for", str(built["edition"]), ADA, cwd=tmp_path)
+    assert f"{len(excluded)} excluded by their keywords" in shown.stdout
+    assert "By Jane Doe, whom you follow" in shown.stdout
+
+    cold = json.loads(
+        run("digest", "for", str(built["edition"]), "bo@example.org", "--json", "-", cwd=tmp_path).stdout
+    )
+    assert [(p["id"], p["why"]) for p in cold["for_you"]] == [
+        (f"arxiv:{jane}", "By Jane Doe, whom you follow")
+    ]
+    assert [p["id"] for p in cold["ranked"]] == order and cold["excluded"] == []

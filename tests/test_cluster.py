@@ -8,16 +8,15 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from newsletter.cluster import (
-    GENERIC_RESEARCH_WORDS,
+    LABEL_FILLER,
     OTHER_LABEL,
-    STOP_WORDS,
     PaperText,
     cluster_documents,
     score_paper,
 )
 from newsletter.errors import EngineUnavailable
 from newsletter.samples import ARXIV_SAMPLE
-from newsletter.sources import arxiv_rss
+from newsletter.sources import arxiv_api, arxiv_rss, feed, hf_daily
 
 # The sample's six themes, by id range (see newsletter/samples/arxiv_sample.xml).
 THEMES = [(1, 7), (8, 14), (15, 21), (22, 27), (28, 34), (35, 40)]
@@ -63,18 +62,140 @@ def test_sample_themes_are_recovered(sample_documents):
     assert any("diffusion" in label.lower() for label in by_label)
 
 
+def singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def words_of(terms: list[str]) -> set[str]:
+    return {singular(word.casefold()) for term in terms for word in term.split()}
+
+
+def check_names(clustering) -> None:  # type: ignore[no-untyped-def]
+    """What every edition's section names must be: unique; each label 1-3 terms and at most 4 words, no
+    single-word term a filler word; the subtitle's keywords free of filler words too and sharing no word
+    with the label or with each other."""
+    labels = [topic.label for topic in clustering.topics]
+    assert len({label.casefold() for label in labels}) == len(labels), labels
+    for topic in clustering.topics:
+        terms = [] if topic.is_other else topic.label.split(", ")
+        assert len(terms) <= 3 and sum(len(term.split()) for term in terms) <= 4, topic.label
+        for term in terms + topic.keywords:
+            if " " not in term:
+                assert term.casefold() not in LABEL_FILLER, (term, topic.label, topic.keywords)
+                assert singular(term.casefold()) not in LABEL_FILLER, (term, topic.label, topic.keywords)
+        assert not words_of(terms) & words_of(topic.keywords), (topic.label, topic.keywords)
+        for number, keyword in enumerate(topic.keywords):
+            assert not words_of([keyword]) & words_of(topic.keywords[number + 1 :]), topic.keywords
+
+
 def test_labels_are_short_distinct_and_free_of_filler(sample_documents, corpus_papers):
     documents = [PaperText(p.arxiv_id, p.title, p.abstract) for p in corpus_papers]
     for clustering in (cluster_documents(sample_documents), cluster_documents(documents)):
-        labels = [topic.label for topic in clustering.topics]
-        assert len({label.casefold() for label in labels}) == len(labels)
+        check_names(clustering)
         for topic in clustering.topics:
-            terms = topic.label.split(", ")
-            assert 2 <= len(terms) <= 4, topic.label
-            for term in terms:
-                assert term.lower() not in GENERIC_RESEARCH_WORDS | STOP_WORDS, topic.label
-            assert topic.keywords[: len(terms)] == terms or topic.label[0].isupper()
-            assert len(topic.keywords) >= len(terms)
+            assert topic.is_other or len(topic.label.split()) >= 2, topic.label
+
+
+PARSERS = {"arxiv_rss": arxiv_rss.parse, "arxiv_api": arxiv_api.parse, "hf_api": hf_daily.parse}
+
+
+def corpus_weeks(feeds):  # type: ignore[no-untyped-def]
+    """Every captured feed of the corpus that yields papers, as the clusterer would see its edition."""
+    for path in sorted(feeds.iterdir()):
+        if path.suffix not in (".xml", ".json", ".atom", ".rdf"):
+            continue
+        parse = next((p for prefix, p in PARSERS.items() if path.name.startswith(prefix)), feed.parse)
+        try:
+            papers = parse(path.read_bytes()).papers
+        except Exception:
+            continue
+        documents = [PaperText(p.arxiv_id or p.url or p.title, p.title, p.abstract or "") for p in papers]
+        if documents:
+            yield path.name, documents
+
+
+def test_no_filler_in_the_names_of_any_corpus_week(corpus_feeds):
+    weeks = list(corpus_weeks(corpus_feeds))
+    assert len(weeks) >= 10
+    for name, documents in weeks:
+        clustering = cluster_documents(documents)
+        assert clustering.topics, name
+        check_names(clustering)
+
+
+def test_a_word_gives_way_to_the_phrase_that_names_the_subject():
+    # Six papers on chain-of-thought reasoning, six on low-bit quantization: the label is the phrase
+    # ("chain-of-thought reasoning"), not its words apart nor the words both sections use ("steps",
+    # "tokens", "layer").
+    reasoning = [
+        PaperText(
+            f"r{i}",
+            f"Chain-of-thought reasoning with verifier {topic}",
+            f"We study chain-of-thought reasoning in language models. Intermediate steps and tokens of each "
+            f"layer are scored by a verifier of {topic}, and chain-of-thought reasoning improves on {topic}.",
+        )
+        for i, topic in enumerate(["arithmetic", "geometry", "puzzles", "planning", "proofs", "tables"])
+    ]
+    quantization = [
+        PaperText(
+            f"q{i}",
+            f"Low-bit quantization of {topic}",
+            f"Low-bit quantization keeps the accuracy of {topic} with few steps. Every layer and its tokens "
+            f"are rounded; low-bit quantization of weights and activations halves the memory of {topic}.",
+        )
+        for i, topic in enumerate(["transformers", "vision encoders", "speech models", "retrievers", "LLMs"])
+    ]
+    clustering = cluster_documents(reasoning + quantization, topics=2)
+    labels = {topic.label.split(", ")[0] for topic in clustering.topics}
+    assert labels == {"Chain-of-thought reasoning", "Low-bit quantization"}
+    check_names(clustering)
+
+
+def test_phrases_are_read_as_written_not_across_stop_words_or_sentences():
+    # "graphs molecular" only meets across a full stop, "design protein" across "of": neither is a phrase.
+    documents = [
+        PaperText(
+            f"p{i}",
+            f"Protein design on molecular graphs {i}",
+            "We learn on graphs. Molecular structure matters for the design of protein binders; protein "
+            f"design on molecular graphs is our subject number {i}.",
+        )
+        for i in range(6)
+    ]
+    clustering = cluster_documents(documents, topics=1)
+    names = [clustering.topics[0].label, *clustering.topics[0].keywords]
+    assert set(clustering.topics[0].label.lower().split(", ")) == {"protein design", "molecular graphs"}
+    assert not any(term.lower() in ("graphs molecular", "design protein") for term in names)
+
+
+def test_a_bare_modifier_is_no_label():
+    # "molecular" always stands before another word: alone it names nothing, while "molecular dynamics" does.
+    documents = [
+        PaperText(
+            f"m{i}",
+            f"Molecular dynamics of {material} membranes",
+            f"Molecular dynamics simulations of {material} membranes show molecular packing and molecular "
+            "order; enzymes bind the membranes.",
+        )
+        for i, material in enumerate(["lipid", "polymer", "graphene", "peptide", "silica"])
+    ]
+    topic = cluster_documents(documents, topics=1).topics[0]
+    terms = [term.lower() for term in topic.label.split(", ")]
+    assert "molecular dynamics" in terms
+    assert "molecular" not in terms + [term.lower() for term in topic.keywords]
+
+
+def test_labels_stay_unique_when_two_sections_share_their_best_terms():
+    documents = [
+        PaperText(f"a{i}", "Graph neural networks for molecules", f"Graph neural networks on molecules {i}.")
+        for i in range(4)
+    ] + [
+        PaperText(f"b{i}", "Graph neural networks for traffic", f"Graph neural networks on traffic {i}.")
+        for i in range(4)
+    ]
+    clustering = cluster_documents(documents, topics=2)
+    labels = [topic.label for topic in clustering.topics]
+    assert len(set(labels)) == 2, labels
 
 
 def test_clustering_is_deterministic_and_ignores_input_order(sample_documents):

@@ -56,8 +56,9 @@ def test_digest_of_the_sample_week(sample_db):
     speculative = papers["arxiv:2600.00036"]  # has a Hugging Face AI summary
     assert speculative.upvotes == 112
     assert speculative.summary.startswith("One self-distilled draft head on the target model")
-    plain = papers["arxiv:2600.00001"]  # no AI summary: the first sentences of the abstract
-    assert plain.summary.startswith("Verifiers that score individual reasoning steps")
+    plain = papers["arxiv:2600.00001"]  # no AI summary: what the paper finds, not its opening background
+    assert plain.summary.startswith("We observe that disagreement among self-consistency samples")
+    assert not plain.abstract.startswith(plain.summary[:40])
     assert len(plain.summary) <= 300
     assert plain.summary.endswith((".", "…"))
 

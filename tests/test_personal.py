@@ -271,3 +271,109 @@ def test_readers_of_cross_listed_categories_on_a_real_day(corpus_feeds):
         for entry in zoology.entries[:10]
     ]
     assert ranker.rank(beetles).for_you == []
+
+
+# --- follows: authors always shown, keywords never -------------------------------------------------------
+
+AUTHORS = {
+    "astro-002": ["Jane Doe", "Ann Lee"],
+    "nlp-004": ["Bo Chen", "JANE DOE"],
+    "robot-001": ["José Pérez"],
+    "econ-003": ["Ann Lee", "Jane Doe"],
+}
+
+
+@pytest.fixture(scope="module")
+def by_authors(papers: list[PaperText]) -> PersonalRanker:
+    return PersonalRanker(papers, authors=AUTHORS, now=NOW)
+
+
+def test_a_followed_authors_papers_come_first_in_for_you_with_their_why(by_authors):
+    view = by_authors.rank([liked("quantum", 1)], follow_authors=["jane doe"])
+    followed = [pick for pick in view.for_you if pick.followed]
+    assert [pick.id for pick in view.for_you[: len(followed)]] == [pick.id for pick in followed]
+    assert {pick.id for pick in followed} == {"astro-002", "nlp-004", "econ-003"}
+    assert {pick.why.text for pick in followed} == {
+        "By Jane Doe, whom you follow",
+        "By JANE DOE, whom you follow",  # the name as the paper writes it
+    }
+    assert all(pick.why.terms == () and pick.why.paper_id is None for pick in followed)
+    learned = view.for_you[len(followed) :]
+    assert learned and {topic_of(pick.id) for pick in learned} == {"quantum"}
+    assert all(pick.why.text.startswith("Close to “") for pick in learned)
+    # Without the follow, the learned picks are the same reader's first picks.
+    alone = by_authors.rank([liked("quantum", 1)])
+    assert [p.id for p in learned] == [p.id for p in alone.for_you][: len(learned)]
+
+
+def test_followed_and_learned_picks_share_the_places(papers):
+    ranker = PersonalRanker(papers, authors=AUTHORS, now=NOW, limit=3)
+    view = ranker.rank([liked("quantum", i) for i in range(3)], follow_authors=["Ann Lee"])
+    assert len(view.for_you) == 3
+    assert [pick.followed for pick in view.for_you] == [True, True, False]
+    assert {pick.id for pick in view.for_you[:2]} == {"astro-002", "econ-003"}
+    assert "By Ann Lee, whom you follow" in {pick.why.text for pick in view.for_you}
+    crowded = ranker.rank([liked("quantum", 1)], follow_authors=["Ann Lee", "Jane Doe", "Jose Perez"])
+    assert len(crowded.for_you) == 3 and all(pick.followed for pick in crowded.for_you)
+    two = next(pick for pick in crowded.for_you if pick.id == "econ-003")
+    assert two.why.text == "By Ann Lee and Jane Doe, whom you follow"
+
+
+def test_an_excluded_paper_is_never_picked_and_goes_last(by_authors):
+    signals = [liked("astro", i) for i in range(3)]
+    before = by_authors.rank(signals)
+    picked = [pick.id for pick in before.for_you]
+    assert len(picked) >= 2
+    excluded = {picked[0], picked[1], "robot-001"}
+    view = by_authors.rank(signals, follow_authors=["José Pérez"], excluded=excluded)
+    assert excluded.isdisjoint(pick.id for pick in view.for_you)  # even the followed author's paper
+    assert view.for_you and all(topic_of(pick.id) == "astro" for pick in view.for_you)
+    assert set(view.ranked[-3:]) == excluded
+    assert all(view.scores[i] < min(view.scores[j] for j in view.ids if j not in excluded) for i in excluded)
+    assert len(view.ranked) == len(by_authors.ids)  # ranked still holds every paper
+    assert by_authors.rank(signals, excluded={"not-in-this-edition"}).scores == before.scores
+
+
+def test_cold_start_with_follows(by_authors, papers):
+    view = by_authors.rank([], follow_authors=["jose perez", "Ann Lee"], excluded={"econ-003", "bio-001"})
+    assert [(pick.id, pick.why.text) for pick in view.for_you] == [
+        ("astro-002", "By Ann Lee, whom you follow"),  # the edition's order among equals
+        ("robot-001", "By José Pérez, whom you follow"),
+    ]
+    order = [p.id for p in papers]
+    assert view.ranked == [i for i in order if i not in {"econ-003", "bio-001"}] + ["bio-001", "econ-003"]
+    nobody = by_authors.rank([], follow_authors=["Nobody Known"])
+    assert nobody.for_you == [] and nobody.ranked == order
+
+
+def test_a_followed_authors_paper_the_reader_hid_is_not_proposed(by_authors, papers):
+    hidden = next(p for p in papers if p.id == "robot-001")
+    view = by_authors.rank([Signal(hidden, DISLIKE, NOW)], follow_authors=["José Pérez"])
+    assert view.for_you == [] and view.ranked[-1] == "robot-001"
+
+
+def test_follows_are_deterministic_and_the_same_in_a_batch(papers, by_authors):
+    readers = [
+        Reader("a", [liked("astro", 1)], ("Jane Doe",), frozenset({"astro-000"})),
+        Reader("b", [], ("Ann Lee",)),
+        Reader("c", [liked("climate", i) for i in range(4)], (), frozenset({"climate-001", "nlp-004"})),
+        Reader("d"),
+    ]
+    together = list(by_authors.rank_many(readers))
+    shuffled = list(papers)
+    random.Random(3).shuffle(shuffled)
+    other = PersonalRanker(shuffled, authors=dict(reversed(AUTHORS.items())), now=NOW)
+    for reader, view in zip(readers, together, strict=True):
+        for alone in (
+            by_authors.rank(reader.signals, follow_authors=reader.follow_authors, excluded=reader.excluded),
+            other.rank(
+                reader.signals,
+                follow_authors=tuple(reversed(reader.follow_authors)),
+                excluded=reader.excluded,
+            ),
+        ):
+            assert view.scores == alone.scores
+            assert [(p.id, p.score, p.why.text) for p in view.for_you] == [
+                (p.id, p.score, p.why.text) for p in alone.for_you
+            ]
+    assert [p.id for p in together[1].for_you] == ["astro-002", "econ-003"]

@@ -26,9 +26,10 @@ from newsletter.ingest import run_ingest
 from newsletter.library import reader_signals, record_signal
 from newsletter.message import COLD, DigestTemplate, ReaderLayout, Recipient
 from newsletter.outbox import message_template, reader_digests, send_edition
+from newsletter.preferences import Follows
 from newsletter.render import CLIP_LIMIT, Renderer, RenderSettings
 from newsletter.settings import DigestSettings, Sender, SourceConfig
-from newsletter.subscribers import add_subscriber, find_subscriber
+from newsletter.subscribers import add_subscriber, change_follows, find_subscriber
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from tests.support.browser import Browser, screenshot_dir
@@ -212,6 +213,49 @@ def test_a_liked_papers_title_stays_text_in_the_why_line(tmp_path, smtp_server, 
     assert whys and all("{{ unsubscribe_url }} XNLXSLOT00GREETINGHTML & halo quasar" in why for why in whys)
     assert "<b>" not in html  # the feed's markup never becomes the email's
     assert "{{ unsubscribe_url }} XNLXSLOT00GREETINGHTML" in " ".join(text.split())
+
+
+def for_you_of(html: str) -> tuple[list[str], list[str]]:
+    """The titles and why-lines of the "For you" section of a digest's HTML."""
+    section = html.split('id="for-you"')[1].split('class="nl-toc"')[0]
+    return re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', section), why_lines(section)
+
+
+def test_followed_authors_lead_for_you_and_excluded_papers_are_nowhere(tmp_path, smtp_server, feed_server):
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_id = edition_of_topics(settings, feed_server)
+    ids = readers(settings, [f"arxiv:{arxiv_id('astro', 0)}", f"arxiv:{arxiv_id('astro', 1)}"])
+    papers = [paper(topic, n) for topic in TOPICS for n in range(6)]
+
+    def mentioning(word: str) -> set[str]:
+        found = re.compile(rf"(?<!\w){word}(?!\w)", re.IGNORECASE)
+        return {p.title for p in papers if found.search(f"{p.title}\n{p.abstract}")}
+
+    # A word of astronomy some of the papers the reader would be proposed use and some do not.
+    neighbours = astro_titles() - {paper("astro", 0).title, paper("astro", 1).title}
+    word = next(
+        w for w in TOPICS["astro"].split() if 0 < len(mentioning(w) & neighbours) < len(neighbours) - 1
+    )
+    db = open_database(settings.database)
+    change_follows(db, ids[ASTRO], lambda _: Follows.create(["econ author 3"], [word]))
+    change_follows(db, ids[COLD_READER], lambda _: Follows.create(["Crypto Author 2"]))
+    db.close()
+    assert send_edition(settings, edition_id).counts == {"sent": 2}
+
+    html, text = received(smtp_server, ASTRO)
+    titles, whys = for_you_of(html)
+    assert (titles[0], whys[0]) == (paper("econ", 3).title, "By Econ Author 3, whom you follow")
+    assert titles[1:] and set(titles[1:]) <= neighbours - mentioning(word)
+    assert all(why.startswith("Close to “") for why in whys[1:])
+    cards = re.findall(r'class="nl-title"\s+href="[^"]+">([^<]+)</a>', html)
+    assert cards and mentioning(word).isdisjoint(cards)  # no card, in "For you" or in a topic
+    flat = " ".join(text.split())
+    liked = {paper("astro", 0).title, paper("astro", 1).title}  # a why-line may name them
+    assert not any(title in flat for title in mentioning(word) - liked)
+    assert f"{len(papers) - len(mentioning(word))} new papers" in flat
+
+    cold_html, _ = received(smtp_server, COLD_READER)
+    assert for_you_of(cold_html) == ([paper("crypto", 2).title], ["By Crypto Author 2, whom you follow"])
 
 
 # --- the message assembled from pieces, without a database -----------------------------------------------

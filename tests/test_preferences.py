@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import re
 from datetime import timedelta
 
@@ -13,10 +14,11 @@ from newsletter.compose import build_edition
 from newsletter.db import open_database
 from newsletter.editions import EditionPaper, Section, load_edition
 from newsletter.errors import PreferenceError
-from newsletter.outbox import send_edition
-from newsletter.preferences import Preferences
+from newsletter.ledger import create_ledger, stored_variants
+from newsletter.outbox import plan_variants, render_edition, send_edition, variant_preferences
+from newsletter.preferences import Follows, Preferences
 from newsletter.settings import DigestSettings
-from newsletter.subscribers import add_subscriber
+from newsletter.subscribers import add_subscriber, change_follows
 from tests.test_deliver import MONDAY, edition_with_sample_papers, make_settings
 
 
@@ -149,3 +151,121 @@ def test_daily_readers_get_daily_editions(tmp_path, smtp_server):
     report = send_edition(settings, daily.id)
     assert report.counts == {"sent": 1}
     assert smtp_server.counts() == {"daily@example.org": 1}
+
+
+# --- excluded keywords: part of the preference set ------------------------------------------------------
+
+
+def test_excluded_keywords_remove_papers_and_make_their_own_variant():
+    plain = Preferences.create(["cs.CV"], ["diffusion"])
+    basis = '["cs.CV"]|["diffusion"]|notice'
+    assert plain.variant == hashlib.sha256(basis.encode()).hexdigest()[:16]  # the key before exclusions
+    first = Preferences.create(["cs.CV"], ["diffusion"], exclude_keywords=["Video ", "video", "GAN"])
+    second = Preferences.create(["cs.CV"], ["diffusion"], exclude_keywords=["gan", "VIDEO"])
+    assert first.exclude_keywords == ("gan", "video") and first.exclude_keywords_json == '["gan","video"]'
+    assert first.variant == second.variant != plain.variant
+    video = paper("Video diffusion at scale", ["cs.CV"])
+    assert plain.matches(video) and not first.matches(video)
+    assert first.matches(paper("Videos, not the word", ["cs.CV"]))  # whole words, as Follows.excluded
+    assert Follows.create(exclude_keywords=["video"]).excluded(video.title, video.abstract)
+
+    sections = [
+        Section("Video", [], [paper("Video one", ["cs.CV"]), paper("Video two", ["cs.CV"])]),
+        Section("Robots", [], [paper("r1", ["cs.RO"])]),
+        Section("Vision", [], [paper("v1", ["cs.CV"]), paper("A video", ["cs.CV"]), paper("v2", ["cs.CV"])]),
+    ]
+    everything = Preferences.create(exclude_keywords=["video"])
+    assert everything.follows_everything  # no topics: the whole edition, less what it excludes
+    kept = everything.sections(sections)
+    assert [s.label for s in kept] == ["Robots", "Vision"]  # the edition's order; the empty section goes
+    assert [p.title for p in kept[1].papers] == ["v1", "v2"]
+
+
+def test_stored_exclusions_are_read_apart_from_the_topics():
+    assert Preferences.from_row('["cs.LG"]', "[]", exclude_keywords='["gan"]').exclude_keywords == ("gan",)
+    assert Preferences.from_row("not json", "[]", exclude_keywords='["gan"]') == Preferences.create(
+        exclude_keywords=["gan"]
+    )
+    for unreadable in ("not json", '"gan"', "[1]", '["<>"]'):
+        read = Preferences.from_row('["cs.LG"]', "[]", exclude_keywords=unreadable)
+        assert read == Preferences.create(["cs.LG"]), unreadable
+
+
+def exclude(db, address: str, *keywords: str) -> None:
+    reader = add_subscriber(db, address).subscriber
+    change_follows(db, reader.id, lambda follows: Follows.create(follows.authors, keywords))
+
+
+def test_readers_with_the_same_exclusions_share_a_variant_that_lacks_the_excluded_papers(tmp_path):
+    settings = make_settings(tmp_path, 2525)
+    edition_id = edition_with_sample_papers(settings)
+    db = open_database(settings.database)
+    add_subscriber(db, "all@example.org")
+    follows_only = add_subscriber(db, "follower@example.org").subscriber
+    change_follows(db, follows_only.id, lambda _: Follows.create(["Lena Müller"]))
+    exclude(db, "first@example.org", "Speech Recognition")
+    exclude(db, "second@example.org", "speech  recognition")
+    exclude(db, "other@example.org", "diffusion", "speech recognition")
+    edition = load_edition(db, edition_id)
+    create_ledger(db, edition_id, message_domain="example.org", variants=plan_variants(db, edition))
+    variant_of = dict(db.execute("SELECT email, variant FROM deliveries WHERE edition_id = ?", [edition_id]))
+    stored = stored_variants(db, edition_id)
+    preferences = variant_preferences(db, edition_id)
+    db.close()
+
+    today = hashlib.sha256(b"[]|[]|notice").hexdigest()[:16]
+    assert variant_of["all@example.org"] == variant_of["follower@example.org"] == today
+    assert variant_of["first@example.org"] == variant_of["second@example.org"] != today
+    assert len(set(variant_of.values())) == 3 and len(stored) == 3
+    shared = variant_of["first@example.org"]
+    assert stored[shared].exclude_keywords_json == '["speech recognition"]'
+    assert stored[today].exclude_keywords_json == "[]"
+
+    def about_speech_recognition(p: EditionPaper) -> bool:
+        return "speech recognition" in f"{p.title} {p.abstract}".lower()
+
+    everything = [p for s in edition.sections for p in s.papers]
+    gone = {p.title for p in everything if about_speech_recognition(p)}
+    assert gone and stored[shared].papers == len(everything) - len(gone)
+    whole = render_edition(settings, edition, preferences[today])
+    mine = render_edition(settings, edition, preferences[shared])
+    assert f": {len(everything)} new papers" in whole.email.subject
+    assert f": {len(everything) - len(gone)} new papers" in mine.email.subject
+
+    def shown(kit) -> set[str]:  # the titles of the papers the kit's topics hold
+        titles = {p.key: p.title for p in everything}
+        return {titles[kit.cards.keys[i]] for section in kit.sections for i in section}
+
+    assert shown(whole) == {p.title for p in everything}
+    assert shown(mine) == {p.title for p in everything} - gone
+
+
+def test_a_send_gives_each_reader_their_exclusions_rendered_once_per_set(tmp_path, smtp_server, monkeypatch):
+    settings = make_settings(tmp_path, smtp_server.port)
+    edition_id = edition_with_sample_papers(settings)
+    db = open_database(settings.database)
+    add_subscriber(db, "all@example.org")
+    exclude(db, "first@example.org", "diffusion")
+    exclude(db, "second@example.org", "Diffusion")
+    edition = load_edition(db, edition_id)
+    db.close()
+
+    from newsletter import outbox
+
+    rendered: list[str] = []
+    real = outbox.message_template
+
+    def counting(settings_, edition_, preferences=None, **shared):  # a spy: counts renderings
+        rendered.append(preferences.variant if preferences else "all")
+        return real(settings_, edition_, preferences, **shared)
+
+    monkeypatch.setattr(outbox, "message_template", counting)
+    assert send_edition(settings, edition_id).counts == {"sent": 3}
+    assert len(rendered) == 2
+    diffusion = [p.title for s in edition.sections for p in s.papers if "diffusion" in p.title.lower()]
+    assert diffusion
+    for address in ("first@example.org", "second@example.org"):
+        _, _, text = body_of(smtp_server, address)
+        assert not any(title in " ".join(text.split()) for title in diffusion)
+    _, _, everything = body_of(smtp_server, "all@example.org")
+    assert all(title in " ".join(everything.split()) for title in diffusion)

@@ -189,7 +189,7 @@ def test_hostile_paper_text_is_inert_in_the_email_and_the_archive(tmp_path, smtp
         "UPDATE papers SET title = ?, abstract = ? WHERE arxiv_id = '2501.00700'",
         [
             "<script>window.__pwned=1</script> Raw Title",
-            '"><img src=x onerror=window.__pwned=1> raw abstract. Second sentence.',
+            'Raw markup is a core problem. We show that "><img src=x onerror=window.__pwned=1> raw abstract stays text.',
         ],
     )
     edition = build_edition(db, DigestSettings(), now=MONDAY + timedelta(hours=1))
@@ -209,7 +209,9 @@ def test_hostile_paper_text_is_inert_in_the_email_and_the_archive(tmp_path, smtp
     )
     assert "Breaking Out of Attributes" in html and "Plain" in html
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt; Raw Title" in html  # shown as text, not run
-    assert "&#34;&gt;&lt;img src=x onerror=window.__pwned=1&gt; raw abstract." in html
+    assert (
+        "&#34;&gt;&lt;img src=x onerror=window.__pwned=1&gt; raw abstract stays text." in html
+    )  # the summary
 
     app = RunningApp(create_app(settings))
     try:

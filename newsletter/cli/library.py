@@ -126,7 +126,9 @@ def feedback(app: AppContext, email: str, paper: str, choice: str) -> None:
 @click.pass_obj
 def digest_for(app: AppContext, edition_id: int, email: str, json_path: str | None) -> None:
     """Show EDITION as EMAIL's teaching ranks it: the "For you" papers with why, then every paper, best
-    first. A reader who taught nothing gets the edition's own order and no "For you" papers."""
+    first. Papers by authors the reader follows come first in "For you"; papers with a keyword they
+    exclude are never proposed and come last. A reader who taught nothing gets the edition's own order
+    and no other "For you" papers."""
     if json_path and json_path != "-":
         check_output(json_path, "--json")
     with app.database(create=False) as db:

@@ -365,9 +365,10 @@ def reader_edition(view: ReaderEdition, *, ranked_shown: int = 10) -> None:
     """``digest for``: the For-you papers with why, then the best of the edition for this reader."""
     titles = {paper.key: paper.title for section in view.edition.sections for paper in section.papers}
     taught = len(view.signals)
+    excluded = f", {len(view.excluded)} excluded by their keywords" if view.excluded else ""
     console.print(
         f"edition {view.edition.id} for {escape(view.reader.email)} "
-        f"({taught} paper{'s' if taught != 1 else ''} taught): {len(view.view.for_you)} for you"
+        f"({taught} paper{'s' if taught != 1 else ''} taught): {len(view.view.for_you)} for you{excluded}"
     )
     if view.view.for_you:
         table = Table(title="for you", show_edge=False, pad_edge=False, title_justify="left")

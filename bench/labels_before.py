@@ -1,0 +1,216 @@
+"""The section labels as they were before labels became researcher-style subjects, kept only so that
+bench/labels.py can print them beside today's (same sections, same counts; only the labelling differs).
+A verbatim copy of the previous ``newsletter/cluster.py`` labelling functions."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+from newsletter.cluster import PaperText, Topic
+
+OTHER_LABEL = "Other papers"
+
+GENERIC_RESEARCH_WORDS = frozenset(
+    """
+    ability able abstract accuracy accurate achieve achieved achieves achieving additionally address
+    addresses addressing allow allows analysis analyze approach approaches area areas aspects based
+    benchmark benchmarks better capabilities capability case challenge challenges challenging compare
+    compared comparison component components conduct conducted consider contribution contributions
+    crucial current data dataset datasets demonstrate demonstrated demonstrates design designed develop
+    developed different effect effective effectiveness effects efficiency efficient enable enables
+    enhance enhanced enhancing essential evaluate evaluated evaluating evaluation example examples
+    existing experiment experimental experiments extensive field finally findings focus focuses form
+    framework frameworks furthermore general given high high-quality however important improve improved
+    improvement improvements improves improving including information insights introduce introduced
+    introduces key lack large learning level levels leverage leveraging like limited low make manner
+    measure measures method methodology methods model models new novel number numerous observed obtain
+    obtained order outperform outperforms overall paper particular perform performance performs
+    potential practical present presented presents previous prior problem problems process propose
+    proposed proposes provide provided provides quality range real recent recently remains require
+    requires research result results robust robustness scale setting settings show shown shows
+    significant significantly simple small specific specifically state state-of-the-art strategies
+    strategy strong structure structures studies study substantial success successful suggest superior
+    system systems task tasks technique techniques terms time times tool tools training type types
+    typically underlying understanding use used uses using value values variety various way ways work
+    works yield yields
+    """.split()  # noqa: SIM905 - a block of words reads better than a list of strings
+)
+HEAD_NOUNS = frozenset(
+    "model models learning network networks data dataset datasets system systems benchmark benchmarks training".split()  # noqa: SIM905
+)
+
+TOKEN_PATTERN = r"(?u)\b[^\W\d_]\w+(?:-\w+)*\b"
+
+
+def labels(documents: Sequence[PaperText], topics: list[Topic]) -> list[tuple[str, list[str]]]:
+    """(label, keywords) of each of ``topics`` (members: indices into ``documents``) as they were named."""
+    order = sorted(range(len(documents)), key=lambda i: documents[i].id)
+    position = {index: rank for rank, index in enumerate(order)}
+    ordered = [documents[i] for i in order]
+    counts, vocabulary = _term_counts(ordered)
+    groups = [[position[m] for m in topic.members] for topic in topics]
+    keyword_lists = _keywords(counts, vocabulary, groups, ordered)
+    names = _unique_labels(keyword_lists, [topic.is_other for topic in topics])
+    return list(zip(names, keyword_lists, strict=True))
+
+
+def _term_counts(documents: Sequence[PaperText]) -> tuple[sparse.csr_matrix, np.ndarray]:
+    vectorizer = CountVectorizer(
+        ngram_range=(1, 3),
+        stop_words=sorted(ENGLISH_STOP_WORDS),
+        token_pattern=TOKEN_PATTERN,
+        min_df=2 if len(documents) >= 20 else 1,
+        max_df=0.5 if len(documents) >= 20 else 1.0,
+        dtype=np.float32,
+    )
+    try:
+        counts = vectorizer.fit_transform(doc.text for doc in documents)
+    except ValueError:
+        return sparse.csr_matrix((len(documents), 0), dtype=np.float32), np.array([], dtype=object)
+    return counts.tocsr(), vectorizer.get_feature_names_out()
+
+
+def _keywords(
+    counts: sparse.csr_matrix, vocabulary: np.ndarray, groups: list[list[int]], documents: Sequence[PaperText]
+) -> list[list[str]]:
+    """Class-based TF-IDF: a term's weight in a section against how common it is in all sections."""
+    if counts.shape[1] == 0:
+        return [[] for _ in groups]
+    per_topic = np.vstack([np.asarray(counts[members].sum(axis=0)).ravel() for members in groups])
+    words_per_topic = per_topic.sum(axis=1, keepdims=True)
+    term_frequency = per_topic / np.maximum(words_per_topic, 1)
+    average_words = float(words_per_topic.mean())
+    idf = np.log1p(average_words / np.maximum(per_topic.sum(axis=0), 1))
+    scores = term_frequency * idf
+    usable = np.array([_label_worthy(str(term)) for term in vocabulary])
+    result = []
+    for row, members in zip(scores, groups, strict=True):
+        row = np.where(usable, row, 0.0)
+        ranked = np.argsort(-row, kind="stable")[:200]
+        scored = [(str(vocabulary[i]), float(row[i])) for i in ranked if row[i] > 0]
+        chosen = _distinct_terms(_prefer_phrases(scored), limit=8)
+        result.append(_surface_forms(chosen, [documents[m] for m in members]))
+    return result
+
+
+def _label_worthy(term: str) -> bool:
+    """A word must be topical. A phrase must start with a topical word and end with a topical word or a
+    head noun ("language models", "reinforcement learning"), not with "using" or "proposed"."""
+    words = term.split()
+    if len(words) == 1:
+        return term not in GENERIC_RESEARCH_WORDS
+    first, last = words[0], words[-1]
+    return first not in GENERIC_RESEARCH_WORDS and (last not in GENERIC_RESEARCH_WORDS or last in HEAD_NOUNS)
+
+
+def _prefer_phrases(scored: list[tuple[str, float]]) -> list[str]:
+    """Replace a term by the best longer phrase containing it when that phrase is nearly as distinctive:
+    "black holes" says more than "black", "graph neural networks" more than "graph neural". Singular and
+    plural spellings count together ("black hole" + "black holes")."""
+    variants: dict[str, float] = {}
+    for term, term_score in scored:
+        variants[_stem_key(term)] = variants.get(_stem_key(term), 0.0) + term_score
+    containing: dict[str, list[str]] = {}
+    for term, _ in scored:
+        words = term.split()
+        for length in range(1, len(words)):
+            for start in range(len(words) - length + 1):
+                containing.setdefault(" ".join(words[start : start + length]), []).append(term)
+
+    def extend(term: str) -> str:
+        while containing.get(term):
+            phrase = max(containing[term], key=lambda option: variants[_stem_key(option)])
+            if variants[_stem_key(phrase)] < 0.6 * variants[_stem_key(term)]:
+                break
+            term = phrase
+        return term
+
+    terms: list[str] = []
+    for term, _ in scored:
+        longest = extend(term)
+        if longest not in terms:
+            terms.append(longest)
+    return terms
+
+
+def _stem_key(term: str) -> str:
+    return " ".join(_stem(word) for word in term.split())
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _abbreviates(short: str, phrase: str) -> bool:
+    """ "llms" abbreviates "large language models", "gnn" abbreviates "graph neural networks"."""
+    words = phrase.split()
+    return len(words) > 1 and _stem(short) == "".join(word[0] for word in words)
+
+
+def _distinct_terms(terms: list[str], limit: int) -> list[str]:
+    """Drop a term that repeats a chosen one: "diffusion" after "diffusion models", "images" after "image"."""
+    chosen: list[str] = []
+    chosen_stems: list[set[str]] = []
+    for term in terms:
+        stems = set(_stem_key(term).split())
+        if any(stems <= other or other <= stems for other in chosen_stems):
+            continue
+        if any(_abbreviates(term, other) or _abbreviates(other, term) for other in chosen):
+            continue
+        chosen.append(term)
+        chosen_stems.append(stems)
+        if len(chosen) == limit:
+            break
+    return chosen
+
+
+def _surface_forms(terms: list[str], documents: Sequence[PaperText]) -> list[str]:
+    """Each term in the spelling the papers use most ("LLMs", "Gaussian splatting")."""
+    text = " ".join(f"{doc.title} {doc.abstract}" for doc in documents[:200])
+    forms = []
+    for term in terms:
+        pattern = r"\b" + r"\s+".join(re.escape(word) for word in term.split()) + r"\b"
+        spellings = Counter(" ".join(m.group(0).split()) for m in re.finditer(pattern, text, re.IGNORECASE))
+        if not spellings:
+            forms.append(term)
+            continue
+        # Prefer the lower-case form on a tie: sentence-initial capitals are not the term's spelling.
+        forms.append(max(spellings.items(), key=lambda item: (item[1], item[0].islower()))[0])
+    return forms
+
+
+def _unique_labels(keyword_lists: list[list[str]], is_other: list[bool]) -> list[str]:
+    labels: list[str] = []
+    used: set[str] = set()
+    for keywords, other in zip(keyword_lists, is_other, strict=True):
+        label = OTHER_LABEL if other else _label_from(keywords, used)
+        base, suffix = label, 2
+        while label.casefold() in used:  # identical keyword lists: number them rather than merge them
+            label = f"{base} ({suffix})"
+            suffix += 1
+        used.add(label.casefold())
+        labels.append(label)
+    return labels
+
+
+def _label_from(keywords: list[str], used: set[str]) -> str:
+    if not keywords:
+        return "Miscellaneous"
+    # Two or three terms read at a glance; a fourth only when the first three are single words.
+    size = 3 if sum(" " in k for k in keywords[:3]) else min(4, len(keywords))
+    for start in range(max(1, len(keywords) - size + 1)):
+        candidate = _join(keywords[start : start + max(2, min(size, len(keywords)))])
+        if candidate.casefold() not in used:
+            return candidate
+    return _join(keywords[: max(2, min(size, len(keywords)))])
+
+
+def _join(terms: list[str]) -> str:
+    text = ", ".join(terms)
+    return text[:1].upper() + text[1:]
