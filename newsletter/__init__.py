@@ -9,7 +9,7 @@ code in step.
 
 1. Values: what everything passes around, and rules that need nothing else of the package
    errors          the exception tree; each error carries the exit code a command ends with
-   dates           how a moment is written in the database
+   dates           how a moment is written: in the database, and for readers ("1 Dec 2026")
    ids             the keys that decide when two records are the same paper, or two names the same author
    text            feed text (HTML, LaTeX, entities) made plain
    summaries       a paper's summary: the abstract's sentences that say what it does or finds

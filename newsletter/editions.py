@@ -30,8 +30,13 @@ class EditionPaper:
     upvotes: int | None = None
     primary_category: str | None = None
     github_repo: str | None = None
-    categories: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)  # primary first
     abstract: str = ""  # for matching readers' keywords; not shown
+    arxiv_id: str | None = None
+    pdf_url: str | None = None
+    doi: str | None = None
+    dated: str | None = None  # ISO: when the source announced it (published), else when first seen
+    venue: str | None = None  # a journal's name, for papers from its feed
 
 
 @dataclass(slots=True)
@@ -182,12 +187,16 @@ def load_edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
 
 _PAPER_COLUMNS = (
     "ep.score, ep.summary, p.id, p.key, p.title, p.authors, p.url, p.upvotes, p.primary_category, "
-    "p.github_repo, p.categories, p.abstract"
+    "p.github_repo, p.categories, p.abstract, p.arxiv_id, p.pdf_url, p.doi, "
+    "coalesce(p.published, p.first_seen_at), p.venue"
 )
 
 
 def _edition_paper(row: list[Any]) -> EditionPaper:
-    score, summary, paper_id, key, title, authors, url, upvotes, category, repo, categories, abstract = row
+    score, summary, paper_id, key, title, authors, url, upvotes, category, repo, categories, abstract = row[
+        :12
+    ]
+    arxiv_id, pdf_url, doi, dated, venue = row[12:]
     return EditionPaper(
         paper_id=paper_id,
         key=key,
@@ -201,6 +210,11 @@ def _edition_paper(row: list[Any]) -> EditionPaper:
         github_repo=repo,
         categories=json.loads(categories or "[]"),
         abstract=abstract or "",
+        arxiv_id=arxiv_id,
+        pdf_url=pdf_url,
+        doi=doi,
+        dated=dated,
+        venue=venue,
     )
 
 

@@ -69,7 +69,10 @@ def _digest_kit(
     settings: Settings, edition: Edition, preferences: Preferences | None, cards: DigestCards | None = None
 ) -> DigestKit:
     sections = edition.sections if preferences is None else preferences.sections(edition.sections)
-    return renderer(settings).digest(edition, sections, cards=cards, for_you=settings.digest.for_you)
+    topics = () if preferences is None else (*preferences.categories, *preferences.keywords)
+    return renderer(settings).digest(
+        edition, sections, cards=cards, for_you=settings.digest.for_you, topics=topics
+    )
 
 
 def message_template(

@@ -21,20 +21,22 @@ for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import secrets
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from markdown_it import MarkdownIt
 from mjml import mjml2html
 
+from newsletter.dates import day, day_range
 from newsletter.editions import Edition, EditionPaper, Section
 from newsletter.errors import RenderError
 from newsletter.settings import shipped_dir
@@ -156,16 +158,19 @@ class Renderer:
         *,
         cards: DigestCards | None = None,
         for_you: int = 0,
+        topics: Sequence[str] = (),
     ) -> DigestKit:
         """The digest of ``edition`` (or of a subset of its sections, in the order given), as a kit from
         which each reader's email is assembled; room is kept for a "For you" section of ``for_you`` papers.
-        ``cards``: the edition's cards when already rendered (they are the same in every variant)."""
+        ``cards``: the edition's cards when already rendered (they are the same in every variant).
+        ``topics``: what its readers follow (categories and keywords; none: everything), which an email
+        with nothing for them names."""
         chosen = edition.sections if sections is None else sections
         cards = cards if cards is not None else self.digest_cards(edition)
-        subject = self.digest_subject(edition, sum(len(s.papers) for s in chosen))
+        subject = self.digest_subject(edition, sum(len(s.papers) for s in chosen), topics)
         members = tuple(tuple(cards.index[paper.key] for paper in section.papers) for section in chosen)
         per_section = MAX_PER_SECTION
-        html, text, slots = self._digest_frame(edition, chosen, subject, per_section)
+        html, text, slots = self._digest_frame(edition, chosen, subject, per_section, topics)
         while True:
             # The frame hardly changes with the number of papers shown (a "more" line per topic).
             fitting = _most_per_section(cards, members, for_you, HTML_BUDGET - len(html))
@@ -178,13 +183,19 @@ class Renderer:
             if fitting >= per_section:
                 break
             per_section = fitting
-            html, text, slots = self._digest_frame(edition, chosen, subject, per_section)
+            html, text, slots = self._digest_frame(edition, chosen, subject, per_section, topics)
         shown = sum(min(len(member), per_section) for member in members)
         frame = RenderedEmail(subject, html, text, shown, per_section, slots)
         return DigestKit(frame, cards, members, per_section, for_you)
 
-    def digest_subject(self, edition: Edition, paper_count: int) -> str:
-        return f"{self.settings.newsletter_name}: {paper_count} new papers, {_date_range(edition)}"
+    def digest_subject(self, edition: Edition, paper_count: int, topics: Sequence[str] = ()) -> str:
+        """The subject: "Research Digest: 38 new papers, 24 Nov – 1 Dec 2026"; with nothing for the
+        reader, "no new papers" or "nothing new in cs.CL" instead of a count."""
+        if paper_count:
+            what = f"{paper_count} new paper{'s' if paper_count != 1 else ''}"
+        else:
+            what = f"nothing new in {topic_names(topics)}" if topics else "no new papers"
+        return f"{self.settings.newsletter_name}: {what}, {_date_range(edition)}"
 
     def digest_cards(self, edition: Edition) -> DigestCards:
         """Every paper's card, in the edition's order, split where the reader's values go."""
@@ -236,7 +247,12 @@ class Renderer:
         )
 
     def _digest_frame(
-        self, edition: Edition, sections: list[Section], subject: str, per_section: int
+        self,
+        edition: Edition,
+        sections: list[Section],
+        subject: str,
+        per_section: int,
+        topics: Sequence[str] = (),
     ) -> tuple[str, str, tuple[Slot, ...]]:
         archive = self.settings.archive_url(edition.id)
         blocks = [FOR_YOU_BLOCK, *(f"{CARDS_BLOCK}{number}" for number in range(1, len(sections) + 1))]
@@ -245,13 +261,15 @@ class Renderer:
             f"{total} new paper{'s' if total != 1 else ''} in {len(sections)} topic"
             f"{'s' if len(sections) != 1 else ''}, the most upvoted and most central first."
             if sections
-            else "Nothing new matched your topics in this edition."
+            else empty_notice(topics, edition.frequency)
         )
 
         def context(markers: dict[str, str]) -> dict[str, object]:
             return self._common(subject, archive) | {
                 "preview": intro,
-                "header_line": f"{_date_range(edition)} · {total} papers",
+                "header_line": f"{_date_range(edition)} · {total} paper{'s' if total != 1 else ''}"
+                if total
+                else _date_range(edition),
                 "intro": intro,
                 "for_you": markers[FOR_YOU_BLOCK],
                 "sections": [
@@ -452,23 +470,82 @@ def _most_per_section(
     return 1
 
 
+def empty_notice(topics: Sequence[str], frequency: str) -> str:
+    """The one sentence of a digest with nothing for its reader: "Nothing new in cs.CL this week." for
+    a reader who follows topics, "No new papers today." for one who follows everything (daily)."""
+    when = "today" if frequency == "daily" else "this week"
+    return f"Nothing new in {topic_names(topics)} {when}." if topics else f"No new papers {when}."
+
+
+TOPICS_NAMED = 3
+
+
+def topic_names(topics: Sequence[str]) -> str:
+    """What a reader follows, in a few words: "cs.CL", "cs.CL or cs.LG", "cs.CL, cs.LG or diffusion",
+    or "your 5 topics"."""
+    topics = list(topics)
+    if len(topics) > TOPICS_NAMED:
+        return f"your {len(topics)} topics"
+    if len(topics) == 1:
+        return topics[0]
+    return f"{', '.join(topics[:-1])} or {topics[-1]}"
+
+
 def greeting(name: str) -> str:
     return f"Hello {name}," if name else "Hello,"
 
 
 def paper_view(paper: EditionPaper) -> dict[str, object]:
+    """A card's values: the title and its link, the byline, and a line of what identifies the paper
+    (arXiv id or DOI and PDF, linked, the day it was announced, its categories, primary first)."""
     authors = paper.authors[:AUTHORS_SHOWN]
     byline = ", ".join(authors) + (" et al." if len(paper.authors) > AUTHORS_SHOWN else "")
-    meta = [part for part in (byline, paper.primary_category) if part]
-    if paper.upvotes:
-        meta.append(f"▲ {paper.upvotes}")
     return {
         "title": paper.title,
         "url": link_url(paper.url),
-        "meta": " · ".join(meta),
+        "meta": byline,
+        "line": _paper_line(paper),
         "summary": paper.summary,
         "code_url": link_url(paper.github_repo),
     }
+
+
+CATEGORIES_SHOWN = 3
+
+
+def _paper_line(paper: EditionPaper) -> list[dict[str, str]]:
+    """The parts of a card's second line, each a label with its link or without: "arXiv:2412.01234",
+    "PDF", "code", "1 Dec 2026", "cs.CL, cs.LG +1", "▲ 12"."""
+    parts = []
+    if paper.arxiv_id:
+        parts.append({"label": f"arXiv:{paper.arxiv_id}", "url": f"https://arxiv.org/abs/{paper.arxiv_id}"})
+        parts.append(
+            {"label": "PDF", "url": link_url(paper.pdf_url) or f"https://arxiv.org/pdf/{paper.arxiv_id}"}
+        )
+    else:
+        if paper.doi:
+            parts.append(
+                {"label": f"doi:{paper.doi}", "url": f"https://doi.org/{quote(paper.doi, safe='/:;()')}"}
+            )
+        if paper.pdf_url:
+            parts.append({"label": "PDF", "url": link_url(paper.pdf_url)})
+    if paper.github_repo:
+        parts.append({"label": "code", "url": link_url(paper.github_repo)})
+    if paper.venue and not paper.arxiv_id:
+        parts.append({"label": paper.venue, "url": ""})
+    with contextlib.suppress(ValueError):  # a date that cannot be read is left out
+        if paper.dated:
+            parts.append({"label": day(paper.dated), "url": ""})
+    categories = list(paper.categories)
+    if paper.primary_category:
+        categories = [paper.primary_category, *(c for c in categories if c != paper.primary_category)]
+    if categories:
+        shown = ", ".join(categories[:CATEGORIES_SHOWN])
+        more = len(categories) - CATEGORIES_SHOWN
+        parts.append({"label": f"{shown} +{more}" if more > 0 else shown, "url": ""})
+    if paper.upvotes:
+        parts.append({"label": f"▲ {paper.upvotes}", "url": ""})
+    return parts
 
 
 def link_url(url: str | None) -> str:
@@ -481,12 +558,7 @@ _URL_IGNORED = str.maketrans("", "", "\t\r\n")
 
 
 def _date_range(edition: Edition) -> str:
-    start, end = edition.window_start, edition.window_end
-    return f"{_day(start)} – {_day(end)}" if start.date() != end.date() else _day(end)
-
-
-def _day(moment: datetime) -> str:
-    return f"{moment.day} {moment:%b %Y}"
+    return day_range(edition.window_start, edition.window_end)
 
 
 def _first_line(markdown_body: str) -> str:

@@ -75,6 +75,30 @@ def test_only_editions_sent_to_the_whole_list_are_public(archive):
     assert PRIVATE_SUBJECT.encode() not in raw
 
 
+def test_archive_edition_page_and_feed_write_dates_one_way_and_cards_name_the_paper(archive):
+    app, editions = archive
+    day = r"\d{1,2} (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4}"
+    listing = httpx.get(f"{app.url}/editions").text
+    assert f"Edition {editions['sent']}: 16–23 Nov 2026</a>" in listing
+    assert re.search(rf"message of {day}</span>", listing)
+    page = httpx.get(f"{app.url}/editions/{editions['sent']}").text
+    assert '<p class="muted">16–23 Nov 2026 · 38 papers</p>' in page
+    cards = re.findall(r'<article class="paper">(.*?)</article>', page, re.S)
+    assert len(cards) == 38
+    arxiv = [card for card in cards if 'href="https://arxiv.org/abs/' in card]
+    assert arxiv and all(
+        ">PDF</a>" in card and re.search(r">arXiv:\d{4}\.\d{4,5}</a>", card) for card in arxiv
+    )
+    assert all(re.search(day, card) for card in cards)  # the day each paper was announced
+    message = httpx.get(f"{app.url}/editions/{editions['to all']}").text
+    assert re.search(rf'<p class="muted">Sent {day}</p>', message)
+    feed = feedparser.parse(httpx.get(f"{app.url}/editions.atom").content)
+    assert feed.entries[1].title == "Research Digest: 38 papers, 16–23 Nov 2026"
+    assert all(entry.updated_parsed for entry in feed.entries)  # machine dates stay RFC 3339
+    for text in (listing, page, feed.entries[1].title):
+        assert not re.search(r"\d{4}-\d{2}-\d{2}", text)
+
+
 def test_the_feed_reads_all_its_editions_in_one_query(tmp_path):
     from newsletter.editions import published_editions
 

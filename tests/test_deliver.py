@@ -142,7 +142,7 @@ def test_headers_and_both_parts(tmp_path, smtp_server):
     assert message["From"] == "Research Digest <digest@example.org>"
     assert message["To"].addresses[0].display_name == "José Müller, Jr."
     assert message["To"].addresses[0].addr_spec == "jose@example.org"
-    assert message["Subject"] == "Research Digest: 38 new papers, 16 Nov 2026 – 23 Nov 2026"
+    assert message["Subject"] == "Research Digest: 38 new papers, 16–23 Nov 2026"
     assert message["Date"].datetime.tzinfo is not None
     assert message["List-Id"] == "Research Digest <digest.example.org>"
     unsubscribe = message["List-Unsubscribe"]

@@ -132,8 +132,11 @@ def test_each_reader_gets_their_topics_and_each_preference_set_is_rendered_once(
     speech_message, _, speech_text = body_of(smtp_server, "speech@example.org")
     assert "speech recognition" in speech_text.lower() and speech_message["Subject"] != message["Subject"]
     void_message, _, void_text = body_of(smtp_server, "void@example.org")
-    assert "Nothing new in your topics in this edition." in void_text
-    assert "0 new papers" in void_message["Subject"]
+    void_html = void_message.get_body(("html",)).get_content()
+    # One sentence that names what the reader follows, in both parts; a subject without a count of 0.
+    assert "Nothing new in astro-ph this week." in void_text and "in your topics" not in void_text
+    assert void_html.count("Nothing new in astro-ph this week.") == 2  # the preview and the body
+    assert void_message["Subject"] == "Research Digest: nothing new in astro-ph, 16–23 Nov 2026"
 
 
 def test_daily_readers_get_daily_editions(tmp_path, smtp_server):

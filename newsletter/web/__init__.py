@@ -21,6 +21,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -82,6 +84,15 @@ def serve(
         logs.report_left_out()
 
 
+async def favicon(request: Request) -> Response:
+    """Where browsers and feed readers look for the site's icon without asking the page."""
+    return FileResponse(
+        STATIC_DIR / "favicon.ico",
+        media_type="image/x-icon",
+        headers={"cache-control": "public, max-age=86400"},
+    )
+
+
 def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
     """``send_signups=False``: sign-up requests are recorded but their emails wait for another process."""
     site = Site(settings)
@@ -109,6 +120,7 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
         Route("/editions/{edition_id:int}", readers.edition),
         *library.routes(),
         Route("/healthz", readers.health),
+        Route("/favicon.ico", favicon),
         *admins.routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import outbox
+from newsletter.dates import day, day_range
 from newsletter.editions import EditionEntry, load_edition, public_among, recent_editions
 from newsletter.erasure import forget_subscriber
 from newsletter.errors import EditionNotFound, SendError, SendInProgress, ServerUnavailable, SubscriberError
@@ -265,9 +266,9 @@ class Admin:
                 "id": entry.id,
                 "kind": entry.kind,
                 "status": entry.status,
-                "created": entry.created_at[:16].replace("T", " "),
+                "created": f"{day(entry.created_at)} {entry.created_at[11:16]}",
                 "title": entry.subject
-                or f"{entry.window_start[:10]} to {entry.window_end[:10]}, {entry.paper_count} papers",
+                or f"{day_range(entry.window_start, entry.window_end)}, {entry.paper_count} papers",
                 "sending": entry.id in self.sends and self.sends[entry.id].is_alive(),
                 "public": entry.id in public,
                 **summaries[entry.id],

@@ -14,6 +14,7 @@ import sqlite_utils
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from newsletter.dates import day
 from newsletter.db import check_writable, open_database
 from newsletter.errors import InvalidToken
 from newsletter.preferences import CATEGORY_NAMES
@@ -43,6 +44,7 @@ class Site:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.templates.filters["day"] = day  # every date a page shows: "1 Dec 2026"
         check_writable(settings.database)  # a web app that cannot write would fail every sign-up
         with self.database() as db:
             self.secret = site_secret(db, settings.web.secret_key)

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from newsletter import ids
+from newsletter.dates import day
 from newsletter.editions import EditionPaper, edition_paper
 from newsletter.errors import EditionNotFound, PaperNotFound, SubscriberError
 from newsletter.fetch import Fetcher
@@ -386,8 +387,18 @@ def _signal(signal: ReaderSignal) -> dict[str, Any]:
         "title": signal.title,
         "authors": authors,
         "url": _paper_url(signal.id),
-        "date": f"{signal.created_at:%d %b %Y}",
+        "ident": _ident(signal.id),
+        "date": day(signal.created_at),
     }
+
+
+def _ident(key: str) -> str:
+    """How a card names a paper by its key: "arXiv:2412.01234", "doi:10.1000/xyz"; "" for other keys."""
+    if key.startswith(ids.ARXIV_PREFIX):
+        return f"arXiv:{key.removeprefix(ids.ARXIV_PREFIX)}"
+    if key.startswith(ids.DOI_PREFIX):
+        return f"doi:{key.removeprefix(ids.DOI_PREFIX)}"
+    return ""
 
 
 def _pending(item: PendingItem) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from newsletter.dates import day, day_range
 from newsletter.db import ping
 from newsletter.editions import (
     Edition,
@@ -24,7 +25,7 @@ from newsletter.editions import (
 )
 from newsletter.errors import EditionNotFound, PreferenceError, SubscriberError
 from newsletter.preferences import EMPTY_DIGEST, Preferences, parse_list
-from newsletter.render import markdown_html, paper_view
+from newsletter.render import empty_notice, markdown_html, paper_view
 from newsletter.signup_sender import SignupSender
 from newsletter.signups import SignupRequest, enqueue
 from newsletter.subscribers import (
@@ -362,9 +363,10 @@ def edition_page(
             request,
             "web/edition.html.j2",
             title=edition.subject or "Message",
-            subtitle=f"Sent {edition.created_at:%d %B %Y}",
+            subtitle=f"Sent {day(edition.created_at)}",
             sections=[],
             body_html=jinja2.utils.markupsafe.Markup(markdown_html(edition.body or "")),
+            empty="",
             preview=preview,
             feedback=False,
         )
@@ -380,9 +382,10 @@ def edition_page(
         request,
         "web/edition.html.j2",
         title=f"Edition {edition.id}",
-        subtitle=f"{edition.window_start:%d %B %Y} – {edition.window_end:%d %B %Y} · {edition.paper_count} papers",
+        subtitle=f"{day_range(edition.window_start, edition.window_end)} · {_papers(edition.paper_count)}",
         sections=sections,
         body_html=None,
+        empty=empty_notice((), edition.frequency),
         preview=preview,
         feedback=bool(feedback_token),
     )
@@ -399,7 +402,11 @@ def _card(site: Site, paper: EditionPaper, feedback_token: str) -> dict[str, obj
 def _title(edition: PublishedEdition) -> str:
     if edition.kind == "one-off":
         return edition.subject or "Message"
-    return f"{edition.paper_count} papers, {edition.window_start[:10]} to {edition.window_end[:10]}"
+    return f"{_papers(edition.paper_count)}, {day_range(edition.window_start, edition.window_end)}"
+
+
+def _papers(count: int) -> str:
+    return f"{count} paper{'s' if count != 1 else ''}"
 
 
 def _summary(edition: PublishedEdition) -> str:
@@ -413,9 +420,9 @@ def _archive_entry(edition: PublishedEdition) -> dict[str, Any]:
         "id": edition.id,
         "kind": edition.kind,
         "subject": edition.subject or "Message",
-        "date": edition.created_at[:10],
-        "start": edition.window_start[:10],
-        "end": edition.window_end[:10],
+        "date": day(edition.created_at),
+        "span": day_range(edition.window_start, edition.window_end),
+        "end": day(edition.window_end),
         "papers": edition.paper_count,
         "topics": edition.topic_count,
         "frequency": edition.frequency,
