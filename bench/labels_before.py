@@ -1,6 +1,7 @@
 """The section labels as they were before labels became researcher-style subjects, kept only so that
 bench/labels.py can print them beside today's (same sections, same counts; only the labelling differs).
-A verbatim copy of the previous ``newsletter/cluster.py`` labelling functions."""
+The previous ``newsletter/cluster.py`` labelling functions; the word lists they share with today's are
+imported."""
 
 from __future__ import annotations
 
@@ -12,38 +13,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from newsletter.cluster import PaperText, Topic
-
-OTHER_LABEL = "Other papers"
-
-GENERIC_RESEARCH_WORDS = frozenset(
-    """
-    ability able abstract accuracy accurate achieve achieved achieves achieving additionally address
-    addresses addressing allow allows analysis analyze approach approaches area areas aspects based
-    benchmark benchmarks better capabilities capability case challenge challenges challenging compare
-    compared comparison component components conduct conducted consider contribution contributions
-    crucial current data dataset datasets demonstrate demonstrated demonstrates design designed develop
-    developed different effect effective effectiveness effects efficiency efficient enable enables
-    enhance enhanced enhancing essential evaluate evaluated evaluating evaluation example examples
-    existing experiment experimental experiments extensive field finally findings focus focuses form
-    framework frameworks furthermore general given high high-quality however important improve improved
-    improvement improvements improves improving including information insights introduce introduced
-    introduces key lack large learning level levels leverage leveraging like limited low make manner
-    measure measures method methodology methods model models new novel number numerous observed obtain
-    obtained order outperform outperforms overall paper particular perform performance performs
-    potential practical present presented presents previous prior problem problems process propose
-    proposed proposes provide provided provides quality range real recent recently remains require
-    requires research result results robust robustness scale setting settings show shown shows
-    significant significantly simple small specific specifically state state-of-the-art strategies
-    strategy strong structure structures studies study substantial success successful suggest superior
-    system systems task tasks technique techniques terms time times tool tools training type types
-    typically underlying understanding use used uses using value values variety various way ways work
-    works yield yields
-    """.split()  # noqa: SIM905 - a block of words reads better than a list of strings
-)
-HEAD_NOUNS = frozenset(
-    "model models learning network networks data dataset datasets system systems benchmark benchmarks training".split()  # noqa: SIM905
-)
+from newsletter.cluster import GENERIC_RESEARCH_WORDS, HEAD_NOUNS, OTHER_LABEL, PaperText, Topic
 
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]\w+(?:-\w+)*\b"
 
