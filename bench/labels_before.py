@@ -1,19 +1,26 @@
 """The section labels as they were before labels became researcher-style subjects, kept only so that
 bench/labels.py can print them beside today's (same sections, same counts; only the labelling differs).
-The previous ``newsletter/cluster.py`` labelling functions; the word lists they share with today's are
-imported."""
+The previous ``newsletter/cluster.py`` labelling functions; the word lists and the helpers they share with
+today's (unchanged) are imported."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-from newsletter.cluster import GENERIC_RESEARCH_WORDS, HEAD_NOUNS, OTHER_LABEL, PaperText, Topic
+from newsletter.cluster import (
+    GENERIC_RESEARCH_WORDS,
+    HEAD_NOUNS,
+    OTHER_LABEL,
+    PaperText,
+    Topic,
+    _stem,
+    _stem_key,
+    _surface_forms,
+)
 
 TOKEN_PATTERN = r"(?u)\b[^\W\d_]\w+(?:-\w+)*\b"
 
@@ -109,14 +116,6 @@ def _prefer_phrases(scored: list[tuple[str, float]]) -> list[str]:
     return terms
 
 
-def _stem_key(term: str) -> str:
-    return " ".join(_stem(word) for word in term.split())
-
-
-def _stem(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-
-
 def _abbreviates(short: str, phrase: str) -> bool:
     """ "llms" abbreviates "large language models", "gnn" abbreviates "graph neural networks"."""
     words = phrase.split()
@@ -138,21 +137,6 @@ def _distinct_terms(terms: list[str], limit: int) -> list[str]:
         if len(chosen) == limit:
             break
     return chosen
-
-
-def _surface_forms(terms: list[str], documents: Sequence[PaperText]) -> list[str]:
-    """Each term in the spelling the papers use most ("LLMs", "Gaussian splatting")."""
-    text = " ".join(f"{doc.title} {doc.abstract}" for doc in documents[:200])
-    forms = []
-    for term in terms:
-        pattern = r"\b" + r"\s+".join(re.escape(word) for word in term.split()) + r"\b"
-        spellings = Counter(" ".join(m.group(0).split()) for m in re.finditer(pattern, text, re.IGNORECASE))
-        if not spellings:
-            forms.append(term)
-            continue
-        # Prefer the lower-case form on a tie: sentence-initial capitals are not the term's spelling.
-        forms.append(max(spellings.items(), key=lambda item: (item[1], item[0].islower()))[0])
-    return forms
 
 
 def _unique_labels(keyword_lists: list[list[str]], is_other: list[bool]) -> list[str]:

@@ -23,7 +23,6 @@ import bisect
 import itertools
 import math
 import re
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from sklearn.preprocessing import normalize
 
 from newsletter.errors import EngineUnavailable
 from newsletter.settings import ENGINES
+from newsletter.text import spelling_in
 
 SEED = 0
 MIN_AVERAGE_SECTION = 6  # papers per section on average, at the most topics allowed
@@ -588,16 +588,7 @@ def _abbreviates(short: str, phrase: str) -> bool:
 def _surface_forms(terms: list[str], documents: Sequence[PaperText]) -> list[str]:
     """Each term in the spelling the papers use most ("LLMs", "Gaussian splatting")."""
     text = " ".join(f"{doc.title} {doc.abstract}" for doc in documents[:200])
-    forms = []
-    for term in terms:
-        pattern = r"\b" + r"\s+".join(re.escape(word) for word in term.split()) + r"\b"
-        spellings = Counter(" ".join(m.group(0).split()) for m in re.finditer(pattern, text, re.IGNORECASE))
-        if not spellings:
-            forms.append(term)
-            continue
-        # Prefer the lower-case form on a tie: sentence-initial capitals are not the term's spelling.
-        forms.append(max(spellings.items(), key=lambda item: (item[1], item[0].islower()))[0])
-    return forms
+    return [spelling_in(term, text) for term in terms]
 
 
 def _join(terms: list[str]) -> str:

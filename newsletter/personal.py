@@ -64,8 +64,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +77,7 @@ from scipy.sparse.csgraph import connected_components
 
 from newsletter.closeness import LATENT_WEIGHT, SEED, BatchRows, PaperSpace, RowStore, Text
 from newsletter.ids import author_key
+from newsletter.text import spelling_in
 
 LIKE = "like"
 DISLIKE = "dislike"
@@ -596,7 +596,7 @@ class PersonalRanker:
         spelled = self._spellings.get(key)
         if spelled is None:
             text = f"{self._texts[position].title} {self._texts[position].abstract}"
-            spelled = self._spellings[key] = _spelling(term, text)
+            spelled = self._spellings[key] = spelling_in(term, text)
         return spelled
 
     def _neighbour_graph(self) -> sparse.csr_matrix | None:
@@ -820,12 +820,3 @@ def _same_family(first: str, second: str) -> bool:
     if first in second.split() or second in first.split():
         return True
     return len(first) >= 5 and len(second) >= 5 and first[:5] == second[:5]
-
-
-def _spelling(term: str, text: str) -> str:
-    """The term as the paper writes it ("LLMs", not "llms")."""
-    pattern = r"\b" + r"\s+".join(re.escape(word) for word in term.split()) + r"\b"
-    found = Counter(" ".join(m.group(0).split()) for m in re.finditer(pattern, text, re.IGNORECASE))
-    if not found:
-        return term
-    return max(found.items(), key=lambda item: (item[1], item[0].islower()))[0]

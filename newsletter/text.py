@@ -11,6 +11,7 @@ import functools
 import html
 import re
 import unicodedata
+from collections import Counter
 from html.parser import HTMLParser
 
 from pylatexenc import latexwalker as latexwalker_ctx
@@ -278,3 +279,14 @@ def extract_summary(abstract: str, *, max_chars: int = 300) -> str:
         cut = summary[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;:-–—")
         summary = cut + "…"
     return summary
+
+
+def spelling_in(term: str, text: str) -> str:
+    """``term`` (lower case, words separated by spaces) as ``text`` writes it most often ("LLMs", not
+    "llms"; "Gaussian splatting"); on a tie the lower-case form, since a sentence's first capital is not
+    the term's spelling. The term itself when the text never writes it."""
+    pattern = r"\b" + r"\s+".join(re.escape(word) for word in term.split()) + r"\b"
+    found = Counter(" ".join(m.group(0).split()) for m in re.finditer(pattern, text, re.IGNORECASE))
+    if not found:
+        return term
+    return max(found.items(), key=lambda item: (item[1], item[0].islower()))[0]
