@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from newsletter.compose import build_edition
-from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
 from newsletter.fetch import Fetcher
@@ -22,27 +21,20 @@ from newsletter.samples import sample_sources
 from newsletter.settings import DigestSettings
 from newsletter.subscribers import find_subscriber
 from newsletter.web import create_app
-from newsletter.web.security import hash_password
 from tests.support.browser import Browser, screenshot_dir
 from tests.support.smtpserver import ScriptedSMTPServer
 from tests.support.webserver import RunningApp
-from tests.test_deliver import make_settings
+from tests.test_signup import ADMIN_PASSWORD, web_settings
 
-PASSWORD = "correct horse battery"
+PASSWORD = ADMIN_PASSWORD
 PHONE, DESKTOP = {"width": 375, "height": 812}, {"width": 1280, "height": 900}
 
 
 @pytest.fixture
 def world(tmp_path, request):
     smtp = ScriptedSMTPServer(tmp_path / "maildir")
-    make_settings(tmp_path, smtp.port)
-    config = tmp_path / "newsletter.toml"
     port = free_port()
-    text = config.read_text().replace(
-        'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
-    )
-    config.write_text(text.replace("[web]", f'[web]\nadmin_password_hash = "{hash_password(PASSWORD)}"'))
-    settings = load_settings(config, environ={})
+    settings = web_settings(tmp_path, smtp.port, port)
     db = open_database(settings.database)
     with Fetcher() as fetcher:
         run_ingest(db, sample_sources(), fetcher, now=datetime.now(UTC) - timedelta(hours=1))

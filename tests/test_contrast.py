@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from newsletter.compose import build_edition
-from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
 from newsletter.fetch import Fetcher
@@ -26,16 +25,15 @@ from newsletter.samples import sample_sources
 from newsletter.settings import DigestSettings, SourceConfig
 from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
-from newsletter.web.security import hash_password
 from tests.support.browser import Browser, screenshot_dir
 from tests.support.contrast import BROKEN_CODES, audit
 from tests.support.feedserver import FeedServer, Reply
 from tests.support.smtpserver import ScriptedSMTPServer
 from tests.support.topics import TOPICS, arxiv_id, topic_feed
 from tests.support.webserver import RunningApp
-from tests.test_deliver import make_settings
+from tests.test_signup import ADMIN_PASSWORD, web_settings
 
-PASSWORD = "correct horse battery"
+PASSWORD = ADMIN_PASSWORD
 FAN, VOID, PLAIN, PENDING = "fan@example.org", "void@example.org", "plain@example.org", "new@example.org"
 ONE_OFF = """# Maintenance on Friday
 
@@ -65,14 +63,8 @@ def world(tmp_path_factory, request):
     everything), a one-off message, a confirmation email, and the web app serving the same database."""
     tmp_path = tmp_path_factory.mktemp("contrast")
     smtp = ScriptedSMTPServer(tmp_path / "maildir")
-    make_settings(tmp_path, smtp.port)
-    config = tmp_path / "newsletter.toml"
     port = free_port()
-    text = config.read_text().replace(
-        'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
-    )
-    config.write_text(text.replace("[web]", f'[web]\nadmin_password_hash = "{hash_password(PASSWORD)}"'))
-    settings = load_settings(config, environ={})
+    settings = web_settings(tmp_path, smtp.port, port)
     now = datetime.now(UTC)
     # The offline samples (Hugging Face papers with upvotes and code, arXiv listings, a journal) and a
     # listing of papers in a few clear topics, so that a reader who liked two astronomy papers gets a

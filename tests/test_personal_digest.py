@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from newsletter.compose import build_edition
-from newsletter.config import load_settings
 from newsletter.db import open_database
 from newsletter.devsmtp import free_port
 from newsletter.editions import Edition, EditionPaper, Section, load_edition
@@ -38,6 +37,7 @@ from tests.support.topics import TOPICS, arxiv_id, paper, topic_feed
 from tests.support.webserver import RunningApp
 from tests.test_cli import run
 from tests.test_deliver import MONDAY, make_settings
+from tests.test_signup import web_settings
 
 ASTRO = "astro@example.org"
 COLD_READER = "cold@example.org"
@@ -402,14 +402,7 @@ def test_more_like_this_from_a_received_email_shapes_the_next_edition(
     tmp_path, smtp_server, feed_server, request
 ):
     port = free_port()
-    make_settings(tmp_path, smtp_server.port)
-    config = tmp_path / "newsletter.toml"
-    config.write_text(
-        config.read_text().replace(
-            'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
-        )
-    )
-    settings = load_settings(config, environ={})
+    settings = web_settings(tmp_path, smtp_server.port, port)
     first = edition_of_topics(settings, feed_server)
     ids = readers(settings, [])
     assert send_edition(settings, first).complete

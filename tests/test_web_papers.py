@@ -31,7 +31,7 @@ from tests.support.arxivapi import FakeArxiv
 from tests.support.browser import Browser, screenshot_dir
 from tests.support.webserver import RunningApp, ServeProcess
 from tests.test_deliver import edition_with_sample_papers, make_settings, subscribe
-from tests.test_signup import csrf_of
+from tests.test_signup import csrf_of, web_settings
 
 SECRET = "test-secret-key-0123456789"
 PHONE = {"width": 375, "height": 812}
@@ -93,12 +93,9 @@ def world(tmp_path, smtp_server, feed_server):
     arxiv = FakeArxiv(feed_server)
     arxiv.papers = {FETCHED: ("Tactile Grasping Fetched by Id", "We grasp things with touch.", "cs.RO")}
     port = free_port()
-    make_settings(tmp_path, smtp_server.port)
+    web_settings(tmp_path, smtp_server.port, port)
     config = tmp_path / "newsletter.toml"
-    text = config.read_text().replace(
-        'base_url = "https://news.example.org"', f'base_url = "http://127.0.0.1:{port}"'
-    )
-    config.write_text(text + f'\n[library]\narxiv_api = "{arxiv.url}"\nmin_interval = 0\n')
+    config.write_text(config.read_text() + f'\n[library]\narxiv_api = "{arxiv.url}"\nmin_interval = 0\n')
     settings = load_settings(config, environ={})
     edition_id = edition_with_sample_papers(settings)
     readers = subscribe(settings, 2)
