@@ -21,6 +21,7 @@ each source kind completes and checks its own entry (``newsletter.sources``).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ from newsletter.default_config import DEFAULT_CONFIG
 from newsletter.errors import ConfigError
 from newsletter.settings import (
     SECTIONS,
+    BouncesSettings,
     DigestSettings,
+    DkimSettings,
     FetchSettings,
     LibrarySettings,
     RetentionSettings,
@@ -269,6 +272,8 @@ def _build(
     library = _library(tables["library"])
     web = _web(tables["web"])
     smtp = _smtp(tables["smtp"], base_dir)
+    bounces = _bounces(tables["bounces"])
+    dkim = _dkim(tables["dkim"], base_dir)
     timezone = _timezone(general)
     scheduler = _scheduler(tables["scheduler"], base_dir)
     return Settings(
@@ -284,6 +289,8 @@ def _build(
         web=web,
         smtp=smtp,
         sources=configured,
+        bounces=bounces,
+        dkim=dkim,
         environment=variables,
     )
 
@@ -365,6 +372,54 @@ def _smtp(table: _Table, base_dir: Path) -> SmtpSettings:
         if value and ("\n" in value or "\r" in value):
             raise table.error(name, f"[smtp] {name} cannot contain line breaks")
     return _fill(SmtpSettings, table, host=host, port=port, maildir=base_dir / table["maildir"], **optional)
+
+
+def _bounces(table: _Table) -> BouncesSettings:
+    address = (table["address"] or "").strip() or None
+    if address is not None and (
+        parseaddr(address)[1] != address or address.count("@") != 1 or "+" in address.split("@")[0]
+    ):
+        raise table.error(
+            "address",
+            f'[bounces] address must be a bare address without "+", such as "bounces@example.org", not {address!r}',
+        )
+    host = table["host"].strip()
+    port = table["port"]
+    if port == 0:
+        secure = table["security"] == "tls"
+        port = {("imap", True): 993, ("imap", False): 143, ("pop3", True): 995, ("pop3", False): 110}[
+            (table["protocol"], secure)
+        ]
+    if table["processed_folder"] and table["protocol"] != "imap":
+        raise table.error("processed_folder", '[bounces] processed_folder needs protocol = "imap"')
+    return _fill(BouncesSettings, table, address=address, host=host, port=port)
+
+
+def _dkim(table: _Table, base_dir: Path) -> DkimSettings:
+    domain = (table["domain"] or "").strip().lower() or None
+    key_file = table["private_key_file"]
+    if domain is not None and key_file is None:
+        raise table.error("domain", "[dkim] domain is set but private_key_file is not")
+    if key_file is not None and domain is None:
+        raise table.error("private_key_file", "[dkim] private_key_file is set but domain is not")
+    if domain is not None and not re.fullmatch(
+        r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+", domain
+    ):
+        raise table.error(
+            "domain", f"[dkim] domain must be a domain name such as example.org, not {domain!r}"
+        )
+    selector = table["selector"].strip()
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", selector):
+        raise table.error(
+            "selector", f"[dkim] selector must be letters, digits, dots and hyphens, not {selector!r}"
+        )
+    return _fill(
+        DkimSettings,
+        table,
+        domain=domain,
+        selector=selector,
+        private_key_file=None if key_file is None else base_dir / key_file,
+    )
 
 
 def _library(table: _Table) -> LibrarySettings:

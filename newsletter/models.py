@@ -90,3 +90,29 @@ class ParsedFeed:
     total_results: int | None = None
     start_index: int | None = None
     entries_seen: int = 0
+
+
+BOUNCE_KINDS = ("hard", "soft", "complaint", "auto_reply", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvent:
+    """One report that a message did not arrive, or that its reader complained: a message from the bounce
+    mailbox (a DSN, an ARF report, an auto-reply...) or one event of a relay's webhook.
+
+    ``source_id`` is unique within ``source``, so that the same report taken twice counts once: the
+    provider's event id, or for a mailbox message the SHA-256 of its bytes."""
+
+    source: str  # "mailbox", "ses", "postmark", "mailgun", "sendgrid"
+    source_id: str
+    kind: str  # one of BOUNCE_KINDS
+    addresses: tuple[str, ...] = ()  # the readers' addresses it names: failed recipients, the complainant
+    report_to: tuple[str, ...] = ()  # where the report was delivered (Delivered-To, X-Original-To, To): VERP
+    message_id: str | None = None  # the Message-ID of our message it is about, "<...>"
+    status: str = ""  # enhanced status code, "5.1.1"; a provider's code where it has no other
+    detail: str = ""  # one line: the diagnostic, the feedback type, the provider's reason
+    occurred_at: datetime | None = None  # aware; when the report says it happened
+
+    def __post_init__(self) -> None:
+        if self.kind not in BOUNCE_KINDS:
+            raise ValueError(f"unknown bounce kind {self.kind!r}")

@@ -288,6 +288,66 @@ class SmtpSettings:
         return self.host == "embedded"
 
 
+MAILBOX_PROTOCOLS = ("imap", "pop3")
+MAILBOX_SECURITY = ("tls", "starttls", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class BouncesSettings:
+    """[bounces]: where bounces and complaints come back, how they are read, and what they do."""
+
+    address: str | None = setting(
+        None,
+        "Bounces and complaints come back to this address: each message's envelope sender is",
+        "bounces+<signed delivery ref>@domain (VERP), which names the reader and edition even when the bounce",
+        "mangles the text. Without it, the from address takes them and only the report's own fields tell.",
+        example="bounces@example.org",
+    )
+    verp: bool = setting(
+        True, "Turn off where a relay rewrites the envelope sender: bounces then go to `address` as it is."
+    )
+    protocol: str = setting(
+        "imap",
+        "The mailbox `address` delivers to, read every 15 minutes (jobs/bounces.toml, `newsletter bounces",
+        "fetch`). Read messages are flagged, or moved to `processed_folder`, and never counted twice.",
+        choices=MAILBOX_PROTOCOLS,
+    )
+    host: str = setting("", example="imap.example.org")  # "": no mailbox to read
+    port: int = setting(0, minimum=0, maximum=65535)  # 0: 993/995 with tls, 143/110 otherwise
+    security: str = setting(  # "none" only for a server on this machine
+        "tls", "Certificates are verified; ca_file trusts a private CA.", choices=MAILBOX_SECURITY
+    )
+    ca_file: str = setting("", example="/etc/ssl/private-mail-ca.pem")
+    username: str = setting("")
+    password: str = setting("", "Set NEWSLETTER_BOUNCES_PASSWORD rather than writing it here.")
+    folder: str = setting("INBOX")
+    processed_folder: str = setting(  # "": processed messages are flagged and stay where they are
+        "", "IMAP only: processed messages are moved here; left empty, they are flagged and stay."
+    )
+    soft_limit: int = setting(
+        5,
+        "Hard bounces and complaints suppress the address at once (a complaint also unsubscribes); soft",
+        "bounces do after `soft_limit` of them on different days within `soft_days` days. Auto-replies are",
+        "ignored.",
+        minimum=1,
+    )
+    soft_days: float = setting(14.0, minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """[dkim]: every message signed (DKIM, RFC 6376), rsa-sha256 or ed25519-sha256 by the key's kind."""
+
+    domain: str | None = setting(
+        None,
+        "Sign as this domain, with the key `newsletter dkim keygen` writes; it prints the DNS TXT record to",
+        "publish at <selector>._domainkey.<domain>. Unset: messages are not signed.",
+        example="example.org",
+    )
+    selector: str = setting("newsletter")
+    private_key_file: Path | None = setting(None, example="dkim/newsletter.key")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """[newsletter] itself, and one value per other section of the file."""
@@ -310,6 +370,8 @@ class Settings:
     web: WebSettings
     smtp: SmtpSettings
     sources: tuple[SourceConfig, ...]
+    bounces: BouncesSettings = BouncesSettings()
+    dkim: DkimSettings = DkimSettings()
     environment: tuple[str, ...] = ()  # the NEWSLETTER_* variables that set a setting
 
     @property
@@ -341,4 +403,6 @@ SECTIONS: dict[str, type] = {
     "library": LibrarySettings,
     "web": WebSettings,
     "smtp": SmtpSettings,
+    "bounces": BouncesSettings,
+    "dkim": DkimSettings,
 }
