@@ -96,21 +96,20 @@ def read_mailbox(
         sizes = session.sizes(todo)
         for done, ref in enumerate(todo, 1):
             size = sizes.get(ref)
-            if size is None:  # gone meanwhile (another client took it)
-                run.found -= 1
-            elif size > max_size or (raw := session.fetch(ref, max_size)) is _TOO_LARGE:
+            raw = None if size is None or size > max_size else session.fetch(ref, max_size)
+            if size is None or (raw is None and size <= max_size):
+                run.found -= 1  # gone meanwhile: another client took it
+            elif size > max_size or raw is _TOO_LARGE:
                 session.mark(ref)
                 run.too_large += 1
                 run.failures.append(
                     Failure(
                         session.label(ref),
-                        f"{size} bytes, over the {max_size // (1024 * 1024)} MB limit: marked processed "
-                        "without being read",
+                        f"{size} bytes, over the {_amount(max_size)} limit: marked processed without being read",
                     )
                 )
-            elif raw is None:
-                run.found -= 1
             else:
+                assert isinstance(raw, bytes)
                 try:
                     handle(raw)
                 except Exception as exc:
@@ -181,6 +180,10 @@ def _checked(settings: BouncesSettings) -> ssl.SSLContext | None:
         ) from None
 
 
+def _amount(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size} bytes"
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     """What a server or an exception said, as one short line of printable text."""
     if isinstance(text, bytes):
@@ -239,7 +242,11 @@ class _Session:
         except TimeoutError:
             raise MailboxUnreachable(
                 f"{where} did not answer within {self.timeout:g} s while {stage}"
-                + (": is the port right for this security?" if stage == "connecting" else "")
+                + (
+                    f'; is {settings.port} a port for security = "{settings.security}"? ({self._ports_hint()})'
+                    if stage == "connecting"
+                    else ""
+                )
             ) from None
         except ssl.SSLCertVerificationError as exc:
             raise MailboxTlsError(

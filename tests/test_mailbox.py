@@ -384,6 +384,21 @@ def test_tls_on_a_port_that_does_not_speak_it_is_a_tls_error(
         read(mailbox.settings(protocol, "tls", port=plain))
 
 
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_tls_port_read_in_clear_is_a_server_that_does_not_answer(
+    mail_server: Dovecot, mailbox: Mailbox, protocol: str
+) -> None:
+    tls = mail_server.port(protocol, "tls")  # it waits for a TLS handshake, and the reader for a greeting
+
+    with pytest.raises(MailboxUnreachable) as silent:
+        read(mailbox.settings(protocol, "none", port=tls), timeout=1)
+
+    assert str(silent.value).startswith(
+        f"the {protocol.upper()} server 127.0.0.1:{tls} did not answer within 1 s"
+    )
+    assert f'is {tls} a port for security = "none"?' in str(silent.value)
+
+
 @pytest.mark.parametrize(("protocol", "security"), [way for way in WAYS if way[1] != "none"])
 def test_a_certificate_not_signed_by_a_trusted_ca_is_refused(
     mailbox: Mailbox, protocol: str, security: str

@@ -12,6 +12,7 @@ process is that user.
 
 from __future__ import annotations
 
+import grp
 import imaplib
 import itertools
 import os
@@ -194,11 +195,11 @@ class Dovecot:
 
 def _config(directory: Path, ports: Ports, tls: bool, imap_capability: str | None) -> str:
     if os.geteuid() == 0:
-        internal, login, mail = "dovecot", "dovenull", pwd.getpwnam("nobody")
+        internal, group, login, mail = "dovecot", "dovecot", "dovenull", pwd.getpwnam("nobody")
     else:
-        me = pwd.getpwuid(os.geteuid())
-        internal = login = me.pw_name
-        mail = me
+        mail = pwd.getpwuid(os.geteuid())
+        internal = login = mail.pw_name
+        group = grp.getgrgid(os.getegid()).gr_name
     tls_listeners = {"imap": ports.imaps, "pop3": ports.pop3s}
     plain_listeners = {"imap": ports.imap, "pop3": ports.pop3}
     services = []
@@ -227,6 +228,7 @@ listen = 127.0.0.1
 auth_mechanisms = plain login
 auth_failure_delay = 0
 default_internal_user = {internal}
+default_internal_group = {group}
 default_login_user = {login}
 first_valid_uid = {mail.pw_uid}
 first_valid_gid = {mail.pw_gid}
