@@ -12,6 +12,7 @@ process is that user.
 
 from __future__ import annotations
 
+import ctypes
 import grp
 import imaplib
 import itertools
@@ -19,6 +20,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -247,6 +249,13 @@ service anvil {{
 {"".join(services)}"""
 
 
+def _end_with_parent() -> None:
+    """In the child, before dovecot starts: a SIGTERM when the test process dies, however it dies, so
+    that no dovecot outlives a killed test run (Linux's PR_SET_PDEATHSIG)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def _answers(port: int) -> bool:
     try:
         with closing(socket.create_connection(("127.0.0.1", port), timeout=5)):
@@ -277,14 +286,16 @@ def start_dovecot(*, tls: bool = True, imap_capability: str | None = None) -> Do
             imap, imaps, pop3, pop3s = _free_ports(4)
             ports = Ports(imap, imaps if tls else None, pop3, pop3s if tls else None)
             (directory / "dovecot.conf").write_text(_config(directory, ports, tls, imap_capability))
+            (directory / "dovecot.log").unlink(missing_ok=True)
             process = subprocess.Popen(
                 [binary, "-F", "-c", str(directory / "dovecot.conf")],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_end_with_parent,
             )
             server = Dovecot(directory, ca_file, ports, process, itertools.count(1))
-            wanted = [port for port in (imap, imaps, pop3, pop3s) if port in vars(ports).values()]
+            wanted = [port for port in vars(ports).values() if port is not None]
             deadline = time.monotonic() + 30
             while process.poll() is None and time.monotonic() < deadline:
                 if all(_answers(port) for port in wanted):
