@@ -178,7 +178,7 @@ class RelayEvents:
         if not isinstance(message, dict):
             raise Refused(400, "an SNS message is a JSON object")
         kind = message.get("Type")
-        if kind not in SNS_SIGNED:
+        if not isinstance(kind, str) or kind not in SNS_SIGNED:
             raise Refused(400, f"not an SNS message type: {_text(kind, 40)!r}")
         required = [name for name in SNS_SIGNED[kind] if name != "Subject"]
         missing = [
