@@ -46,6 +46,7 @@ code in step.
    signups         signup_requests: the queue of sign-up emails
    library         reader_signals and library_pending: what each reader liked, hid and keeps, and what waits
    ledger          deliveries and delivery_variants: one row per edition and recipient, its state machine
+   bounces         bounces and bounce_runs: every bounce, complaint and auto-reply taken, every mailbox read
 
 6. Engines: work on values, with no tables of their own
    cluster         topic sections and their labels, from text alone
@@ -67,6 +68,7 @@ code in step.
    deliver         the sending workers and their pace, over the ledger and smtp
    outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
    signup_sender   the thread of the web app that drains the sign-up queue
+   bounce_policy   what a bounce or complaint does: whom it is about (VERP, Message-ID, address), the policy
    reader_view     one reader's view of an edition: their signals ranked against its papers
    erasure         forgetting a reader: every record about them, in one transaction
    retention       what old data goes, and consistent backups

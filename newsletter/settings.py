@@ -221,6 +221,7 @@ class Sender:
     list_id: str  # "<research-digest.example.org>" or a bare id
     unsubscribe_mailto: str | None = None  # "unsubscribe@example.org" for List-Unsubscribe's mailto
     reply_to: str | None = None
+    bounce_address: str | None = None  # [bounces] address: the envelope sender, unless VERP names a delivery
 
     @property
     def domain(self) -> str:
@@ -229,7 +230,7 @@ class Sender:
 
     @property
     def envelope_from(self) -> str:
-        return parseaddr(self.from_address)[1]
+        return self.bounce_address or parseaddr(self.from_address)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +436,7 @@ class Settings:
             list_id=smtp.list_id or f"<{parseaddr(smtp.from_address)[1].replace('@', '.')}>",
             unsubscribe_mailto=smtp.unsubscribe_mailto,
             reply_to=smtp.reply_to,
+            bounce_address=self.bounces.address,
         )
 
     def source_named(self, name: str) -> SourceConfig:
