@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from newsletter.bounces import list_bounces
 from newsletter.config import load_settings
+from newsletter.db import open_database
 from newsletter.errors import ConfigError
 from newsletter.relay_events import Received, Refused, RelayEvents
 from newsletter.settings import Settings
+from newsletter.subscribers import add_subscriber, find_subscriber, is_suppressed
+from newsletter.web import create_app
 from tests.support.relays import (
     TOPIC,
     CertServer,
@@ -33,6 +39,7 @@ from tests.support.relays import (
     sns_sign,
     sns_timestamp,
 )
+from tests.support.webserver import RunningApp
 
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 POSTMARK = ("postmark-hook", "correct horse battery staple")
@@ -491,3 +498,194 @@ def test_event_fields_from_outside_are_checked_and_kept_on_one_line(tmp_path: Pa
     assert events[0].status == ""
     assert events[1].addresses == () and events[1].kind == "hard"
     assert events[2].addresses == (READER,) and events[2].detail == ""
+
+
+# --- the web app: end to end ------------------------------------------------------------------------------------
+
+OTHERS = ("stays@example.net", "also.stays@example.org")
+
+
+@pytest.fixture
+def served(tmp_path: Path, certs: CertServer):
+    """The web app on a real port with every provider configured, and three active readers."""
+    sendgrid = SendGridKey()
+    settings = settings_with(
+        tmp_path,
+        ses_config(certs)
+        + f'postmark_username = "{POSTMARK[0]}"\npostmark_password = "{POSTMARK[1]}"\n'
+        + f'mailgun_signing_key = "{MAILGUN_KEY}"\nsendgrid_public_key = "{sendgrid.public_key}"\n',
+    )
+    db = open_database(settings.database)
+    for address in (READER, *OTHERS):
+        add_subscriber(db, address)
+    db.close()
+    app = RunningApp(create_app(settings, send_signups=False))
+    yield Served(settings, app, certs, sendgrid)
+    app.stop()
+
+
+class Served:
+    def __init__(self, settings: Settings, app: RunningApp, certs: CertServer, sendgrid: SendGridKey) -> None:
+        self.settings, self.app, self.certs, self.sendgrid = settings, app, certs, sendgrid
+
+    def post(self, provider: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        headers = {"content-type": "application/json"} | (headers or {})
+        return httpx.post(f"{self.app.url}/webhooks/{provider}", content=body, headers=headers, timeout=30)
+
+    def tables(self) -> dict[str, list[tuple]]:
+        """Every row of every table: what "nothing changed" compares."""
+        db = open_database(self.settings.database)
+        try:
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {
+                name: sorted(map(repr, db.execute(f"SELECT * FROM [{name}]").fetchall())) for name in names
+            }
+        finally:
+            db.close()
+
+    def state(self, address: str) -> tuple[str, bool]:
+        db = open_database(self.settings.database)
+        try:
+            subscriber = find_subscriber(db, address)
+            assert subscriber is not None
+            return subscriber.status, is_suppressed(db, address)
+        finally:
+            db.close()
+
+    def bounces(self) -> list[tuple[str, str, str]]:
+        db = open_database(self.settings.database)
+        try:
+            return [(b.source, b.kind, b.email) for b in list_bounces(db)]
+        finally:
+            db.close()
+
+
+def bounce_request(served: Served, provider: str, address: str = READER) -> tuple[bytes, dict[str, str]]:
+    """A signed request from ``provider`` reporting a hard bounce of ``address``."""
+    if provider == "ses":
+        return signed(served.certs, sns_notification(ses_bounce(address))), {}
+    if provider == "postmark":
+        return json.dumps(postmark_bounce(address)).encode(), basic_auth(*POSTMARK)
+    if provider == "mailgun":
+        return mailgun_body(MAILGUN_KEY, mailgun_failed(address)), {}
+    body = sendgrid_events(sendgrid_event(address), sendgrid_event(OTHERS[0], "delivered"))
+    return body, served.sendgrid.headers(body)
+
+
+@pytest.mark.parametrize("provider", ["ses", "postmark", "mailgun", "sendgrid"])
+def test_a_signed_bounce_suppresses_exactly_that_reader(served: Served, provider: str, caplog) -> None:
+    body, headers = bounce_request(served, provider)
+    caplog.set_level(logging.INFO, logger="newsletter.web.webhooks")
+    answer = served.post(provider, body, headers)
+    assert (answer.status_code, answer.text) == (200, "ok\n")
+    assert "set-cookie" not in answer.headers
+    assert served.state(READER) == ("bounced", True)
+    assert [served.state(address) for address in OTHERS] == [("active", False)] * 2
+    assert served.bounces() == [(provider, "hard", READER)]
+    lines = [r.getMessage() for r in caplog.records if r.name == "newsletter.web.webhooks"]
+    assert lines == [
+        f"webhook {provider}: 1 event(s) taken, 0 seen before, {int(provider == 'sendgrid')} of other kinds"
+    ]
+    # The same event again (a provider's retry, or a replay that passes its checks) changes nothing.
+    before = served.tables()
+    if provider == "mailgun":  # a token is taken once: the same event, signed again with a new token
+        body = mailgun_body(MAILGUN_KEY, json.loads(body)["event-data"])
+    again = served.post(provider, body, headers)
+    assert again.status_code == 200
+    assert served.tables() == before
+
+
+def test_a_complaint_unsubscribes_the_reader(served: Served) -> None:
+    answer = served.post("ses", signed(served.certs, sns_notification(ses_complaint(READER))))
+    assert answer.status_code == 200
+    assert served.state(READER) == ("unsubscribed", True)
+    assert served.bounces() == [("ses", "complaint", READER)]
+
+
+Request = tuple[str, bytes, dict[str, str], int]  # provider, body, headers, the status it is answered with
+
+
+def forged_requests(served: Served, tmp_path: Path) -> tuple[dict[str, Request], bytes]:
+    """Requests that must be refused, and a Mailgun request to be sent twice."""
+    cases = {
+        f"ses {name}": ("ses", body, {}, 403)
+        for name, (body, _words) in forged_sns(tmp_path, served.certs).items()
+    }
+    failed = mailgun_failed(READER)
+    replayed_token = mailgun_body(MAILGUN_KEY, mailgun_failed(OTHERS[1]), token="t" * 50)
+    sendgrid_body = sendgrid_events(sendgrid_event(READER))
+    postmark_body = json.dumps(postmark_bounce(READER)).encode()
+    cases |= {
+        "postmark wrong password": ("postmark", postmark_body, basic_auth(POSTMARK[0], "wrong"), 401),
+        "postmark no auth": ("postmark", postmark_body, {}, 401),
+        "mailgun wrong key": ("mailgun", mailgun_body("key-someone-else", failed), {}, 403),
+        "mailgun old timestamp": (
+            "mailgun",
+            mailgun_body(MAILGUN_KEY, failed, timestamp=int(time.time()) - 3600),
+            {},
+            403,
+        ),
+        "sendgrid altered body": (
+            "sendgrid",
+            sendgrid_body.replace(READER.encode(), OTHERS[0].encode()),
+            served.sendgrid.headers(sendgrid_body),
+            403,
+        ),
+        "sendgrid wrong key": ("sendgrid", sendgrid_body, SendGridKey().headers(sendgrid_body), 403),
+        "sendgrid old timestamp": (
+            "sendgrid",
+            sendgrid_body,
+            served.sendgrid.headers(sendgrid_body, timestamp=int(time.time()) - 3600),
+            403,
+        ),
+    }
+    return cases, replayed_token
+
+
+def test_forged_and_replayed_requests_are_refused_with_nothing_changed(
+    served: Served, tmp_path: Path
+) -> None:
+    cases, replayed_token = forged_requests(served, tmp_path)
+    assert served.post("mailgun", replayed_token).status_code == 200  # the token's first, genuine use
+    assert served.state(OTHERS[1]) == ("bounced", True)
+    before = served.tables()
+    cases["mailgun reused token"] = ("mailgun", replayed_token, {}, 403)
+    for name, (provider, body, headers, status) in cases.items():
+        answer = served.post(provider, body, headers)
+        assert answer.status_code == status, name
+        if status == 401:
+            assert answer.headers["www-authenticate"] == 'Basic realm="webhooks"'
+    assert served.tables() == before
+    assert served.state(READER) == ("active", False)
+    assert set(served.certs.requests) == {"/SimpleNotificationService.pem"}  # no other host or file asked
+
+
+def test_broken_or_oversized_bodies_change_nothing(served: Served) -> None:
+    before = served.tables()
+    assert served.post("postmark", b"{not json", basic_auth(*POSTMARK)).status_code == 400
+    assert served.post("ses", b"[1, 2").status_code == 400
+    big = b"[" + b" " * 1_000_001 + b"]"
+    answer = served.post("sendgrid", big, served.sendgrid.headers(big))
+    assert answer.status_code == 413
+    assert served.tables() == before
+
+
+def test_a_subscription_is_confirmed_through_the_web_app(served: Served) -> None:
+    answer = served.post(
+        "ses", signed(served.certs, subscription(served.certs, served.certs.url("/confirm")))
+    )
+    assert answer.status_code == 200
+    assert "/confirm" in served.certs.requests
+
+
+def test_webhooks_not_configured_are_not_found(tmp_path: Path) -> None:
+    settings = settings_with(tmp_path, f'mailgun_signing_key = "{MAILGUN_KEY}"')
+    app = RunningApp(create_app(settings, send_signups=False))
+    try:
+        for provider in ("ses", "postmark", "sendgrid", "other"):
+            answer = httpx.post(f"{app.url}/webhooks/{provider}", content=b"{}", timeout=10)
+            assert answer.status_code == 404, provider
+        assert httpx.get(f"{app.url}/webhooks/mailgun", timeout=10).status_code == 405
+        assert httpx.post(f"{app.url}/webhooks/mailgun", content=b"{}", timeout=10).status_code == 400
+    finally:
+        app.stop()
