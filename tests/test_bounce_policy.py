@@ -252,3 +252,88 @@ def test_forgetting_a_reader_forgets_the_bounces_about_them_and_retention_prunes
         assert list_bounces(db) == []
     finally:
         db.close()
+
+
+def test_the_admin_subscribers_page_shows_each_readers_bounce_history(tmp_path, request):
+    from newsletter.devsmtp import free_port
+    from newsletter.subscribers import add_subscriber
+    from newsletter.web import create_app
+    from tests.support.browser import Browser, screenshot_dir
+    from tests.support.webserver import RunningApp
+    from tests.test_signup import ADMIN_PASSWORD, web_settings
+
+    port = free_port()
+    settings = web_settings(tmp_path, free_port(), port)
+    db = open_database(settings.database)
+    try:
+        bouncing = add_subscriber(db, "bouncing@example.org").subscriber
+        add_subscriber(db, "quiet@example.org")
+        hostile = '<img src=x onerror="document.title=1">{{ 7*7 }}'
+        take(
+            db,
+            settings,
+            event("soft", "s1", addresses=(bouncing.email,), status="4.2.2", detail="mailbox full"),
+            now=NOW,
+        )
+        take(
+            db,
+            settings,
+            event("hard", "h1", addresses=(bouncing.email,), status="5.1.1", detail=hostile),
+            now=NOW + timedelta(days=1),
+        )
+    finally:
+        db.close()
+    app = RunningApp(create_app(settings), port=port)
+    try:
+        with Browser() as chromium:
+            page = chromium.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{app.url}/admin/subscribers")
+            page.fill("input[name=password]", ADMIN_PASSWORD)
+            page.click("button:has-text('Log in')")
+            page.wait_for_selector("h1:has-text('Subscribers')")
+            row = page.locator("tr", has_text="bouncing@example.org")
+            assert row.locator("summary").inner_text() == "2 · last: hard, 2 Dec 2026"
+            row.locator("summary").click()
+            items = row.locator("details li").all_inner_texts()
+            assert items[0].startswith("2 Dec 2026 · hard · suppressed · mailbox") and hostile in items[0]
+            assert (
+                items[1].startswith("1 Dec 2026 · soft · counted · mailbox")
+                and "4.2.2 mailbox full" in items[1]
+            )
+            assert page.title() != "1" and page.locator("img[src=x]").count() == 0
+            assert (
+                page.locator("tr", has_text="quiet@example.org").locator("td.bounces").inner_text() == "none"
+            )
+            page.screenshot(
+                path=str(screenshot_dir(Path(request.config.rootpath)) / "admin-bounces.png"), full_page=True
+            )
+    finally:
+        app.stop()
+
+
+def test_bounces_list_and_status_show_what_came_back(sent, tmp_path):
+    from tests.test_cli import run
+
+    settings, messages = sent
+    first, second, *_ = messages
+    now = datetime.now(UTC)
+    take_event(settings, event("soft", "1", addresses=(first,), status="4.2.2"), now=now - timedelta(days=3))
+    take_event(settings, BounceEvent("postmark", "2", "complaint", addresses=(second,)), now=now)
+    listed = run("bounces", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert (
+        "complaint" in lines[2]
+        and second in lines[2]
+        and "unsubscribed" in lines[2]
+        and "postmark" in lines[2]
+    )
+    assert "soft" in lines[3] and first in lines[3] and "counted" in lines[3] and "4.2.2" in lines[3]
+    assert lines[-1] == "2 reports"
+    recent = run("bounces", "list", "--since", "1d", "--kind", "complaint", cwd=tmp_path)
+    assert recent.stdout.splitlines()[-1] == "1 report" and second in recent.stdout
+    assert run("bounces", "list", "--kind", "hard", cwd=tmp_path).stdout.splitlines()[-1] == "0 reports"
+    refused = run("bounces", "list", "--since", "last week", cwd=tmp_path)
+    assert refused.returncode == 2 and "--since 'last week' is not a date" in refused.stderr
+    status = run("status", cwd=tmp_path)
+    assert "bounces in the last 30 days: 1 soft, 1 complaint" in status.stdout
