@@ -96,6 +96,7 @@ class AppContext:
                 web.secret_key,
                 web.admin_password_hash,
                 hooks.postmark_password,
+                self._settings.bounces.password,
                 hooks.mailgun_signing_key,
             )
         return self._settings
