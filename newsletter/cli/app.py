@@ -90,7 +90,15 @@ class AppContext:
             except ConfigError as exc:
                 fail(f"configuration error: {exc}", code=USAGE)
             web, smtp = self._settings.web, self._settings.smtp
-            logs.hide_secrets(smtp.password, web.secret_key, web.admin_password_hash)
+            hooks = self._settings.webhooks
+            logs.hide_secrets(
+                smtp.password,
+                web.secret_key,
+                web.admin_password_hash,
+                hooks.postmark_password,
+                self._settings.bounces.password,
+                hooks.mailgun_signing_key,
+            )
         return self._settings
 
     def reload(self) -> Settings:
