@@ -17,10 +17,13 @@ well-formed, and whatever the bytes, ``read_report`` returns an event and never 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
 import hashlib
 import logging
+import quopri
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -161,7 +164,8 @@ _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
 def _feedback_report(message: Message, parts: list[Message], report: Message, base: dict) -> BounceEvent:
     fields = _field_blocks(report)
     first = fields[0] if fields else Message()
-    feedback_type = _one_line(_header(first, "feedback-type")).lower().split(" ")[0]
+    found_type = re.match(r"[a-z0-9_-]+", _one_line(_header(first, "feedback-type")).lower())
+    feedback_type = found_type.group(0) if found_type else ""
     original = _original(parts, report)
     addresses = _addresses(value for block in fields for value in _all_headers(block, "original-rcpt-to"))
     if not addresses and original is not None:
@@ -415,7 +419,7 @@ def _parts(message: Message) -> Iterator[Message]:
         part, depth = stack.pop()
         seen += 1
         yield part
-        if depth >= MAX_DEPTH or part.get_content_type() in _STATUS_TYPES:
+        if depth >= MAX_DEPTH or part.get_content_type() in (*_STATUS_TYPES, "message/feedback-report"):
             continue
         payload = _payload(part)
         if isinstance(payload, list):
@@ -446,14 +450,37 @@ def _embedded(part: Message) -> Message | None:
 def _field_blocks(part: Message) -> list[Message]:
     """The blocks of fields of a delivery-status or feedback-report part (RFC 3464, RFC 5965)."""
     payload = _payload(part)
+    encoding = _header(part, "content-transfer-encoding").strip().lower()
     if isinstance(payload, list):
         blocks = [block for block in payload if isinstance(block, Message)]
-        if any(len(block.keys()) for block in blocks):
+        if encoding not in ("base64", "quoted-printable") and any(len(block.keys()) for block in blocks):
             return blocks
-    text = _text(part, MAX_TEXT_CHARS)
+        # The parser took an encoded part for an embedded message: its text is the encoded fields.
+        text = _decoded_body("\n\n".join(_as_string(block) for block in blocks), encoding)
+    else:
+        text = _text(part, MAX_TEXT_CHARS)
     parser = HeaderParser(policy=email.policy.compat32)
     chunks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
     return [parser.parsestr(chunk.strip() + "\n") for chunk in chunks[: MAX_ADDRESSES + 1] if chunk.strip()]
+
+
+def _as_string(message: Message) -> str:
+    try:
+        return message.as_string()[:MAX_TEXT_CHARS]
+    except Exception:
+        return ""
+
+
+def _decoded_body(text: str, encoding: str) -> str:
+    data = text.encode("ascii", errors="ignore")
+    try:
+        if encoding == "base64":
+            data = base64.b64decode(b"".join(data.split()), validate=False)
+        elif encoding == "quoted-printable":
+            data = quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        return ""
+    return data[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")
 
 
 def _text(part: Message, limit: int) -> str:

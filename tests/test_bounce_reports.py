@@ -6,6 +6,7 @@ auto-replies, replies, spam and broken messages. Whatever the bytes, an event an
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import random
@@ -318,6 +319,22 @@ def test_feedback_reports_that_are_not_complaints_name_nobody(
     assert (event.kind, event.addresses) == ("unknown", ())
     assert event.detail.startswith(f"feedback report: {feedback_type} ")
     assert event.message_id == f"<{ref}@news.example.test>"  # from the returned text/rfc822-headers
+
+
+def test_a_feedback_type_in_capitals_with_a_comment_and_a_report_part_in_base64() -> None:
+    raw = (FIXTURES / "arf" / "yahoo-style-abuse.eml").read_bytes()
+    fields = raw.split(b"Content-Type: message/feedback-report\n\n")[1].split(b"\n\n------=_Part")[0]
+    encoded = base64.encodebytes(
+        fields.replace(b"Feedback-Type: abuse", b"Feedback-Type: Abuse (user pressed spam)")
+    )
+    raw = raw.replace(
+        b"Content-Type: message/feedback-report\n\n" + fields,
+        b"Content-Type: message/feedback-report\nContent-Transfer-Encoding: base64\n\n" + encoded.rstrip(),
+    )
+    assert b"Original-Rcpt-To" not in raw
+    event = read_report(raw)
+    assert (event.kind, event.addresses) == ("complaint", ("reader.thirty@yahoo.example",))
+    assert event.occurred_at == datetime(2026, 12, 2, 9, 0, 4, tzinfo=UTC)  # its Received-Date
 
 
 def test_a_forwarded_newsletter_is_not_a_complaint() -> None:
