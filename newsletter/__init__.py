@@ -46,6 +46,7 @@ code in step.
    signups         signup_requests: the queue of sign-up emails
    library         reader_signals and library_pending: what each reader liked, hid and keeps, and what waits
    ledger          deliveries and delivery_variants: one row per edition and recipient, its state machine
+   bounces         bounces and bounce_runs: every bounce, complaint and auto-reply taken, every mailbox read
 
 6. Engines: work on values, with no tables of their own
    cluster         topic sections and their labels, from text alone
@@ -59,6 +60,7 @@ code in step.
    ingest          fetch every source and store what it yields
    library_items   a reader's items (arXiv ids and URLs, DOIs, BibTeX, RIS, Zotero CSV, lists) read into keys
    library_import  items into a reader's library: found, fetched from the arXiv API by id, or kept pending
+   relay_events    a relay's bounce and complaint webhooks (SES/SNS, Postmark, Mailgun, SendGrid): verified, read
    bounce_reports  what a message in the bounce mailbox reports: a hard or soft bounce (DSN or another
                    server's format), a complaint (ARF), an auto-reply, or nothing known
 
@@ -68,6 +70,7 @@ code in step.
    deliver         the sending workers and their pace, over the ledger and smtp
    outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
    signup_sender   the thread of the web app that drains the sign-up queue
+   bounce_policy   what a bounce or complaint does: whom it is about (VERP, Message-ID, address), the policy
    reader_view     one reader's view of an edition: their signals ranked against its papers
    erasure         forgetting a reader: every record about them, in one transaction
    retention       what old data goes, and consistent backups

@@ -294,6 +294,7 @@ _CLEANUP_WORDS = {
     "deliveries": "delivery records",
     "fetch_runs": "fetch records",
     "job_runs": "job run records",
+    "bounces": "bounces and complaints",
     "pending_signups": "unconfirmed sign-ups",
 }
 

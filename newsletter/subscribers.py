@@ -319,6 +319,23 @@ def suppress(db: sqlite_utils.Database, email: str, reason: str, *, now: datetim
     )
 
 
+def complained(db: sqlite_utils.Database, email: str, reason: str, *, now: datetime | None = None) -> None:
+    """The reader marked a message as spam: never mail them again, and they are unsubscribed (not
+    ``bounced``: the address works, its owner does not want the list). Inside the caller's transaction."""
+    stamp = iso(now or datetime.now(UTC))
+    db.conn.execute(
+        "INSERT INTO suppressions (email, reason, created_at) VALUES (?, ?, ?) ON CONFLICT (email) DO NOTHING",
+        [email, reason, stamp],
+    )
+    db.conn.execute(
+        """
+        UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = coalesce(unsubscribed_at, ?), updated_at = ?
+        WHERE email = ? AND status != 'unsubscribed'
+        """,
+        [stamp, stamp, email],
+    )
+
+
 def is_suppressed(db: sqlite_utils.Database, email: str) -> bool:
     return db.execute("SELECT 1 FROM suppressions WHERE email = ?", [email]).fetchone() is not None
 

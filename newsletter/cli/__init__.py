@@ -7,6 +7,7 @@
 - ``sending``: digest preview, digest send, resume, send;
 - ``subscribers``: the subscribers commands;
 - ``library``: the library commands (a reader's papers, pending items and follows) and feedback;
+- ``bounces``: reading the bounce mailbox, and the bounces taken;
 - ``operate``: serve, run, jobs, status, doctor, backup, admin-password, dev-smtp;
 - ``show``: the consoles and everything the commands print (tables, progress, reports).
 """
@@ -21,7 +22,7 @@ from typing import Any
 import click
 
 from newsletter import __version__, logs, trouble
-from newsletter.cli import library, operate, pipeline, sending, subscribers
+from newsletter.cli import bounces, library, operate, pipeline, sending, subscribers
 from newsletter.cli.app import AppContext, fail
 from newsletter.cli.show import err_console
 from newsletter.config import DEFAULT_CONFIG_NAME
@@ -97,6 +98,7 @@ for command in (
     subscribers.subscribers,
     library.library,
     library.feedback,
+    bounces.bounces,
     operate.serve,
     operate.run_command,
     operate.jobs,

@@ -25,12 +25,14 @@ from rich.progress import (
 from rich.status import Status
 from rich.table import Table
 
+from newsletter.bounces import BounceRow
 from newsletter.doctor import Diagnosis
 from newsletter.editions import Edition, EditionPaper
 from newsletter.ingest import SourceReport
 from newsletter.jobs import Job, JobRun, describe_counts
 from newsletter.library import PendingItem, ReaderSignal, pending_json, signal_json
 from newsletter.library_import import AddReport
+from newsletter.models import BOUNCE_KINDS
 from newsletter.preferences import Follows
 from newsletter.reader_view import ReaderEdition
 from newsletter.settings import SourceConfig
@@ -276,6 +278,22 @@ def subscriber_list(subscribers: Iterable[Subscriber]) -> None:
     console.print(f"{count} subscriber{'s' if count != 1 else ''}")
 
 
+def bounce_list(rows: Sequence[BounceRow], *, limit: int) -> None:
+    """Bounces newest first: when, kind, whom, what it did, and why."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("received", "kind", "email", "action", "edition", "source", "status / detail"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            _minute(row.received_at), row.kind, escape(row.email or "(nobody on the list)"), row.action,
+            str(row.edition_id or ""), f"{row.source} {row.attributed_by}".strip(),
+            escape(" ".join(part for part in (row.status, row.detail) if part)),
+        )  # fmt: skip
+    console.print(table)
+    more = " (the newest; --limit shows more)" if len(rows) == limit else ""
+    console.print(f"{len(rows)} report{'s' if len(rows) != 1 else ''}{more}")
+
+
 def import_report(report: ImportReport) -> None:
     """What an import added and kept, and the first rejected lines with their reasons."""
     console.print(
@@ -470,6 +488,24 @@ def status(name: str, database: Path, data: dict[str, Any]) -> None:
     console.print(table)
     subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)
     console.print(f"subscribers: {subscribers_by_status}")
+    console.print(_bounces_line(data["bounces"]), soft_wrap=True)
+
+
+def _bounces_line(bounces: dict[str, Any]) -> str:
+    """The last read of the bounce mailbox and what came back in the last days."""
+    counts = bounces["counts"]
+    taken = ", ".join(f"{counts[kind]} {kind.replace('_', '-')}" for kind in BOUNCE_KINDS if kind in counts)
+    taken = taken or "none"
+    line = f"bounces in the last {bounces['days']} days: {taken}"
+    run = bounces["last_run"]
+    if run is None:
+        return line + " · the bounce mailbox was never read"
+    if run["finished_at"] is None:
+        outcome = "did not finish"
+    else:
+        outcome = f"{run['found']} found, {run['taken']} new, {run['repeated']} taken before, {run['failed']} failed"
+    error = f": {escape(run['error'])}" if run["error"] else ""
+    return f"{line} · mailbox last read {_minute(run['started_at'])} ({outcome}){error}"
 
 
 def jobs_unreadable(problem: str) -> None:
