@@ -62,6 +62,8 @@ code in step.
    library_items   a reader's items (arXiv ids and URLs, DOIs, BibTeX, RIS, Zotero CSV, lists) read into keys
    library_import  items into a reader's library: found, fetched from the arXiv API by id, or kept pending
    relay_events    a relay's bounce and complaint webhooks (SES/SNS, Postmark, Mailgun, SendGrid): verified, read
+   bounce_reports  what a message in the bounce mailbox reports: a hard or soft bounce (DSN or another
+                   server's format), a complaint (ARF), an auto-reply, or nothing known
 
 7. Services: one job each, calling owners and engines
    compose         an edition from a window's papers: select, cluster, label, store
