@@ -2,7 +2,9 @@
 
 Whom: the delivery its envelope sender names (VERP, signed, so that a forged bounce cannot name a
 reader), else the delivery whose Message-ID it quotes, else the readers among the addresses it names.
-Then ``[bounces]``'s policy: a hard bounce suppresses the address at once; a complaint suppresses it and
+Then ``[bounces]``'s policy: a hard bounce suppresses the address at once, except a refusal for policy
+reasons (status 5.7.x: blocked as spam, the sender not authorised), which says something about the list's
+mail rather than the address and counts like a soft bounce; a complaint suppresses it and
 unsubscribes the reader; soft bounces suppress it once they fall on ``soft_limit`` different days within
 ``soft_days`` days (older ones no longer count, so an address that bounced now and then stays); auto-replies
 and unknown messages are kept for the record and change nothing. A report is taken once: taking it again
@@ -98,13 +100,13 @@ def _apply(
 ) -> TakenReader:
     policy = settings.bounces
     what = " ".join(part for part in (event.status, event.detail) if part)
-    if event.kind == "hard":
+    if event.kind == "hard" and not event.status.startswith("5.7."):
         action = "suppressed"
         suppress(db, whom.email, _reason(f"hard bounce ({event.source})", what), now=now)
     elif event.kind == "complaint":
         action = "unsubscribed"
         complained(db, whom.email, _reason(f"complaint ({event.source})", what), now=now)
-    elif event.kind == "soft":
+    elif event.kind in ("soft", "hard"):  # a hard bounce here is a policy refusal (5.7.x)
         action = "counted"
         bounces.record(db, event, whom, action, now)
         moment = event.occurred_at or now
@@ -113,7 +115,7 @@ def _apply(
             suppress(
                 db,
                 whom.email,
-                _reason(f"soft bounces on {days} days within {policy.soft_days:g}", what),
+                _reason(f"soft bounces or refusals on {days} days within {policy.soft_days:g}", what),
                 now=now,
             )
             bounces.set_action(db, event, whom.email, "suppressed")

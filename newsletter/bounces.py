@@ -101,12 +101,14 @@ def set_action(db: sqlite_utils.Database, event: BounceEvent, email: str, action
 
 
 def soft_bounce_days(db: sqlite_utils.Database, email: str, since: datetime) -> int:
-    """On how many different days ``email`` soft-bounced since ``since`` (at most one a day counts, as in
-    Mailman: a server that answers every retry with a soft bounce must not disable a reader in an hour)."""
+    """On how many different days ``email`` soft-bounced, or was refused for policy reasons (5.7.x), since
+    ``since`` (at most one a day counts, as in Mailman: a server that answers every retry with a soft
+    bounce must not disable a reader in an hour)."""
     row = db.execute(
         """
         SELECT count(DISTINCT substr(coalesce(occurred_at, received_at), 1, 10)) FROM bounces
-        WHERE email = ? AND kind = 'soft' AND coalesce(occurred_at, received_at) >= ?
+        WHERE email = ? AND (kind = 'soft' OR (kind = 'hard' AND status LIKE '5.7.%'))
+          AND coalesce(occurred_at, received_at) >= ?
         """,
         [email, iso(since)],
     ).fetchone()

@@ -218,6 +218,22 @@ def test_soft_bounces_suppress_after_the_limit_of_days_within_the_window(sent):
     assert open_bounces(settings, kind="soft")[0].action == "suppressed"  # the newest
 
 
+def test_a_refusal_for_policy_reasons_counts_like_a_soft_bounce(sent):
+    settings, messages = sent  # soft_limit = 3
+    first = next(iter(messages))
+    verp = messages[first]["Return-Path"].strip("<>")
+    actions = []
+    for n, kind in enumerate(("hard", "soft", "hard")):
+        day = NOW + timedelta(days=n)
+        blocked = event(kind, f"b{n}", report_to=(verp,), status="5.7.1" if kind == "hard" else "4.2.2",
+                        detail="message blocked as spam", occurred_at=day)  # fmt: skip
+        actions.append(take_event(settings, blocked, now=day).readers[0].action)
+        if n < 2:
+            assert state(settings, first) == ("active", False)
+    assert actions == ["counted", "counted", "suppressed"]
+    assert state(settings, first) == ("bounced", True)
+
+
 def test_bounces_are_listed_newest_first_by_kind_and_date(sent):
     settings, messages = sent
     first, second, *_ = messages
