@@ -72,6 +72,7 @@ code in step.
    outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
    signup_sender   the thread of the web app that drains the sign-up queue
    bounce_policy   what a bounce or complaint does: whom it is about (VERP, Message-ID, address), the policy
+   bounce_fetch    the bounce mailbox read into the policy, each message taken once, every read recorded
    reader_view     one reader's view of an edition: their signals ranked against its papers
    erasure         forgetting a reader: every record about them, in one transaction
    retention       what old data goes, and consistent backups

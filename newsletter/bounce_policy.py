@@ -21,11 +21,12 @@ import sqlite_utils
 from newsletter import bounces
 from newsletter.bounces import Attribution
 from newsletter.db import write_transaction
+from newsletter.errors import SubscriberError
 from newsletter.ledger import DeliveryRef, delivery_by_id, delivery_by_message_id, latest_delivery_to
 from newsletter.models import BounceEvent
 from newsletter.outbox import return_paths
 from newsletter.settings import Settings
-from newsletter.subscribers import complained, find_subscriber, suppress
+from newsletter.subscribers import Subscriber, complained, find_subscriber, suppress
 from newsletter.tokens import ReturnPaths
 
 REASON_CHARS = 200  # of a suppression's reason, which the admin pages show
@@ -84,11 +85,19 @@ def attribute(db: sqlite_utils.Database, paths: ReturnPaths, event: BounceEvent)
     for address in event.addresses:
         if (ref := latest_delivery_to(db, address)) is not None:
             found.setdefault(ref.email.lower(), _attribution(ref, "address"))
-        elif (subscriber := find_subscriber(db, address)) is not None:
+        elif (subscriber := _subscriber(db, address)) is not None:
             found.setdefault(
                 subscriber.email.lower(), Attribution(subscriber.email, subscriber.id, by="address")
             )
     return list(found.values())
+
+
+def _subscriber(db: sqlite_utils.Database, address: str) -> Subscriber | None:
+    """The reader with this address; None also for text no sign-up would take as an address."""
+    try:
+        return find_subscriber(db, address)
+    except SubscriberError:
+        return None
 
 
 def _attribution(ref: DeliveryRef, by: str) -> Attribution:

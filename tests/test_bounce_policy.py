@@ -175,7 +175,8 @@ def test_a_forged_verp_address_and_strangers_suppress_nobody(sent):
     settings, messages = sent
     verp = next(iter(messages.values()))["Return-Path"].strip("<>")
     forged = verp.split("-")[0] + "-aaaaaaaaaaaaaaaa@example.org"
-    taken = take_event(settings, event("hard", "f", report_to=(forged,), addresses=("stranger@example.net",)))
+    strangers = ("stranger@example.net", "nobody@example.test", "not an address")
+    taken = take_event(settings, event("hard", "f", report_to=(forged,), addresses=strangers))
     assert [(r.email, r.action) for r in taken.readers] == [("", "unmatched")]
     assert all(state(settings, address) == ("active", False) for address in messages)
 

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.status import Status
 from rich.table import Table
 
+from newsletter.bounce_fetch import BounceFetch
 from newsletter.bounces import BounceRow
 from newsletter.doctor import Diagnosis
 from newsletter.editions import Edition, EditionPaper
@@ -294,6 +295,61 @@ def bounce_list(rows: Sequence[BounceRow], *, limit: int) -> None:
     console.print(f"{len(rows)} report{'s' if len(rows) != 1 else ''}{more}")
 
 
+class MailboxProgress:
+    """A bar while the bounce mailbox is read (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("bounce mailbox"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> MailboxProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("reading", total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+
+def bounce_fetch(fetched: BounceFetch) -> None:
+    """What one read of the bounce mailbox found and did, then each message it could not read."""
+    run = fetched.mailbox
+    kinds = ", ".join(
+        f"{fetched.kinds[kind]} {kind.replace('_', '-')}" for kind in BOUNCE_KINDS if fetched.kinds[kind]
+    )
+    line = f"bounce mailbox: {run.found} message{'s' if run.found != 1 else ''} waiting, {fetched.taken} new"
+    line += f" ({kinds})" if kinds else ""
+    if fetched.repeated:
+        line += f", {fetched.repeated} taken before (marked now)"
+    if run.left:
+        line += f", {run.left} left for the next read"
+    console.print(escape(line), soft_wrap=True)
+    done = [f"{fetched.actions[action]} {action}" for action in ("suppressed", "unsubscribed", "counted")]
+    unmatched = fetched.actions["unmatched"]
+    console.print(
+        "readers: " + ", ".join(done) + (f"; {unmatched} about nobody on the list" if unmatched else ""),
+        soft_wrap=True,
+    )
+    for failure in run.failures:
+        console.print(
+            f"[red]not read: {escape(failure.message)}: {escape(failure.reason)}[/]", soft_wrap=True
+        )
+    if run.stopped:
+        console.print(f"[red]stopped: {escape(run.stopped)}[/]", soft_wrap=True)
+
+
 def import_report(report: ImportReport) -> None:
     """What an import added and kept, and the first rejected lines with their reasons."""
     console.print(
@@ -428,9 +484,10 @@ def schedule(
     *,
     title: str | None = None,
     source: Path | None = None,
+    idle: dict[str, str] | None = None,
 ) -> None:
     """Each job with its schedule, next run and last run (``runs``: the last run of each job), then the
-    directory the jobs were read from when given."""
+    directory the jobs were read from when given; ``idle``: why jobs that are not scheduled wait."""
     last = {run["job"]: run for run in runs}
     table = Table(title=title, show_edge=False, pad_edge=False, title_justify="left")
     for column in ("job", "action", "schedule", "time zone", "next run", "last run"):
@@ -448,7 +505,9 @@ def schedule(
             job.action,
             job.cron,
             str(job.timezone),
-            f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
+            escape(
+                (idle or {}).get(job.name) or (f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled")
+            ),
             previous,
         )
     console.print(table)
