@@ -354,3 +354,23 @@ def test_bounces_list_and_status_show_what_came_back(sent, tmp_path):
     assert refused.returncode == 2 and "--since 'last week' is not a date" in refused.stderr
     status = run("status", cwd=tmp_path)
     assert "bounces in the last 30 days: 1 soft, 1 complaint" in status.stdout
+
+
+def test_an_operator_can_lift_a_suppression_a_bounce_made(sent, tmp_path):
+    from tests.test_cli import run
+
+    settings, messages = sent
+    first, second, *_ = messages
+    take_event(settings, event("hard", "h", addresses=(first,), status="5.1.1", detail="user unknown"))
+    take_event(settings, BounceEvent("ses", "c", "complaint", addresses=(second,)))
+    lifted = run("subscribers", "unsuppress", first.upper(), cwd=tmp_path)
+    assert lifted.returncode == 0, lifted.stderr
+    assert (
+        lifted.stdout.strip()
+        == f"{first.upper()}: no longer suppressed (was: hard bounce (mailbox): 5.1.1 user unknown); active"
+    )
+    assert state(settings, first) == ("active", False)
+    assert "; unsubscribed" in run("subscribers", "unsuppress", second, cwd=tmp_path).stdout
+    assert state(settings, second) == ("unsubscribed", False)  # they may sign up again
+    again = run("subscribers", "unsuppress", first, cwd=tmp_path)
+    assert again.returncode == 2 and "is not suppressed" in again.stderr
