@@ -638,11 +638,12 @@ def _date(value: str) -> datetime | None:
 
 
 def _one_line(text: str) -> str:
-    """One line of plain text: control and format characters gone, spaces collapsed, capped."""
+    """One line of plain text: control, format, private and unassigned characters gone, spaces collapsed,
+    capped."""
     cleaned = "".join(
-        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char
+        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp", "Zs") else char
         for char in text[: DETAIL_CHARS * 8]
-        if unicodedata.category(char) != "Cf"
+        if char.isprintable() or unicodedata.category(char) in ("Cc", "Zl", "Zp", "Zs")
     )
     cleaned = " ".join(cleaned.split())
     return cleaned if len(cleaned) <= DETAIL_CHARS else cleaned[: DETAIL_CHARS - 1].rstrip() + "…"
