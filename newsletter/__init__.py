@@ -53,6 +53,7 @@ code in step.
    closeness       how close papers are: an edition's word and latent spaces, signalled papers' cached rows
    personal        each reader's ranking of an edition from what they liked, hid and keep: For-you picks, why
    render          Jinja2 and MJML to an email's HTML and text, once per edition
+   dkim_sign       DKIM keys, the DNS record that publishes one, each message's signature from parts made once
    message         a rendered email to wire-ready bytes for each recipient
    smtp            the SMTP protocol: connecting, pipelined transactions, replies
    devsmtp         the embedded SMTP server that stores what it receives
