@@ -57,6 +57,7 @@ code in step.
    message         a rendered email to wire-ready bytes for each recipient
    smtp            the SMTP protocol: connecting, pipelined transactions, replies
    devsmtp         the embedded SMTP server that stores what it receives
+   dns_checks      what DNS says about sending as a domain: SPF permits the host, the DKIM record, DMARC
    ingest          fetch every source and store what it yields
    library_items   a reader's items (arXiv ids and URLs, DOIs, BibTeX, RIS, Zotero CSV, lists) read into keys
    library_import  items into a reader's library: found, fetched from the arXiv API by id, or kept pending

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from dkim import rfc822_parse
-from dkim.canonicalization import Relaxed, strip_trailing_lines
+from dkim.canonicalization import Relaxed
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from newsletter.errors import DkimKeyError
@@ -278,30 +279,50 @@ class TemplateSignature:
             f"DKIM-Signature: v=1; a={signer.key.algorithm}; c=relaxed/simple; d={signer.domain};\r\n"
             f" s={signer.selector}; h={':'.join(self.signed)};\r\n"
         ).encode("ascii")
+        # The field as the signature covers it: relaxed, unfolded, b= empty; the reader's tags follow.
+        name, value = self._prefix.split(b":", 1)
+        ((_, start),) = Relaxed.canonicalize_headers([(name, value)])
+        self._canonical_prefix = b"dkim-signature:" + start.rstrip(b"\r\n")
 
     def field(self, reader_lines: Sequence[str], message: bytes, body_start: int, now: datetime, *,
               stuffed: bool) -> bytes:  # fmt: skip
         """The DKIM-Signature field (CRLF-terminated) to put first in ``message``: its own fields are
-        ``reader_lines`` ("Name: value"), its body starts at ``body_start``; ``stuffed``: the message is
-        dot-stuffed as SMTP DATA carries it, the signature is of the message as received."""
-        if stuffed and message.find(b"\r\n..", body_start - 2) != -1:
-            body = message[body_start - 2 :].replace(b"\r\n..", b"\r\n.")[2:]
-        else:
-            body = message[body_start:]
-        body_hash = base64.b64encode(hashlib.sha256(strip_trailing_lines(body)).digest())
-        unsigned = b"%s t=%d; bh=%s;\r\n b=" % (self._prefix, int(now.timestamp()), body_hash)
-        own = dict(
-            Relaxed.canonicalize_headers(
-                [tuple(line.encode("utf-8").split(b":", 1)) for line in reader_lines]  # type: ignore[misc]
-            )
-        )
+        ``reader_lines`` ("Name: value", one line each), its body starts at ``body_start``; ``stuffed``:
+        the message is dot-stuffed as SMTP DATA carries it, the signature is of the message as received."""
+        body_hash = base64.b64encode(_body_hash(message, body_start, stuffed))
+        tags = b" t=%d; bh=%s;" % (int(now.timestamp()), body_hash)
+        own = {}
+        for line in reader_lines:
+            name, value = line.split(":", 1)
+            own[name.lower()] = _WSP.sub(" ", value).strip()
         data = [
-            part if isinstance(part, bytes) else part.encode("ascii") + b":" + own[part.encode("ascii")]
-            for part in self._parts
+            part if isinstance(part, bytes) else f"{part}:{own[part]}\r\n".encode() for part in self._parts
         ]
-        name, value = unsigned.split(b":", 1)
-        ((_, canonical),) = Relaxed.canonicalize_headers([(name, value)])
-        data.append(b"dkim-signature:" + canonical.rstrip(b"\r\n"))
+        data.append(self._canonical_prefix + tags + b" b=")
         signature = base64.b64encode(self.key.sign(b"".join(data)))
         folded = b"\r\n  ".join(signature[start : start + 72] for start in range(0, len(signature), 72))
-        return unsigned + folded + b"\r\n"
+        return self._prefix + tags + b"\r\n b=" + folded + b"\r\n"
+
+
+_WSP = re.compile(r"[ \t]+")
+
+
+def _body_hash(message: bytes, start: int, stuffed: bool) -> bytes:
+    """SHA-256 of the body from ``start`` with "simple" canonicalisation (RFC 6376 3.4.3: empty lines at
+    the end dropped, a missing final CRLF added), unstuffing a dot-stuffed body on the way, without
+    copying it."""
+    view = memoryview(message)
+    end = len(message)
+    while end - start >= 4 and message.endswith(b"\r\n\r\n", 0, end):
+        end -= 2
+    digest = hashlib.sha256()
+    if stuffed:
+        found = message.find(b"\r\n..", start - 2, end)
+        while found != -1:
+            digest.update(view[start : found + 3])  # up to the first dot
+            start = found + 4  # the second dot was added by the stuffing
+            found = message.find(b"\r\n..", start - 2, end)
+    digest.update(view[start:end])
+    if not message.endswith(b"\r\n", 0, end):
+        digest.update(b"\r\n")
+    return digest.digest()

@@ -152,10 +152,13 @@ def status_command(app: AppContext) -> None:
 
 
 @click.command("doctor")
+@click.option("--dns-server", metavar="HOST:PORT",
+              help="Ask this DNS server (split-horizon, or the domain's authoritative one) instead of the system's.")  # fmt: skip
 @click.pass_obj
-def doctor_command(app: AppContext) -> None:
-    """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), links, templates, jobs."""
-    diagnosis = doctor(app.settings)
+def doctor_command(app: AppContext, dns_server: str | None) -> None:
+    """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), DKIM, DNS (SPF, DKIM, DMARC), links,
+    templates, jobs."""
+    diagnosis = doctor(app.settings, dns_server=dns_server)
     show.diagnosis(diagnosis)
     if not diagnosis.ok:
         fail("some checks failed")
