@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import dns.exception
+import dns.name
+import dns.rdata
 import dns.resolver
 from publicsuffixlist import PublicSuffixList
 
@@ -90,7 +92,7 @@ class Lookups:
             return list(self.resolver.resolve(name, kind, search=False))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.YXDOMAIN):
             return []
-        except dns.name.LabelTooLong:
+        except (dns.exception.SyntaxError, dns.name.NameTooLong):  # a name no record can have
             return []
         except dns.exception.Timeout:
             raise DnsUnreachable(
@@ -135,6 +137,12 @@ _MECHANISM = re.compile(r"([+?~-]?)([A-Za-z0-9]+)(?::([^/]*))?(?:/(\d+))?(?://(\
 _QUALIFIERS = {"+": "pass", "": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 
 
+def shown(record: str, limit: int = 300) -> str:
+    """A record from DNS as a line may show it: printable ASCII only, at most ``limit`` characters."""
+    text = "".join(character if " " <= character <= "~" else "?" for character in record)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def spf_records(lookups: Lookups, domain: str) -> list[str]:
     return [record for record in lookups.txt(domain) if re.match(r"(?i)v=spf1(\s|$)", record)]
 
@@ -171,7 +179,7 @@ class _SpfEvaluation:
                 continue
             mechanism = _MECHANISM.fullmatch(term)
             if not mechanism:
-                raise SpfError(f"{domain}'s SPF record has a term that cannot be read: {term!r}")
+                raise SpfError(f"{domain}'s SPF record has a term that cannot be read: {shown(term, 60)!r}")
             qualifier, name, argument, cidr4, cidr6 = mechanism.groups()
             if self._matches(name.lower(), argument, cidr4, cidr6, domain):
                 return _QUALIFIERS[qualifier]
@@ -187,8 +195,8 @@ class _SpfEvaluation:
         if argument is None or argument == "":
             return current
         if "%" in argument:
-            raise SpfError(f"it uses macros ({argument}), which this check does not expand")
-        return argument.rstrip(".")
+            raise SpfError(f"it uses macros ({shown(argument, 60)}), which this check does not expand")
+        return shown(argument, 253).rstrip(".")
 
     def _matches(
         self, name: str, argument: str | None, cidr4: str | None, cidr6: str | None, domain: str
@@ -201,7 +209,9 @@ class _SpfEvaluation:
                     f"{argument}/{cidr4}" if cidr4 else argument or "", strict=False
                 )
             except ValueError:
-                raise SpfError(f"{domain}'s SPF record has a bad {name}: {argument}") from None
+                raise SpfError(
+                    f"{domain}'s SPF record has a bad {name}: {shown(argument or '', 60)}"
+                ) from None
             return self.ip.version == network.version and self.ip in network
         if name == "include":
             if not argument:
@@ -240,7 +250,7 @@ class _SpfEvaluation:
         if name == "ptr":
             self._lookup()
             return False  # RFC 7208 5.5: do not use; receivers may ignore it
-        raise SpfError(f"{domain}'s SPF record has an unknown mechanism {name!r}")
+        raise SpfError(f"{domain}'s SPF record has an unknown mechanism {shown(name, 30)!r}")
 
 
 def check_spf(lookups: Lookups, domain: str, host: str) -> Finding:
@@ -260,14 +270,14 @@ def check_spf(lookups: Lookups, domain: str, host: str) -> Finding:
             f'{domain} has no SPF record: publish TXT at {domain} "v=spf1 {suggestion} ~all" (for a relay, '
             "the include: its provider documents instead of the address)",
         )
-    record = records[0]
+    record = shown(records[0])
     if local:
         # The server on this machine relays out through this machine's public address, which DNS cannot tell.
         try:
             for address in addresses:
                 check_host(lookups, address, domain)
         except SpfError as exc:
-            return Finding("spf", False, f"{domain}'s SPF record cannot be evaluated: {exc} ({record})")
+            return Finding("spf", False, f'{domain}\'s SPF record cannot be evaluated: {exc} ("{record}")')
         return Finding(
             "spf",
             True,
@@ -289,8 +299,8 @@ def check_spf(lookups: Lookups, domain: str, host: str) -> Finding:
             f'{domain}\'s SPF record ("{record}") does not permit [smtp] host {host} ({", ".join(refused)}): '
             f"add {suggestion} before its all, or if {host} is a relay, the include: its provider documents",
         )
-    shown = ", ".join(str(address) for address in addresses)
-    return Finding("spf", True, f"{domain}'s SPF record permits [smtp] host {host} ({shown})")
+    listed = ", ".join(str(address) for address in addresses)
+    return Finding("spf", True, f"{domain}'s SPF record permits [smtp] host {host} ({listed})")
 
 
 def _is_local(host: str) -> bool:
@@ -328,7 +338,7 @@ def check_dkim_record(lookups: Lookups, selector: str, domain: str, key: DkimKey
         return Finding("dkim-dns", False, f"{name} has {len(records)} DKIM records; keep one: {publish}")
     problem = record_problem(records[0], key)
     if problem:
-        return Finding("dkim-dns", False, f"{name}: {problem}: {publish}")
+        return Finding("dkim-dns", False, f"{name}: {shown(problem, 120)}: {publish}")
     return Finding("dkim-dns", True, f"{name} publishes the configured {key.kind} key")
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import re
+import time
 from pathlib import Path
 
 import dkim
@@ -323,3 +325,50 @@ def test_a_template_signs_like_dkimpy_and_both_verify(tmp_path):
     with dns_server({RECORD: key.record()}) as dns:
         assert verifies(theirs + plain, dns)
         assert verifies(ours, dns)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"line\r\n",
+        b"line\r\n\r\n\r\n",  # empty lines at the end do not count
+        b".starts with a dot\r\n..two\r\nmiddle\r\n.\r\n",
+        b"no final line break",
+        b"\r\n",
+    ],
+)
+def test_the_body_hash_is_dkimpys_simple_canonicalisation_dot_stuffed_or_not(body):
+    from dkim.canonicalization import Simple
+
+    from newsletter.dkim_sign import _body_hash
+
+    header = b"Subject: x\r\n\r\n"
+    expected = hashlib.sha256(Simple.canonicalize_body(body)).digest()
+    assert _body_hash(header + body, len(header), False) == expected
+    stuffed = (b"\r\n" + body).replace(b"\r\n.", b"\r\n..")[2:]
+    assert _body_hash(header + stuffed, len(header), True) == expected
+
+
+def test_the_signup_sender_keeps_requests_while_the_key_cannot_be_used(tmp_path, smtp_server, caplog):
+    from newsletter.preferences import Preferences
+    from newsletter.signup_sender import SignupSender
+    from newsletter.signups import SignupRequest, enqueue
+
+    settings, _key = signing_settings(tmp_path, smtp_server.port, "ed25519")
+    path = tmp_path / "dkim" / "news.key"
+    path.unlink()
+    db = open_database(settings.database)
+    enqueue(db, SignupRequest.create("new@example.org", "", Preferences()))
+    db.close()
+    SignupSender(settings).drain()
+    assert smtp_server.counts() == {}
+    assert f"DKIM key {path}: no such file" in caplog.text  # one line in the log, no traceback
+    assert "Traceback" not in caplog.text
+
+    key = generate_key("ed25519")
+    write_key(key, path)
+    time.sleep(0.2)  # the retry is due after [smtp] retry_backoff (0.05 s here)
+    SignupSender(settings).drain()
+    [raw] = raw_messages(smtp_server.maildir)["new@example.org"]
+    with dns_server({RECORD: key.record()}) as dns:
+        assert verifies(raw, dns)
