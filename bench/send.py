@@ -159,6 +159,13 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     return sink
 
 
+def fresh_copy(pristine: Path, database: Path) -> None:
+    """The database as it was before any send (its WAL files gone with the last connection)."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(pristine, database)
+
+
 def signing_cost(
     settings: Settings, edition_id: int, signer: Signer, readers: int = 300
 ) -> tuple[float, float]:
@@ -187,7 +194,7 @@ def signing_cost(
     return best[False], best[True]
 
 
-def parallel_signing(signer: Signer, count: int = 400) -> tuple[float, float]:
+def parallel_signing(signer: Signer, count: int = 400) -> tuple[float, float, float]:
     """Microseconds per signature of a header block, in one thread and in each of two at once."""
     data = b"x" * 700
 
@@ -199,13 +206,14 @@ def parallel_signing(signer: Signer, count: int = 400) -> tuple[float, float]:
     sign(count)
     alone = (time.perf_counter() - started) / count * 1e6
     threads = [threading.Thread(target=sign, args=(count,)) for _ in range(2)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    both = (time.perf_counter() - started) / (2 * count) * 1e6
-    return alone, both
+    wall = time.perf_counter() - started
+    both = wall / (2 * count) * 1e6
+    return alone, both, (time.process_time() - cpu) / wall
 
 
 def smtp_source(port: int, count: int, size: int) -> float:
@@ -263,6 +271,9 @@ def main() -> int:
     parser.add_argument(
         "--dkim", choices=["rsa", "ed25519"], help="also send signed with a new key of this kind, and compare"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="sends of each kind, alternating; the best counts"
+    )
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     corpus.add_argument(parser)
     args = parser.parse_args()
@@ -283,8 +294,10 @@ def main() -> int:
         config, edition_id = prepare(workdir, port, args.concurrency, args.subscribers, week, args.taught)
         settings = load_settings(config, environ={})
         signed_settings = None
+        pristine = workdir / "pristine.db"  # nothing sent yet: each round starts from a copy
+        shutil.copyfile(settings.database, pristine)
         if args.dkim:  # the same readers and edition in a copy of the database, sent signed
-            shutil.copyfile(settings.database, workdir / "news-dkim.db")
+            shutil.copyfile(pristine, workdir / "news-dkim.db")
             signed_config = write_config(workdir, port, args.concurrency, dkim=args.dkim)
             signed_settings = load_settings(signed_config, environ={})
         db = open_database(settings.database)
@@ -304,16 +317,27 @@ def main() -> int:
         # smtp-source's rate swings by a third from run to run on a small machine: measure it before
         # and after, and compare with the faster of the two.
         before = smtp_source(port, args.subscribers, message_size)
-        phases = Phases()
-        report = send_edition(settings, edition_id, progress=phases)
-        assert report.complete and report.counts == {"sent": args.subscribers}, report.counts
-        ours = report.sent_now / report.seconds
-        planning = phases.planned_at - phases.started if phases.planned_at else 0.0
+        ours = 0.0
         signed_rate = None
-        if signed_settings is not None:
-            signed_report = send_edition(signed_settings, edition_id)
-            assert signed_report.complete and signed_report.counts == {"sent": args.subscribers}
-            signed_rate = signed_report.sent_now / signed_report.seconds
+        rounds = []
+        for round_number in range(args.rounds):
+            if round_number:
+                fresh_copy(pristine, settings.database)
+            phases = Phases()
+            report = send_edition(settings, edition_id, progress=phases)
+            assert report.complete and report.counts == {"sent": args.subscribers}, report.counts
+            if report.sent_now / report.seconds > ours:
+                ours = report.sent_now / report.seconds
+                planning = phases.planned_at - phases.started if phases.planned_at else 0.0
+                seconds = report.seconds
+            if signed_settings is not None:  # right after, on the same machine in the same state
+                if round_number:
+                    fresh_copy(pristine, signed_settings.database)
+                signed_report = send_edition(signed_settings, edition_id)
+                assert signed_report.complete and signed_report.counts == {"sent": args.subscribers}
+                rate = signed_report.sent_now / signed_report.seconds
+                rounds.append(f"{report.sent_now / report.seconds:.0f} / {rate:.0f}")
+                signed_rate = max(signed_rate or 0.0, rate)
         after = smtp_source(port, args.subscribers, message_size)
         reference = max(before, after)
 
@@ -332,7 +356,7 @@ def main() -> int:
         )
         print(
             f"newsletter send, ledger on, {args.concurrency} connection(s): {ours:7.0f} msg/s "
-            f"({args.subscribers} messages in {report.seconds:.1f} s, the readers' copies laid out beside the "
+            f"({args.subscribers} messages in {seconds:.1f} s, the readers' copies laid out beside the "
             f"sending in the first {planning:.1f} s)"
         )
         print(
@@ -347,6 +371,8 @@ def main() -> int:
                 f"(messages {signed_size - len(preview(settings, edition_id, 0))} bytes longer)"
             )
             ratio = signed_rate / reference
+            if len(rounds) > 1:
+                print(f"each round, unsigned / signed msg/s: {', '.join(rounds)} (the best of each counts)")
             print(
                 f"ratio with DKIM: {ratio:.2f}  (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'}; "
                 f"{signed_rate / ours:.2f} x the unsigned send of this run)"
@@ -356,10 +382,11 @@ def main() -> int:
                 f"a reader's message built: {without:.0f} us unsigned, {with_signature:.0f} us signed "
                 f"(signing costs {with_signature - without:.0f} us a message)"
             )
-            alone, both = parallel_signing(signer)
+            alone, both, cores = parallel_signing(signer)
             print(
-                f"{signer.key.algorithm} signature alone: {alone:.0f} us; with two threads at once: {both:.0f} us "
-                f"each on average ({alone / both:.2f} x: {'the GIL is released' if alone / both > 1.4 else 'no parallelism'})"
+                f"{signer.key.algorithm} signature alone: {alone:.0f} us; two threads signing at once: {both:.0f} us "
+                f"a signature ({alone / both:.2f} x as many a second, {cores:.2f} cores busy: 2 if the GIL is "
+                "released and the machine has a core to spare)"
             )
     finally:
         sink.terminate()

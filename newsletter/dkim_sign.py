@@ -294,7 +294,7 @@ class TemplateSignature:
         own = {}
         for line in reader_lines:
             name, value = line.split(":", 1)
-            own[name.lower()] = _WSP.sub(" ", value).strip()
+            own[name.lower()] = _WSP.sub(" ", value).strip(" \t")
         data = [
             part if isinstance(part, bytes) else f"{part}:{own[part]}\r\n".encode() for part in self._parts
         ]
