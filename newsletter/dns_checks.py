@@ -330,7 +330,7 @@ def check_dkim_record(lookups: Lookups, selector: str, domain: str, key: DkimKey
     name = record_name(selector, domain)
     records = [record for record in lookups.txt(name) if "p=" in record]
     publish = (
-        f'publish TXT at {name} "{key.record()}" (`newsletter dkim keygen` prints it split for zone files)'
+        f'publish TXT at {name} "{key.record()}" (in a zone file, as quoted strings of at most 255 bytes)'
     )
     if not records:
         return Finding("dkim-dns", False, f"no DKIM record at {name}: {publish}")

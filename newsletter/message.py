@@ -12,6 +12,10 @@ this takes a few microseconds plus the copy.
 Every value is encoded for where it goes: header values are checked and RFC 2047-encoded, HTML values
 escaped (non-ASCII as character references; quoted-printable too in a quoted-printable HTML part), text
 values quoted-printable. CRLF line endings throughout.
+
+A template given a DKIM ``Signer`` puts a DKIM-Signature first in every message (``dkim_sign``): the
+fields the same for all readers are canonicalised once, each message adds its reader's fields, the hash
+of its assembled body and the signature.
 """
 
 from __future__ import annotations
