@@ -305,6 +305,7 @@ class TemplateSignature:
 
 
 _WSP = re.compile(r"[ \t]+")
+_STUFFED = re.compile(rb"\r\n\.\.")
 
 
 def _body_hash(message: bytes, start: int, stuffed: bool) -> bytes:
@@ -317,11 +318,9 @@ def _body_hash(message: bytes, start: int, stuffed: bool) -> bytes:
         end -= 2
     digest = hashlib.sha256()
     if stuffed:
-        found = message.find(b"\r\n..", start - 2, end)
-        while found != -1:
-            digest.update(view[start : found + 3])  # up to the first dot
-            start = found + 4  # the second dot was added by the stuffing
-            found = message.find(b"\r\n..", start - 2, end)
+        for found in _STUFFED.finditer(message, start - 2, end):  # faster than bytes.find in a loop
+            digest.update(view[start : found.start() + 3])  # up to the first dot
+            start = found.start() + 4  # the second dot was added by the stuffing
     digest.update(view[start:end])
     if not message.endswith(b"\r\n", 0, end):
         digest.update(b"\r\n")
