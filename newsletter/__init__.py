@@ -46,6 +46,7 @@ code in step.
    signups         signup_requests: the queue of sign-up emails
    library         reader_signals and library_pending: what each reader liked, hid and keeps, and what waits
    ledger          deliveries and delivery_variants: one row per edition and recipient, its state machine
+   bounces         bounces and bounce_runs: every bounce, complaint and auto-reply taken, every mailbox read
 
 6. Engines: work on values, with no tables of their own
    cluster         topic sections and their labels, from text alone
@@ -57,10 +58,14 @@ code in step.
    message         a rendered email to wire-ready bytes for each recipient
    smtp            the SMTP protocol: connecting, pipelined transactions, replies
    devsmtp         the embedded SMTP server that stores what it receives
+   mailbox         the bounce mailbox over IMAP or POP3: each message handed once, then marked processed
    dns_checks      what DNS says about sending as a domain: SPF permits the host, the DKIM record, DMARC
    ingest          fetch every source and store what it yields
    library_items   a reader's items (arXiv ids and URLs, DOIs, BibTeX, RIS, Zotero CSV, lists) read into keys
    library_import  items into a reader's library: found, fetched from the arXiv API by id, or kept pending
+   relay_events    a relay's bounce and complaint webhooks (SES/SNS, Postmark, Mailgun, SendGrid): verified, read
+   bounce_reports  what a message in the bounce mailbox reports: a hard or soft bounce (DSN or another
+                   server's format), a complaint (ARF), an auto-reply, or nothing known
 
 7. Services: one job each, calling owners and engines
    compose         an edition from a window's papers: select, cluster, label, store
@@ -68,6 +73,8 @@ code in step.
    deliver         the sending workers and their pace, over the ledger and smtp
    outbox          sending as the operator sees it: editions, one-offs, test copies, previews, sign-up emails
    signup_sender   the thread of the web app that drains the sign-up queue
+   bounce_policy   what a bounce or complaint does: whom it is about (VERP, Message-ID, address), the policy
+   bounce_fetch    the bounce mailbox read into the policy, each message taken once, every read recorded
    reader_view     one reader's view of an edition: their signals ranked against its papers
    erasure         forgetting a reader: every record about them, in one transaction
    retention       what old data goes, and consistent backups

@@ -20,6 +20,8 @@ each source kind completes and checks its own entry (``newsletter.sources``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
@@ -30,6 +32,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from newsletter import sources
 from newsletter.config_keys import Key, SettingError, closest, keys_of
@@ -47,6 +52,7 @@ from newsletter.settings import (
     Settings,
     SmtpSettings,
     SourceConfig,
+    WebhooksSettings,
     WebSettings,
     default_jobs_dir,
 )
@@ -274,6 +280,7 @@ def _build(
     smtp = _smtp(tables["smtp"], base_dir)
     bounces = _bounces(tables["bounces"])
     dkim = _dkim(tables["dkim"], base_dir)
+    webhooks = _webhooks(tables["webhooks"], base_dir)
     timezone = _timezone(general)
     scheduler = _scheduler(tables["scheduler"], base_dir)
     return Settings(
@@ -291,6 +298,7 @@ def _build(
         sources=configured,
         bounces=bounces,
         dkim=dkim,
+        webhooks=webhooks,
         environment=variables,
     )
 
@@ -420,6 +428,66 @@ def _dkim(table: _Table, base_dir: Path) -> DkimSettings:
         selector=selector,
         private_key_file=None if key_file is None else base_dir / key_file,
     )
+
+
+_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
+
+
+def _webhooks(table: _Table, base_dir: Path) -> WebhooksSettings:
+    for arn in table["ses_topic_arns"]:
+        if not _TOPIC_ARN.fullmatch(arn):
+            raise table.error(
+                "ses_topic_arns",
+                f"[webhooks] ses_topic_arns: {arn!r} is not an SNS topic ARN such as "
+                '"arn:aws:sns:us-east-1:123456789012:bounces"',
+            )
+    hosts = tuple(host.lower() for host in table["ses_certificate_hosts"])
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise table.error(
+                "ses_certificate_hosts",
+                f"[webhooks] ses_certificate_hosts: {host!r} is not a host name or host:port (no https://, no path)",
+            )
+    ca_file = table["ses_ca_file"].strip()
+    if table["postmark_username"] and not table["postmark_password"]:
+        raise table.error(
+            "postmark_username",
+            "[webhooks] postmark_username is set but postmark_password is not (NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD)",
+        )
+    if table["postmark_password"] and not table["postmark_username"]:
+        raise table.error(
+            "postmark_password", "[webhooks] postmark_password is set but postmark_username is not"
+        )
+    if ":" in table["postmark_username"]:
+        raise table.error("postmark_username", "[webhooks] postmark_username cannot contain a colon")
+    public_key = table["sendgrid_public_key"].strip()
+    if public_key and (public_key := _sendgrid_key(public_key)) is None:
+        raise table.error(
+            "sendgrid_public_key",
+            "[webhooks] sendgrid_public_key must be the verification key SendGrid shows for the signed event "
+            "webhook (a base64 ECDSA P-256 public key)",
+        )
+    return _fill(
+        WebhooksSettings,
+        table,
+        ses_certificate_hosts=hosts,
+        ses_ca_file=str(base_dir / ca_file) if ca_file else "",
+        sendgrid_public_key=public_key,
+    )
+
+
+def _sendgrid_key(text: str) -> str | None:
+    """SendGrid's verification key as bare base64 (PEM's armour lines and line breaks dropped), or None when
+    it is not an ECDSA P-256 public key."""
+    body = "".join(re.sub(r"-----(BEGIN|END) PUBLIC KEY-----", "", text).split())
+    try:
+        key = load_der_public_key(base64.b64decode(body, validate=True))
+    except (ValueError, binascii.Error, TypeError):
+        return None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        return None
+    return body
 
 
 def _library(table: _Table) -> LibrarySettings:

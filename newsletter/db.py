@@ -494,6 +494,50 @@ def _variant_exclusions(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE delivery_variants ADD COLUMN exclude_keywords TEXT NOT NULL DEFAULT '[]'")
 
 
+def _bounces(db: sqlite_utils.Database) -> None:
+    # Bounces and complaints that arrive after the send (the bounce mailbox, relays' webhooks): one row
+    # per report and reader address, so that the same report taken twice counts once.
+    db.execute(
+        """
+        CREATE TABLE bounces (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,             -- mailbox | ses | postmark | mailgun | sendgrid
+            source_id TEXT NOT NULL,          -- unique within the source: a message's SHA-256, an event id
+            kind TEXT NOT NULL,               -- hard | soft | complaint | auto_reply | unknown
+            email TEXT NOT NULL DEFAULT '' COLLATE NOCASE,  -- the reader's address; '' for nobody of ours
+            subscriber_id INTEGER,
+            delivery_id INTEGER,
+            edition_id INTEGER,
+            attributed_by TEXT NOT NULL DEFAULT '',  -- verp | message-id | address | ''
+            status TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '',
+            action TEXT NOT NULL,             -- suppressed | unsubscribed | counted | ignored | unmatched
+            occurred_at TEXT,
+            received_at TEXT NOT NULL,
+            UNIQUE (source, source_id, email)
+        )
+        """
+    )
+    db.execute("CREATE INDEX bounces_email ON bounces (email, kind, received_at)")
+    db.execute("CREATE INDEX bounces_received ON bounces (received_at)")
+    db.execute(
+        """
+        CREATE TABLE bounce_runs (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,             -- mailbox
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            found INTEGER NOT NULL DEFAULT 0,
+            taken INTEGER NOT NULL DEFAULT 0,     -- new reports
+            repeated INTEGER NOT NULL DEFAULT 0,  -- reports taken before (a rerun after a crash)
+            failed INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX deliveries_message_id ON deliveries (message_id)")
+
+
 MIGRATIONS: list[Migration] = [
     _initial_schema,
     _editions,
@@ -507,6 +551,7 @@ MIGRATIONS: list[Migration] = [
     _reader_library,
     _reader_layouts,
     _variant_exclusions,
+    _bounces,
 ]
 
 

@@ -53,7 +53,7 @@ from newsletter.smtp import (
     reset,
     send_content,
 )
-from newsletter.tokens import Links
+from newsletter.tokens import Links, ReturnPaths
 from newsletter.trouble import explain
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,7 @@ class _Send:
     unanswered: UnansweredStreak
     stop: threading.Event
     plan: Plan | None = None
+    return_paths: ReturnPaths | None = None  # None: every message has its template's envelope sender
 
 
 def deliver(
@@ -168,6 +169,7 @@ def deliver(
     resend_unknown: bool = False,
     interrupt: threading.Event | None = None,
     plan: Plan | None = None,
+    return_paths: ReturnPaths | None = None,
 ) -> DeliveryReport:
     """Send every queued message of ``edition_id``; returns what happened. Create the ledger first.
 
@@ -190,6 +192,7 @@ def deliver(
         UnansweredStreak(UNANSWERED_LIMIT),
         threading.Event(),
         plan,
+        return_paths,
     )
     db = open_database(database, migrate=False)
     try:
@@ -435,7 +438,11 @@ class _Worker:
             if digest
             else "",
         )
-        outgoing = _Outgoing(claim.delivery_id, claim.email, claim.attempts, template.envelope_from, None)
+        return_paths = self.send.return_paths
+        envelope_from = (
+            template.envelope_from if return_paths is None else return_paths.for_delivery(claim.delivery_id)
+        )
+        outgoing = _Outgoing(claim.delivery_id, claim.email, claim.attempts, envelope_from, None)
         try:
             if isinstance(template, DigestTemplate):
                 layout = ReaderLayout.decode(claim.layout, template.kit)

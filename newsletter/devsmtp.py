@@ -60,8 +60,10 @@ class MaildirHandler:
         try:
             with self._lock:
                 maildir = self._open_maildir()
+                # As a delivery agent does: where bounces of the message would go, and whom it was for.
+                trace = f"Return-Path: <{envelope.mail_from or ''}>\r\n"
                 for recipient in envelope.rcpt_tos:
-                    maildir.add(f"Delivered-To: {recipient}\r\n".encode() + content)
+                    maildir.add(f"Delivered-To: {recipient}\r\n{trace}".encode() + content)
                     self.received += 1
         except OSError as exc:  # a full disk or a wrong path is temporary trouble, not the message's fault
             log.error("cannot store a message in %s: %s", self.maildir_path, exc)

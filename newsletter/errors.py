@@ -130,6 +130,37 @@ class SendInProgress(NewsletterError, RuntimeError):
     """Another live run (in another process or in this one) is sending this edition."""
 
 
+# The bounce mailbox
+
+
+class MailboxError(NewsletterError, RuntimeError):
+    """The bounce mailbox could not be read: the server cannot be reached, TLS or the login failed, the
+    folder is missing, or the connection broke. Messages already handled stay processed; the rest wait for
+    the next run."""
+
+
+class MailboxUnreachable(MailboxError):
+    """No IMAP or POP3 server answered there: an unknown host, a refused connection, a timeout."""
+
+
+class MailboxTlsError(MailboxError):
+    """TLS failed: an untrusted certificate, a handshake on a port that does not speak TLS, or STARTTLS
+    not offered (reading on in clear is refused)."""
+
+
+class MailboxLoginFailed(MailboxError):
+    """The server refused the username and password."""
+
+
+class MailboxFolderMissing(MailboxError):
+    """The folder to read does not exist on the server."""
+
+
+class MailboxUnusable(UsageError, MailboxError):
+    """The [bounces] settings cannot be used to read a mailbox (no host, security = "none" for a server
+    not on this machine, an unreadable ca_file): nothing was tried."""
+
+
 # The web app
 
 

@@ -5,13 +5,14 @@ A job file holds one job::
     name = "weekly-digest"        # default: the file's name
     cron = "0 7 * * mon"          # minute hour day-of-month month day-of-week
     timezone = "Europe/Paris"     # default: [newsletter] timezone
-    action = "digest"             # fetch | digest | retry | cleanup
+    action = "digest"             # fetch | digest | retry | cleanup | bounces
     [options]
     frequency = "weekly"
 
 Actions: ``fetch`` (sources, optionally only ``sources = [...]``), ``digest`` (build the edition of the
 period the run stands for and send it; ``frequency``), ``retry`` (resume every edition with deliveries
-still to do: deferred retries, interrupted sends), ``cleanup`` (retention).
+still to do: deferred retries, interrupted sends), ``cleanup`` (retention), ``bounces`` (read the bounce
+mailbox; scheduled only when ``[bounces] host`` names one).
 
 Every run is recorded in ``job_runs`` and holds a lock for its job, so one instance runs at a time even
 with two schedulers. The digest job is idempotent: its edition is keyed by period (ISO week or day in the
@@ -36,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter import locks, outbox
+from newsletter.bounce_fetch import fetch_bounces
 from newsletter.compose import build_edition
 from newsletter.db import open_database
 from newsletter.editions import digest_for_period, edition_status
@@ -50,7 +52,7 @@ from newsletter.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ACTIONS = ("fetch", "digest", "retry", "cleanup")
+ACTIONS = ("fetch", "digest", "retry", "cleanup", "bounces")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class JobRunner:
             "digest": self._digest,
             "retry": self._retry,
             "cleanup": self._cleanup,
+            "bounces": self._bounces,
         }
 
     def run(self, job: Job, scheduled_for: datetime | None = None) -> JobRun:
@@ -272,6 +275,12 @@ class JobRunner:
     def _cleanup(self, db: Any, job: Job, moment: datetime) -> JobRun:
         return JobRun(job.name, "ok", prune(db, self.settings.retention))
 
+    def _bounces(self, db: Any, job: Job, moment: datetime) -> JobRun:
+        fetched = fetch_bounces(self.settings)
+        status = "ok" if not fetched.mailbox.failed else "partial"
+        error = "; ".join(f"{f.message}: {f.reason}" for f in fetched.mailbox.failures) or None
+        return JobRun(job.name, status, fetched.counts(), error)
+
     # --- the record of runs ---------------------------------------------------------------------------------
 
     def _start(self, db: Any, job: Job, scheduled_for: datetime | None) -> int:
@@ -279,6 +288,13 @@ class JobRunner:
 
     def _finish(self, db: Any, run_id: int, run: JobRun) -> None:
         finish_run(db, run_id, run.status, run.counts, run.error)
+
+
+def idle_reason(job: Job, settings: Settings) -> str | None:
+    """Why an enabled job is not scheduled with these settings (None: it is)."""
+    if job.action == "bounces" and not settings.bounces.host:
+        return "no bounce mailbox ([bounces] host)"
+    return None
 
 
 def missed_run(job: Job, last: datetime | None, now: datetime, grace: float) -> datetime | None:
@@ -296,6 +312,7 @@ _CLEANUP_WORDS = {
     "deliveries": "delivery records",
     "fetch_runs": "fetch records",
     "job_runs": "job run records",
+    "bounces": "bounces and complaints",
     "pending_signups": "unconfirmed sign-ups",
 }
 

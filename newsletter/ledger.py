@@ -396,6 +396,44 @@ def store_layouts(db: sqlite_utils.Database, layouts: Iterable[tuple[int, str]])
         )
 
 
+class DeliveryRef(NamedTuple):
+    """Which reader and edition one delivery was: what a bounce is attributed to."""
+
+    id: int
+    edition_id: int
+    subscriber_id: int
+    email: str
+
+
+def delivery_by_id(db: sqlite_utils.Database, delivery_id: int) -> DeliveryRef | None:
+    row = db.execute(
+        "SELECT id, edition_id, subscriber_id, email FROM deliveries WHERE id = ?", [delivery_id]
+    ).fetchone()
+    return DeliveryRef(*row) if row else None
+
+
+def delivery_by_message_id(db: sqlite_utils.Database, message_id: str) -> DeliveryRef | None:
+    """The delivery that sent the message with this Message-ID ("<...>", as in its header)."""
+    row = db.execute(
+        "SELECT id, edition_id, subscriber_id, email FROM deliveries WHERE message_id = ? LIMIT 1",
+        [message_id.strip()],
+    ).fetchone()
+    return DeliveryRef(*row) if row else None
+
+
+def latest_delivery_to(db: sqlite_utils.Database, email: str) -> DeliveryRef | None:
+    """The last message sent to ``email``: the best guess for a bounce that names only the address."""
+    row = db.execute(
+        """
+        SELECT id, edition_id, subscriber_id, email FROM deliveries
+        WHERE email = ? COLLATE NOCASE AND state IN ('sent', 'unknown', 'committing')
+        ORDER BY coalesce(sent_at, updated_at) DESC, id DESC LIMIT 1
+        """,
+        [email],
+    ).fetchone()
+    return DeliveryRef(*row) if row else None
+
+
 class Claim(NamedTuple):
     """A row a worker took from the queue, with what its message needs."""
 

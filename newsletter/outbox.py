@@ -45,7 +45,7 @@ from newsletter.subscribers import (
     normalise_email,
     preference_sets,
 )
-from newsletter.tokens import Links, Tokens, site_secret
+from newsletter.tokens import Links, ReturnPaths, Tokens, site_secret
 
 
 def renderer(settings: Settings) -> Renderer:
@@ -54,6 +54,16 @@ def renderer(settings: Settings) -> Renderer:
 
 def links(settings: Settings, db: sqlite_utils.Database) -> Links:
     return Links(settings.web.base_url, Tokens(site_secret(db, settings.web.secret_key)))
+
+
+def return_paths(settings: Settings, db: sqlite_utils.Database) -> ReturnPaths:
+    """Each delivery's envelope sender: with [bounces] address and VERP, one that names the delivery."""
+    return ReturnPaths(
+        Tokens(site_secret(db, settings.web.secret_key)),
+        settings.sender.envelope_from,
+        bounce_address=settings.bounces.address,
+        verp=settings.bounces.verp,
+    )
 
 
 def render_edition(
@@ -221,6 +231,7 @@ def send_edition(
         # One-off messages got their ledger (their segment) when they were created.
         templates = VariantTemplates(settings, edition, variant_preferences(db, edition_id), signer)
         link_maker = links(settings, db)
+        envelopes = return_paths(settings, db)
     finally:
         db.close()
     plan = None
@@ -237,6 +248,7 @@ def send_edition(
             resend_unknown=resend_unknown,
             interrupt=interrupt,
             plan=plan,
+            return_paths=envelopes,
         )
 
 

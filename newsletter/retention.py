@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from newsletter.bounces import delete_bounce_runs_before, delete_bounces_before
 from newsletter.dates import iso
 from newsletter.db import open_database, write_transaction
 from newsletter.editions import ledger_pruned, mark_ledger_pruned, sent_before
@@ -28,8 +29,9 @@ def prune(
 
     Papers never placed in an edition and not seen for ``papers_days`` go, with their keys. Delivery rows
     of editions finished more than ``deliveries_days`` ago go, and the edition is marked so that it can
-    never be sent again (without its ledger, a second send could reach readers twice). Fetch and job run
-    records older than ``runs_days`` go, and so do web sign-ups never confirmed while their link was valid.
+    never be sent again (without its ledger, a second send could reach readers twice); bounces and
+    complaints received that long ago go too. Fetch, job and bounce-mailbox run records older than
+    ``runs_days`` go, and so do web sign-ups never confirmed while their link was valid.
     """
     moment = now or datetime.now(UTC)
     papers_before = iso(moment - timedelta(days=retention.papers_days))
@@ -40,13 +42,15 @@ def prune(
         mark_ledger_pruned(db, quiet_ledgers(db, sent_before(db, deliveries_before), deliveries_before))
         deliveries = delete_ledgers(db, ledger_pruned(db))
         fetch_runs = delete_fetch_runs(db, runs_before)
-        job_runs = delete_finished_runs(db, runs_before)
+        job_runs = delete_finished_runs(db, runs_before) + delete_bounce_runs_before(db, runs_before)
+        bounces = delete_bounces_before(db, deliveries_before)
         pending = delete_stale_signups(db, now=moment)
     return {
         "papers": papers,
         "deliveries": deliveries,
         "fetch_runs": fetch_runs,
         "job_runs": job_runs,
+        "bounces": bounces,
         "pending_signups": pending,
     }
 

@@ -20,7 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from newsletter.db import check_writable, open_database
-from newsletter.jobs import Job, JobRunner, load_jobs, missed_run
+from newsletter.jobs import Job, JobRunner, idle_reason, load_jobs, missed_run
 from newsletter.runs import last_scheduled_run
 from newsletter.settings import Settings
 
@@ -31,7 +31,11 @@ class Scheduler:
     def __init__(self, settings: Settings, *, interrupt: threading.Event | None = None) -> None:
         self.settings = settings
         self.interrupt = interrupt or threading.Event()
-        self.jobs = [job for job in load_jobs(settings.scheduler.jobs_dir, settings.timezone) if job.enabled]
+        self.jobs = [
+            job
+            for job in load_jobs(settings.scheduler.jobs_dir, settings.timezone)
+            if job.enabled and idle_reason(job, settings) is None
+        ]
         self.runner = JobRunner(settings, self.interrupt)
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=max(2, len(self.jobs)))},

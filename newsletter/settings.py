@@ -221,6 +221,7 @@ class Sender:
     list_id: str  # "<research-digest.example.org>" or a bare id
     unsubscribe_mailto: str | None = None  # "unsubscribe@example.org" for List-Unsubscribe's mailto
     reply_to: str | None = None
+    bounce_address: str | None = None  # [bounces] address: the envelope sender, unless VERP names a delivery
 
     @property
     def domain(self) -> str:
@@ -229,7 +230,7 @@ class Sender:
 
     @property
     def envelope_from(self) -> str:
-        return parseaddr(self.from_address)[1]
+        return self.bounce_address or parseaddr(self.from_address)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +349,57 @@ class DkimSettings:
     private_key_file: Path | None = setting(None, example="dkim/newsletter.key")
 
 
+@dataclass(frozen=True, slots=True)
+class WebhooksSettings:
+    """[webhooks]: bounces and complaints reported by the relay, at /webhooks/<provider> of the web app."""
+
+    ses_topic_arns: tuple[str, ...] = setting(
+        (),
+        "Amazon SES through SNS (/webhooks/ses): the topics whose notifications are taken. Each message's",
+        "signature is checked with the certificate at its SigningCertURL, fetched only over https from",
+        "sns.<region>.amazonaws.com. Each provider is off (404) until its keys are set.",
+        example=["arn:aws:sns:us-east-1:123456789012:newsletter-bounces"],
+    )
+    ses_certificate_hosts: tuple[str, ...] = setting(  # besides sns.<region>.amazonaws.com
+        (),
+        "More hosts SNS certificates may come from (a private setup): host or host:port, https only.",
+        example=["sns-certificates.example.org"],
+    )
+    ses_ca_file: str = setting("", example="/etc/ssl/private-ca.pem")  # trusted for those fetches instead
+    postmark_username: str = setting(
+        "",
+        "Postmark (/webhooks/postmark): the basic-auth user name and password put in the webhook's URL.",
+        "Set NEWSLETTER_WEBHOOKS_POSTMARK_PASSWORD rather than writing it here.",
+    )
+    postmark_password: str = setting("")
+    mailgun_signing_key: str = setting(
+        "",
+        "Mailgun (/webhooks/mailgun): the HTTP webhook signing key (NEWSLETTER_WEBHOOKS_MAILGUN_SIGNING_KEY).",
+    )
+    sendgrid_public_key: str = setting(
+        "",
+        "SendGrid (/webhooks/sendgrid): the signed event webhook's verification key, as SendGrid shows it",
+        "(base64).",
+    )
+    replay_window: float = setting(
+        300.0,
+        "Mailgun and SendGrid requests signed more than this many seconds away from now are refused.",
+        minimum=1,
+    )
+
+    def configured(self, provider: str) -> bool:
+        """Whether ``provider`` ("ses", "postmark", "mailgun", "sendgrid") has what its webhook needs."""
+        if provider == "ses":
+            return bool(self.ses_topic_arns)
+        if provider == "postmark":
+            return bool(self.postmark_username and self.postmark_password)
+        if provider == "mailgun":
+            return bool(self.mailgun_signing_key)
+        if provider == "sendgrid":
+            return bool(self.sendgrid_public_key)
+        return False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """[newsletter] itself, and one value per other section of the file."""
@@ -372,6 +424,7 @@ class Settings:
     sources: tuple[SourceConfig, ...]
     bounces: BouncesSettings = BouncesSettings()
     dkim: DkimSettings = DkimSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
     environment: tuple[str, ...] = ()  # the NEWSLETTER_* variables that set a setting
 
     @property
@@ -383,6 +436,7 @@ class Settings:
             list_id=smtp.list_id or f"<{parseaddr(smtp.from_address)[1].replace('@', '.')}>",
             unsubscribe_mailto=smtp.unsubscribe_mailto,
             reply_to=smtp.reply_to,
+            bounce_address=self.bounces.address,
         )
 
     def source_named(self, name: str) -> SourceConfig:
@@ -405,4 +459,5 @@ SECTIONS: dict[str, type] = {
     "smtp": SmtpSettings,
     "bounces": BouncesSettings,
     "dkim": DkimSettings,
+    "webhooks": WebhooksSettings,
 }

@@ -149,6 +149,16 @@ def defer(db: sqlite_utils.Database, claim: ClaimedSignup, attempts: int, due: d
         )
 
 
+def forget_requests(db: sqlite_utils.Database, email: str, subscriber_id: int) -> int:
+    """Erasure: the reader's sign-ups still queued (inside the caller's transaction), so that no email
+    goes to a forgotten address later."""
+    cursor = db.conn.execute(
+        "DELETE FROM signup_requests WHERE email = ? COLLATE NOCASE OR subscriber_id = ?",
+        [email, subscriber_id],
+    )
+    return cursor.rowcount
+
+
 def next_due(db: sqlite_utils.Database) -> datetime | None:
     """When the next request is due and unclaimed (None: the queue is empty)."""
     row = db.execute(

@@ -319,6 +319,43 @@ def suppress(db: sqlite_utils.Database, email: str, reason: str, *, now: datetim
     )
 
 
+def complained(db: sqlite_utils.Database, email: str, reason: str, *, now: datetime | None = None) -> None:
+    """The reader marked a message as spam: never mail them again, and they are unsubscribed (not
+    ``bounced``: the address works, its owner does not want the list). Inside the caller's transaction."""
+    stamp = iso(now or datetime.now(UTC))
+    db.conn.execute(
+        "INSERT INTO suppressions (email, reason, created_at) VALUES (?, ?, ?) ON CONFLICT (email) DO NOTHING",
+        [email, reason, stamp],
+    )
+    db.conn.execute(
+        """
+        UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = coalesce(unsubscribed_at, ?), updated_at = ?
+        WHERE email = ? AND status != 'unsubscribed'
+        """,
+        [stamp, stamp, email],
+    )
+
+
+def suppression_reason(db: sqlite_utils.Database, email: str) -> str | None:
+    row = db.execute("SELECT reason FROM suppressions WHERE email = ?", [email]).fetchone()
+    return str(row[0]) if row else None
+
+
+def lift_suppression(db: sqlite_utils.Database, email: str, *, now: datetime | None = None) -> str | None:
+    """Mail this address again (an operator's decision: a bounce that was wrong, a mailbox fixed): its
+    suppression goes, and a ``bounced`` reader is ``active`` again; an unsubscribed one stays so (they can
+    sign up again). Returns the suppression's reason, None when the address was not suppressed."""
+    stamp = iso(now or datetime.now(UTC))
+    with write_transaction(db):
+        reason = suppression_reason(db, email)
+        db.conn.execute("DELETE FROM suppressions WHERE email = ?", [email])
+        db.conn.execute(
+            "UPDATE subscribers SET status = 'active', updated_at = ? WHERE email = ? AND status = 'bounced'",
+            [stamp, email],
+        )
+    return reason
+
+
 def is_suppressed(db: sqlite_utils.Database, email: str) -> bool:
     return db.execute("SELECT 1 FROM suppressions WHERE email = ?", [email]).fetchone() is not None
 

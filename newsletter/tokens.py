@@ -8,11 +8,18 @@ reader unsubscribed cannot subscribe them again. A feedback token ("More like th
 on a digest's cards) also names the edition it was sent with: one token per reader and edition, the
 paper and the choice travel beside it in the URL. The secret comes from ``[web] secret_key`` / ``NEWSLETTER_WEB_SECRET_KEY``, or is
 generated once and kept in the database.
+
+The same secret signs the envelope sender of every delivery (VERP): ``bounces+<delivery ref>@domain``,
+where the ref is the delivery's id and a MAC over it, in lower-case letters and digits only because some
+servers change the case of an address's local part on the way back.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -54,6 +61,28 @@ class Tokens:
             if purpose != "confirm"
         }
         self._timed = URLSafeTimedSerializer(secret_key, salt="confirm")
+        self._bounce_key = hashlib.sha256(b"bounce-ref\0" + secret_key.encode("utf-8")).digest()
+
+    def bounce_ref(self, delivery_id: int) -> str:
+        """The signed reference to one delivery that its envelope sender carries: "<id in base 36>-<MAC>"."""
+        if delivery_id < 0:
+            raise ValueError("a delivery id is never negative")
+        number = _base36(delivery_id)
+        return f"{number}-{self._bounce_mac(number)}"
+
+    def read_bounce_ref(self, ref: str) -> int | None:
+        """The delivery a ref names; None for one this site did not sign (forged, truncated, mangled)."""
+        match = _BOUNCE_REF.fullmatch(ref.strip().lower())
+        if match is None:
+            return None
+        number, mac = match.groups()
+        if not hmac.compare_digest(mac, self._bounce_mac(number)):
+            return None
+        return int(number, 36)
+
+    def _bounce_mac(self, number: str) -> str:
+        digest = hmac.new(self._bounce_key, number.encode("ascii"), hashlib.sha256).digest()
+        return base64.b32encode(digest[:10]).decode("ascii").lower()  # 80 bits, 16 characters
 
     def make(self, purpose: str, subscriber_id: int, email: str, *, edition_id: int | None = None) -> str:
         payload: list[int | str] = [subscriber_id, email_digest(email)]
@@ -98,6 +127,48 @@ class Tokens:
         if purpose not in self._serializers:
             raise ValueError(f"unknown token purpose {purpose!r}")
         return self._serializers[purpose]
+
+
+_BOUNCE_REF = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})")
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    text = ""
+    while True:
+        number, digit = divmod(number, 36)
+        text = digits[digit] + text
+        if not number:
+            return text
+
+
+class ReturnPaths:
+    """The envelope sender of each message, where its bounces go: ``bounces+<ref>@domain`` for a delivery
+    when VERP is on, the bounce address itself (or the from address) otherwise."""
+
+    def __init__(self, tokens: Tokens, envelope_from: str, *, bounce_address: str | None, verp: bool) -> None:
+        self.tokens = tokens
+        self.plain = bounce_address or envelope_from
+        self._verp = bool(bounce_address) and verp
+        local, _, self._domain = self.plain.rpartition("@")
+        self._prefix = f"{local}+"
+
+    def for_delivery(self, delivery_id: int) -> str:
+        if not self._verp:
+            return self.plain
+        return f"{self._prefix}{self.tokens.bounce_ref(delivery_id)}@{self._domain}"
+
+    def delivery_of(self, address: str) -> int | None:
+        """The delivery whose envelope sender ``address`` is (any case, with or without angle brackets);
+        None when it is not one of ours or its signature does not hold."""
+        local, at, domain = address.strip().strip("<>").rpartition("@")
+        if (
+            not at
+            or domain.lower() != self._domain.lower()
+            or not local.lower().startswith(self._prefix.lower())
+        ):
+            return None
+        return self.tokens.read_bounce_ref(local[len(self._prefix) :])
 
 
 def site_secret(db: sqlite_utils.Database, configured: str | None) -> str:

@@ -11,6 +11,7 @@ from newsletter.db import open_database
 from newsletter.fetch import Fetcher
 from newsletter.settings import FetchSettings
 from tests.support.feedserver import FeedServer
+from tests.support.mailserver import Dovecot, Mailbox, dovecot, require_dovecot
 from tests.support.smtpserver import ScriptedSMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +67,20 @@ def fast_settings() -> FetchSettings:
 def fetcher(fast_settings: FetchSettings) -> Iterator[Fetcher]:
     with Fetcher(fast_settings) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def mail_server() -> Iterator[Dovecot]:
+    """A real dovecot on 127.0.0.1 for the whole run: IMAP (with STARTTLS), IMAPS, POP3 (with STLS) and
+    POP3S, its certificate trusted through ``mail_server.ca_file``. Skipped where dovecot is not
+    installed, except under CI=true."""
+    require_dovecot()
+    with dovecot() as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox(mail_server: Dovecot) -> Mailbox:
+    """An empty mailbox of its own on ``mail_server``: ``.append(raw, ...)`` puts messages in,
+    ``.settings(protocol, security, **keys)`` gives the [bounces] settings that read it."""
+    return mail_server.new_mailbox()

@@ -388,7 +388,7 @@ def test_jobs_run_cleanup_says_what_it_deleted_in_words(tmp_path):
     result = run("jobs", "run", "cleanup", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (
-        "deleted 0 papers, 0 delivery records, 0 fetch records, 0 job run records and 0 unconfirmed sign-ups"
+        "deleted 0 papers, 0 delivery records, 0 fetch records, 0 job run records, 0 bounces and complaints and 0 unconfirmed sign-ups"
         in result.stdout
     ), result.stdout
     assert "{" not in result.stdout

@@ -38,6 +38,8 @@ OWNERS = {
     "reader_signals": "library",
     "library_pending": "library",
     "job_runs": "runs",
+    "bounces": "bounces",
+    "bounce_runs": "bounces",
     "app_secrets": "tokens",
     "admin_sessions": "web.sessions",
     "job_locks": "locks",  # locks.py names its table in a parameter

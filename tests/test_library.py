@@ -30,9 +30,10 @@ from newsletter.library import (
     signals_by_reader,
 )
 from newsletter.models import AnnounceType, Paper
-from newsletter.preferences import Follows
+from newsletter.preferences import Follows, Preferences
 from newsletter.retention import prune
 from newsletter.settings import RetentionSettings
+from newsletter.signups import SignupRequest, enqueue
 from newsletter.store import READER_ADDED, new_papers_between, paper_ids_by_key, store_papers
 from newsletter.subscribers import add_subscriber, change_follows, export_csv, find_subscriber, import_rows
 
@@ -173,9 +174,12 @@ def test_forgetting_a_reader_deletes_everything_they_taught(db):
         for subscriber_id in (ada, bo):
             keep_papers(db, subscriber_id, [paper_id], LIKE, now=NOW)
             keep_pending(db, subscriber_id, [PendingItem(key="doi:10.1/x", item="10.1/x", reason="r")])
+    for address in ("Ada@Example.org", "bo@example.org"):  # each asks again through the form
+        enqueue(db, SignupRequest(address, "", Preferences.create([], [], "weekly")), now=NOW)
     assert forget_subscriber(db, ada)
     assert db.execute("SELECT DISTINCT subscriber_id FROM reader_signals").fetchall() == [(bo,)]
     assert db.execute("SELECT DISTINCT subscriber_id FROM library_pending").fetchall() == [(bo,)]
+    assert db.execute("SELECT email FROM signup_requests").fetchall() == [("bo@example.org",)]
 
 
 def test_retention_keeps_the_papers_readers_keep(db):

@@ -60,6 +60,7 @@ RAW_URL = "https://attacker.example/raw?u=XNLXUNSUBSCRIBEXNLX\r\nBcc: victim@att
 
 HEADERS = [
     "Delivered-To",  # written by the test server's Maildir delivery
+    "Return-Path",
     "To",
     "Date",
     "Message-ID",

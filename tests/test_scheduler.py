@@ -36,7 +36,7 @@ def job(cron: str, action: str = "fetch", zone: ZoneInfo = PARIS, **options: obj
 
 def test_shipped_jobs():
     jobs = {j.name: j for j in load_jobs(default_jobs_dir(), "Europe/Paris")}
-    assert set(jobs) == {"fetch", "weekly-digest", "daily-digest", "retry-deliveries", "cleanup"}
+    assert set(jobs) == {"fetch", "weekly-digest", "daily-digest", "retry-deliveries", "cleanup", "bounces"}
     weekly = jobs["weekly-digest"]
     assert (weekly.action, weekly.cron, weekly.options, str(weekly.timezone)) == (
         "digest", "0 7 * * mon", {"frequency": "weekly"}, "Europe/Paris"
@@ -47,6 +47,8 @@ def test_shipped_jobs():
     retry_times = jobs["retry-deliveries"].fire_times(start, start + timedelta(days=7))
     assert len(retry_times) == 7  # daily
     assert not jobs["daily-digest"].enabled
+    bounce_times = jobs["bounces"].fire_times(start, start + timedelta(hours=1))
+    assert jobs["bounces"].action == "bounces" and len(bounce_times) == 4  # every 15 minutes
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@
 - ``sending``: digest preview, digest send, resume, send;
 - ``subscribers``: the subscribers commands;
 - ``library``: the library commands (a reader's papers, pending items and follows) and feedback;
+- ``bounces``: reading the bounce mailbox, and the bounces taken;
 - ``operate``: serve, run, jobs, status, doctor, backup, admin-password, dkim keygen, dev-smtp;
 - ``show``: the consoles and everything the commands print (tables, progress, reports).
 """
@@ -21,17 +22,18 @@ from typing import Any
 import click
 
 from newsletter import __version__, logs, trouble
-from newsletter.cli import library, operate, pipeline, sending, subscribers
+from newsletter.cli import bounces, library, operate, pipeline, sending, subscribers
 from newsletter.cli.app import AppContext, fail
 from newsletter.cli.show import err_console
 from newsletter.config import DEFAULT_CONFIG_NAME
-from newsletter.errors import INTERRUPTED, ServeError, UsageError
+from newsletter.errors import INTERRUPTED, MailboxError, ServeError, UsageError
 
 
 class _Commands(click.Group):
     """Ordinary trouble in any command ends as one line and its exit code: what ``newsletter.trouble``
     explains (the database, the disk, a port), a request that cannot be done as asked (``UsageError``,
-    exit 2) and a web app that cannot start (``ServeError``). Anything else is a bug and keeps its
+    exit 2), a web app that cannot start (``ServeError``) and a bounce mailbox that cannot be read
+    (``MailboxError``). Anything else is a bug and keeps its
     traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -47,7 +49,7 @@ class _Commands(click.Group):
             explained = trouble.explain(exc, database=app.loaded_database if app else None)
             if explained is not None:
                 fail(explained.message, code=explained.code)
-            if isinstance(exc, UsageError | ServeError):
+            if isinstance(exc, UsageError | ServeError | MailboxError):
                 fail(str(exc), code=exc.exit_code)
             raise
 
@@ -97,6 +99,7 @@ for command in (
     subscribers.subscribers,
     library.library,
     library.feedback,
+    bounces.bounces,
     operate.serve,
     operate.run_command,
     operate.jobs,

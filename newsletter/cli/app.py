@@ -4,8 +4,10 @@ opened and closed in one place) and the way a command ends with an error line an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,6 +44,24 @@ def write_json(document: Any, json_path: str) -> None:
         Path(json_path).write_text(text + "\n", encoding="utf-8")
 
 
+def parse_when(value: str | None, option: str) -> datetime | None:
+    """A moment given on the command line: a date, an ISO 8601 date and time (UTC unless it says), or a
+    time ago ("7d", "12h")."""
+    if value is None:
+        return None
+    if ago := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dh])\s*", value):
+        hours = float(ago.group(1)) * (24 if ago.group(2) == "d" else 1)
+        return datetime.now(UTC) - timedelta(hours=hours)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(
+            f"{option} {value!r} is not a date (YYYY-MM-DD), an ISO 8601 date and time, or a time ago (7d, 12h)",
+            code=USAGE,
+        )
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def check_frequency(settings: Settings, frequency: str) -> None:
     """Refuse daily editions and readers unless the configuration turned daily digests on."""
     if frequency == "daily" and not settings.digest.daily:
@@ -70,7 +90,15 @@ class AppContext:
             except ConfigError as exc:
                 fail(f"configuration error: {exc}", code=USAGE)
             web, smtp = self._settings.web, self._settings.smtp
-            logs.hide_secrets(smtp.password, web.secret_key, web.admin_password_hash)
+            hooks = self._settings.webhooks
+            logs.hide_secrets(
+                smtp.password,
+                web.secret_key,
+                web.admin_password_hash,
+                hooks.postmark_password,
+                self._settings.bounces.password,
+                hooks.mailgun_signing_key,
+            )
         return self._settings
 
     def reload(self) -> Settings:

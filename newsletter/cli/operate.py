@@ -19,7 +19,7 @@ from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
 from newsletter.dkim_sign import KINDS, generate_key, write_key
 from newsletter.doctor import doctor
 from newsletter.errors import FAILURE, USAGE, DatabaseMissing, JobError
-from newsletter.jobs import JobRunner, load_jobs
+from newsletter.jobs import Job, JobRunner, idle_reason, load_jobs
 from newsletter.retention import backup
 from newsletter.runs import latest_job_runs
 from newsletter.scheduler import Scheduler
@@ -109,7 +109,7 @@ def jobs_list(app: AppContext) -> None:
     defined = load_jobs(settings.scheduler.jobs_dir, settings.timezone)
     with app.database(create=False) as db:
         runs = latest_job_runs(db)
-    show.schedule(defined, runs, source=settings.scheduler.jobs_dir)
+    show.schedule(defined, runs, source=settings.scheduler.jobs_dir, idle=_idle(defined, settings))
 
 
 @jobs.command("run")
@@ -148,7 +148,11 @@ def status_command(app: AppContext) -> None:
     except JobError as exc:
         show.jobs_unreadable(str(exc))
         return
-    show.schedule(defined, data["runs"], title="schedule")
+    show.schedule(defined, data["runs"], title="schedule", idle=_idle(defined, settings))
+
+
+def _idle(defined: list[Job], settings: Settings) -> dict[str, str]:
+    return {job.name: reason for job in defined if job.enabled and (reason := idle_reason(job, settings))}
 
 
 @click.command("doctor")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import click
 from rich.markup import escape
 
 import newsletter.cli.show as show
 from newsletter import outbox, samples, trouble
-from newsletter.cli.app import AppContext, check_frequency, check_output, fail, write_json
+from newsletter.cli.app import AppContext, check_frequency, check_output, fail, parse_when, write_json
 from newsletter.cli.library import digest_for
 from newsletter.cli.sending import digest_preview, digest_send, exit_unless_complete, send_and_report
 from newsletter.cli.show import console
@@ -135,8 +135,8 @@ def digest_build(
     if json_path and json_path != "-":
         check_output(json_path, "--json")
     request = DigestRequest(
-        since=_parse_when(since, "--since"),
-        until=_parse_when(until, "--until"),
+        since=parse_when(since, "--since"),
+        until=parse_when(until, "--until"),
         topics=topics,
         frequency=frequency,
     )
@@ -166,16 +166,6 @@ class DigestRequest:
     until: datetime | None = None
     topics: int | None = None
     frequency: str = "weekly"
-
-
-def _parse_when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{option} {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date and time", code=USAGE)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _build(app: AppContext, request: DigestRequest) -> Edition:

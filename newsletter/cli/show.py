@@ -26,6 +26,8 @@ from rich.progress import (
 from rich.status import Status
 from rich.table import Table
 
+from newsletter.bounce_fetch import BounceFetch
+from newsletter.bounces import BounceRow
 from newsletter.dkim_sign import DkimKey, record_name, zone_entry
 from newsletter.doctor import Diagnosis
 from newsletter.editions import Edition, EditionPaper
@@ -33,6 +35,7 @@ from newsletter.ingest import SourceReport
 from newsletter.jobs import Job, JobRun, describe_counts
 from newsletter.library import PendingItem, ReaderSignal, pending_json, signal_json
 from newsletter.library_import import AddReport
+from newsletter.models import BOUNCE_KINDS
 from newsletter.preferences import Follows
 from newsletter.reader_view import ReaderEdition
 from newsletter.settings import SourceConfig
@@ -278,6 +281,77 @@ def subscriber_list(subscribers: Iterable[Subscriber]) -> None:
     console.print(f"{count} subscriber{'s' if count != 1 else ''}")
 
 
+def bounce_list(rows: Sequence[BounceRow], *, limit: int) -> None:
+    """Bounces newest first: when, kind, whom, what it did, and why."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("received", "kind", "email", "action", "edition", "source", "status / detail"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            _minute(row.received_at), row.kind, escape(row.email or "(nobody on the list)"), row.action,
+            str(row.edition_id or ""), f"{row.source} {row.attributed_by}".strip(),
+            escape(" ".join(part for part in (row.status, row.detail) if part)),
+        )  # fmt: skip
+    console.print(table)
+    more = " (the newest; --limit shows more)" if len(rows) == limit else ""
+    console.print(f"{len(rows)} report{'s' if len(rows) != 1 else ''}{more}")
+
+
+class MailboxProgress:
+    """A bar while the bounce mailbox is read (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("bounce mailbox"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=not err_console.is_terminal,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> MailboxProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task("reading", total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+
+def bounce_fetch(fetched: BounceFetch) -> None:
+    """What one read of the bounce mailbox found and did, then each message it could not read."""
+    run = fetched.mailbox
+    kinds = ", ".join(
+        f"{fetched.kinds[kind]} {kind.replace('_', '-')}" for kind in BOUNCE_KINDS if fetched.kinds[kind]
+    )
+    line = f"bounce mailbox: {run.found} message{'s' if run.found != 1 else ''} waiting, {fetched.taken} new"
+    line += f" ({kinds})" if kinds else ""
+    if fetched.repeated:
+        line += f", {fetched.repeated} taken before (marked now)"
+    if run.left:
+        line += f", {run.left} left for the next read"
+    console.print(escape(line), soft_wrap=True)
+    done = [f"{fetched.actions[action]} {action}" for action in ("suppressed", "unsubscribed", "counted")]
+    unmatched = fetched.actions["unmatched"]
+    console.print(
+        "readers: " + ", ".join(done) + (f"; {unmatched} about nobody on the list" if unmatched else ""),
+        soft_wrap=True,
+    )
+    for failure in run.failures:
+        console.print(
+            f"[red]not read: {escape(failure.message)}: {escape(failure.reason)}[/]", soft_wrap=True
+        )
+    if run.stopped:
+        console.print(f"[red]stopped: {escape(run.stopped)}[/]", soft_wrap=True)
+
+
 def import_report(report: ImportReport) -> None:
     """What an import added and kept, and the first rejected lines with their reasons."""
     console.print(
@@ -412,9 +486,10 @@ def schedule(
     *,
     title: str | None = None,
     source: Path | None = None,
+    idle: dict[str, str] | None = None,
 ) -> None:
     """Each job with its schedule, next run and last run (``runs``: the last run of each job), then the
-    directory the jobs were read from when given."""
+    directory the jobs were read from when given; ``idle``: why jobs that are not scheduled wait."""
     last = {run["job"]: run for run in runs}
     table = Table(title=title, show_edge=False, pad_edge=False, title_justify="left")
     for column in ("job", "action", "schedule", "time zone", "next run", "last run"):
@@ -432,7 +507,9 @@ def schedule(
             job.action,
             job.cron,
             str(job.timezone),
-            f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled",
+            escape(
+                (idle or {}).get(job.name) or (f"{upcoming:%Y-%m-%d %H:%M %Z}" if upcoming else "disabled")
+            ),
             previous,
         )
     console.print(table)
@@ -472,6 +549,24 @@ def status(name: str, database: Path, data: dict[str, Any]) -> None:
     console.print(table)
     subscribers_by_status = ", ".join(f"{data['subscribers'].get(s, 0)} {s}" for s in STATUSES)
     console.print(f"subscribers: {subscribers_by_status}")
+    console.print(_bounces_line(data["bounces"]), soft_wrap=True)
+
+
+def _bounces_line(bounces: dict[str, Any]) -> str:
+    """The last read of the bounce mailbox and what came back in the last days."""
+    counts = bounces["counts"]
+    taken = ", ".join(f"{counts[kind]} {kind.replace('_', '-')}" for kind in BOUNCE_KINDS if kind in counts)
+    taken = taken or "none"
+    line = f"bounces in the last {bounces['days']} days: {taken}"
+    run = bounces["last_run"]
+    if run is None:
+        return line + " · the bounce mailbox was never read"
+    if run["finished_at"] is None:
+        outcome = "did not finish"
+    else:
+        outcome = f"{run['found']} found, {run['taken']} new, {run['repeated']} taken before, {run['failed']} failed"
+    error = f": {escape(run['error'])}" if run["error"] else ""
+    return f"{line} · mailbox last read {_minute(run['started_at'])} ({outcome}){error}"
 
 
 def jobs_unreadable(problem: str) -> None:

@@ -28,6 +28,7 @@ from newsletter.subscribers import (
     export_csv,
     find_subscriber,
     import_csv,
+    lift_suppression,
     list_subscribers,
     set_status,
 )
@@ -140,6 +141,21 @@ def subscribers_confirm(app: AppContext, email: str) -> None:
 def subscribers_unsubscribe(app: AppContext, email: str) -> None:
     """Unsubscribe an address (it stays on the list as unsubscribed)."""
     _change_status(app, email, lambda db, subscriber: set_status(db, subscriber.id, "unsubscribed"))
+
+
+@subscribers.command("unsuppress")
+@click.argument("email")
+@click.pass_obj
+def subscribers_unsuppress(app: AppContext, email: str) -> None:
+    """Mail an address again after a bounce or complaint suppressed it: a bounced reader becomes active,
+    an unsubscribed one may sign up again."""
+    with app.database() as db:
+        reason = lift_suppression(db, email)
+        subscriber = find_subscriber(db, email)
+    if reason is None:
+        fail(f"{email} is not suppressed", code=USAGE)
+    status = f"; {subscriber.status}" if subscriber else ""
+    console.print(f"{escape(email)}: no longer suppressed (was: {escape(reason)}){status}")
 
 
 @subscribers.command("remove")

@@ -1,9 +1,10 @@
 """The web app (Starlette): sign-up with double opt-in, preferences, unsubscribe, the archive and its
 Atom feed, the landing pages of a digest's feedback links and the reader's papers for readers;
-subscribers, imports, editions and one-off messages for admins.
+subscribers, imports, editions and one-off messages for admins; the relays' bounce and complaint webhooks.
 
 Pages are server-rendered with autoescaping and small CSS, usable on a phone. Every form carries a CSRF
-token bound to the session; the admin pages need a login (scrypt password hash from the configuration);
+token bound to the session (the relays' webhooks, which no browser posts, check the relay's own signature
+instead); the admin pages need a login (scrypt password hash from the configuration);
 sign-ups and logins are rate-limited; every response has security headers, and tokens in URLs never leak
 through the Referer header. Request bodies are capped by path before anything reads them, and the server
 (newsletter/web/server.py) limits how long a request may take to arrive and how many connections one client
@@ -28,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from newsletter import logs
 from newsletter.settings import Settings
-from newsletter.web import admin, papers, public
+from newsletter.web import admin, papers, public, webhooks
 from newsletter.web.pages import Site
 from newsletter.web.security import BodyLimit, SecurityHeaders, SlashRedirect
 from newsletter.web.server import Listener, listen, port_mismatch, run
@@ -51,6 +52,8 @@ def body_limit(path: str) -> int:
     admin: without the session a handler refuses before reading the body."""
     if path == "/admin/import":
         return IMPORT_BYTES
+    if webhooks.is_webhook_path(path):
+        return webhooks.BODY_BYTES
     if papers.is_add_path(path):
         return papers.ADD_BYTES
     if path.startswith("/admin/") and path != "/admin/login":
@@ -99,6 +102,7 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
     readers = public.Public(site, send_signups=send_signups)
     library = papers.Papers(site)
     admins = admin.Admin(site)
+    relays = webhooks.Webhooks(site)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,6 +126,7 @@ def create_app(settings: Settings, *, send_signups: bool = True) -> Starlette:
         Route("/healthz", readers.health),
         Route("/favicon.ico", favicon),
         *admins.routes(),
+        *relays.routes(),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(

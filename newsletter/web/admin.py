@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter import outbox
+from newsletter.bounces import BounceRow, list_bounces
 from newsletter.dates import day, day_range
 from newsletter.editions import EditionEntry, load_edition, public_among, recent_editions
 from newsletter.erasure import forget_subscriber
@@ -50,6 +51,7 @@ from newsletter.web.sessions import close_session, open_session, password_finger
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 50
+BOUNCE_HISTORY = 1000  # bounces shown for one page of readers, newest first
 MAX_UPLOAD = 20_000_000
 NO_PASSWORD = "No admin password is configured: run `newsletter admin-password`."
 
@@ -185,6 +187,7 @@ class Admin:
             "web/admin/subscribers.html.j2",
             status_code,
             subscribers=listing.rows,
+            bounces=listing.bounces,
             total=listing.total,
             counts=listing.counts,
             statuses=STATUSES,
@@ -352,6 +355,7 @@ class SubscriberPage:
     counts: dict[str, int]
     page: int
     pages: int
+    bounces: dict[int, list[BounceRow]]  # each listed reader's bounces and complaints, newest first
 
 
 def subscriber_page(
@@ -364,7 +368,11 @@ def subscriber_page(
     rows = list(
         list_subscribers(db, status=status, search=search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     )
-    return SubscriberPage(rows, total, count_by_status(db), page, pages)
+    history: dict[int, list[BounceRow]] = {}
+    for bounce in list_bounces(db, subscriber_ids=[row.id for row in rows], limit=BOUNCE_HISTORY):
+        if bounce.subscriber_id is not None:
+            history.setdefault(bounce.subscriber_id, []).append(bounce)
+    return SubscriberPage(rows, total, count_by_status(db), page, pages, history)
 
 
 def page_number(requested: str, pages: int) -> int:
