@@ -54,10 +54,12 @@ code in step.
    closeness       how close papers are: an edition's word and latent spaces, signalled papers' cached rows
    personal        each reader's ranking of an edition from what they liked, hid and keep: For-you picks, why
    render          Jinja2 and MJML to an email's HTML and text, once per edition
+   dkim_sign       DKIM keys, the DNS record that publishes one, each message's signature from parts made once
    message         a rendered email to wire-ready bytes for each recipient
    smtp            the SMTP protocol: connecting, pipelined transactions, replies
    devsmtp         the embedded SMTP server that stores what it receives
    mailbox         the bounce mailbox over IMAP or POP3: each message handed once, then marked processed
+   dns_checks      what DNS says about sending as a domain: SPF permits the host, the DKIM record, DMARC
    ingest          fetch every source and store what it yields
    library_items   a reader's items (arXiv ids and URLs, DOIs, BibTeX, RIS, Zotero CSV, lists) read into keys
    library_import  items into a reader's library: found, fetched from the arXiv API by id, or kept pending

@@ -1,6 +1,6 @@
 """The configuration doctor: checks the configuration, the database, the SMTP server (EHLO, STARTTLS,
-AUTH), the links in emails, the templates and the jobs, and says what passed, what failed and what
-deserves attention."""
+AUTH), the DKIM key, what DNS publishes for the sending domains (SPF, DKIM, DMARC), the links in emails,
+the templates and the jobs, and says what passed, what failed and what deserves attention."""
 
 from __future__ import annotations
 
@@ -13,8 +13,17 @@ from urllib.parse import urlsplit
 
 from newsletter.config import DEFAULT_CONFIG_NAME
 from newsletter.db import journal_mode, open_database, prove_writable, schema_version
+from newsletter.dkim_sign import Signer
+from newsletter.dns_checks import (
+    DnsUnreachable,
+    Lookups,
+    check_dkim_record,
+    check_dmarc,
+    check_spf,
+    resolver,
+)
 from newsletter.editions import Edition, EditionPaper, Section
-from newsletter.errors import DatabaseMissing, JobError
+from newsletter.errors import DatabaseMissing, DkimKeyError, JobError
 from newsletter.jobs import load_jobs
 from newsletter.message import DigestTemplate, MessageTemplate
 from newsletter.outbox import renderer, smtp_target
@@ -42,11 +51,18 @@ class Diagnosis:
         self.checks.append(Check(name, ok, detail, warning))
 
 
-def doctor(settings: Settings) -> Diagnosis:
+# Names reserved for examples and tests (RFC 2606, RFC 6761): no public DNS holds records for them.
+RESERVED_DOMAINS = ("example", "test", "invalid", "localhost", "localdomain", "example.com", "example.net",
+                    "example.org", "local")  # fmt: skip
+
+
+def doctor(settings: Settings, *, dns_server: str | None = None) -> Diagnosis:
+    """``dns_server``: ask this DNS server ("HOST:PORT") instead of the system's resolver."""
     diagnosis = Diagnosis()
     _check_configuration(settings, diagnosis)
     _check_database(settings, diagnosis)
     _check_smtp(settings, diagnosis)
+    diagnosis.checks += sending_domains(settings, dns_server=dns_server).checks
     _check_links(settings, diagnosis)
     _check_templates(settings, diagnosis)
     _check_jobs(settings, diagnosis)
@@ -123,6 +139,88 @@ def _check_smtp(settings: Settings, diagnosis: Diagnosis) -> None:
     if size:
         detail += f" (messages up to {int(size) / 1e6:.0f} MB)"
     diagnosis.add("smtp", True, detail)
+
+
+def sending_domains(settings: Settings, *, dns_server: str | None = None) -> Diagnosis:
+    """The DKIM key, then what DNS publishes for the domains mail is sent as: SPF, DKIM, DMARC."""
+    diagnosis = Diagnosis()
+    signer = _check_dkim_key(settings, diagnosis)
+    _check_dns(settings, diagnosis, signer, dns_server)
+    return diagnosis
+
+
+def _check_dkim_key(settings: Settings, diagnosis: Diagnosis) -> Signer | None:
+    dkim = settings.dkim
+    if dkim.domain is None:
+        if not settings.smtp.embedded:
+            diagnosis.add(
+                "dkim",
+                True,
+                "messages are not signed: `newsletter dkim keygen`, then [dkim] domain and private_key_file",
+                warning=True,
+            )
+        return None
+    try:
+        signer = Signer.from_settings(dkim)
+    except DkimKeyError as exc:
+        diagnosis.add("dkim", False, str(exc))
+        return None
+    assert signer is not None
+    diagnosis.add(
+        "dkim",
+        True,
+        f"signing as d={dkim.domain} s={dkim.selector} ({signer.key.algorithm}, {dkim.private_key_file})",
+    )
+    return signer
+
+
+def envelope_domain(settings: Settings) -> str:
+    """The domain of the envelope sender, which SPF is about: the bounce address's, else the From's."""
+    address = settings.bounces.address or settings.sender.envelope_from
+    return address.rsplit("@", 1)[-1].lower()
+
+
+def _reserved(domain: str) -> bool:
+    return any(domain == name or domain.endswith(f".{name}") for name in RESERVED_DOMAINS)
+
+
+def _check_dns(
+    settings: Settings, diagnosis: Diagnosis, signer: Signer | None, dns_server: str | None
+) -> None:
+    """SPF of the envelope domain, the DKIM record, DMARC of the From domain: each one line."""
+    from_domain = settings.sender.domain.lower()
+    envelope = envelope_domain(settings)
+    if dns_server is None:
+        # Without a server named, the system's resolver is asked: about real domains of a real sender only.
+        if settings.smtp.embedded:
+            diagnosis.add("dns", True, "not checked: the embedded server delivers nowhere", warning=True)
+            return
+        reserved = sorted({domain for domain in (from_domain, envelope) if _reserved(domain)})
+        if reserved:
+            diagnosis.add(
+                "dns",
+                True,
+                f"not checked: {', '.join(reserved)} is reserved for examples and has no public records",
+                warning=True,
+            )
+            return
+    try:
+        lookups = Lookups(resolver(dns_server))
+    except ValueError as exc:
+        diagnosis.add("dns", False, str(exc))
+        return
+    try:
+        spf = check_spf(lookups, envelope, settings.smtp.host)
+        findings = [spf]
+        if signer is not None:
+            findings.append(check_dkim_record(lookups, signer.selector, signer.domain, signer.key))
+        spf_passes = None if spf.warning else spf.ok
+        findings.append(check_dmarc(lookups, from_domain, settings.dkim.domain, envelope, spf_passes))
+    except DnsUnreachable as exc:
+        diagnosis.add("dns", False, f"{exc}: SPF, DKIM and DMARC records not checked")
+        return
+    for finding in findings:
+        diagnosis.add(finding.name, finding.ok, finding.detail, warning=finding.warning)
 
 
 def _check_links(settings: Settings, diagnosis: Diagnosis) -> None:

@@ -112,6 +112,11 @@ class MessageError(NewsletterError, ValueError):
     """A value that cannot go into a message safely (a header injection attempt, a broken address)."""
 
 
+class DkimKeyError(UsageError, ValueError):
+    """The DKIM private key cannot be used (missing, unreadable, not an RSA or Ed25519 key, too short), or
+    cannot be written where asked; the message names the file."""
+
+
 class SendError(UsageError, RuntimeError):
     """The send cannot start (unknown edition, bad segment...); the message says why."""
 

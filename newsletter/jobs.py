@@ -41,7 +41,7 @@ from newsletter.bounce_fetch import fetch_bounces
 from newsletter.compose import build_edition
 from newsletter.db import open_database
 from newsletter.editions import digest_for_period, edition_status
-from newsletter.errors import JobError, SendInProgress
+from newsletter.errors import DkimKeyError, JobError, SendInProgress
 from newsletter.fetch import Fetcher
 from newsletter.ingest import run_ingest
 from newsletter.ledger import editions_with_pending
@@ -242,6 +242,8 @@ class JobRunner:
             report = outbox.send_edition(self.settings, edition_id, interrupt=self.interrupt)
         except SendInProgress as exc:  # that run sends this period's edition: nothing to add to it
             return JobRun(job.name, "skipped", counts, str(exc))
+        except DkimKeyError as exc:  # the operator's to fix: one line, nothing sent unsigned
+            return JobRun(job.name, "failed", counts, str(exc))
         counts |= {"sent": report.sent_now, **report.counts}
         if report.stopped:
             state = "interrupted" if report.stopped == "interrupted" else "failed"

@@ -12,6 +12,10 @@ this takes a few microseconds plus the copy.
 Every value is encoded for where it goes: header values are checked and RFC 2047-encoded, HTML values
 escaped (non-ASCII as character references; quoted-printable too in a quoted-printable HTML part), text
 values quoted-printable. CRLF line endings throughout.
+
+A template given a DKIM ``Signer`` puts a DKIM-Signature first in every message (``dkim_sign``): the
+fields the same for all readers are canonicalised once, each message adds its reader's fields, the hash
+of its assembled body and the signature.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from email.charset import Charset
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
+from newsletter.dkim_sign import Signer, TemplateSignature
 from newsletter.errors import MessageError
 from newsletter.render import (
     CARDS_BLOCK,
@@ -83,10 +88,17 @@ def address_header(name: str, address: str) -> str:
 class MessageTemplate:
     """The bytes of one rendered email, ready to be personalised for any number of recipients."""
 
-    def __init__(self, rendered: RenderedEmail, sender: Sender, *, html_qp: bool = False) -> None:
+    def __init__(
+        self,
+        rendered: RenderedEmail,
+        sender: Sender,
+        *,
+        html_qp: bool = False,
+        dkim: Signer | None = None,
+    ) -> None:
         """An email with slots is personal: each reader's greeting and links fill them, and it carries the
         list headers; a confirmation email has neither. ``html_qp``: the HTML part travels
-        quoted-printable even if its own lines would not need it."""
+        quoted-printable even if its own lines would not need it. ``dkim``: every message is signed."""
         self.sender = sender
         self.envelope_from = sender.envelope_from
         self.subject = rendered.subject
@@ -114,6 +126,14 @@ class MessageTemplate:
         # static pieces can be escaped once here rather than the whole message for every recipient.
         self._wire_segments = [segment.replace(b"\r\n.", b"\r\n..") for segment in self._segments]
         self.size = len(serialized)
+        # The fields before the first blank line are the same for every reader (no slot is in them).
+        self._body_offset = self._segments[0].index(b"\r\n\r\n") + 4
+        self._dkim: TemplateSignature | None = None
+        if dkim is not None:
+            reader_fields = ["to", "date", "message-id"]
+            if self.personal:
+                reader_fields += ["list-unsubscribe", "list-unsubscribe-post"]
+            self._dkim = dkim.prepare(self._segments[0][: self._body_offset - 2], reader_fields)
 
     def render(self, recipient: Recipient, *, now: datetime | None = None) -> bytes:
         """The complete message for ``recipient`` (RFC 5322, CRLF line endings)."""
@@ -125,14 +145,24 @@ class MessageTemplate:
 
     def _assemble(self, segments: list[bytes], recipient: Recipient, now: datetime | None) -> bytes:
         values = _values(recipient, html_qp=self._html_qp)
-        pieces = [self._headers(recipient, now or datetime.now(UTC))]
+        now = now or datetime.now(UTC)
+        lines = self._header_lines(recipient, now)
+        pieces = [_header_block(lines)]
         for segment, slot in zip(segments, self._slots, strict=False):
             pieces.append(segment)
             pieces.append(values[slot])
         pieces.append(segments[-1])
-        return b"".join(pieces)
+        return self._signed(b"".join(pieces), lines, len(pieces[0]), now, segments is self._wire_segments)
 
-    def _headers(self, recipient: Recipient, now: datetime) -> bytes:
+    def _signed(self, message: bytes, lines: list[str], own: int, now: datetime, wire: bool) -> bytes:
+        """``message`` with its DKIM-Signature first, when the template signs (``own``: the length of the
+        reader's own header fields, which come first)."""
+        if self._dkim is None:
+            return message
+        field = self._dkim.field(lines, message, own + self._body_offset, now, stuffed=wire)
+        return field + message
+
+    def _header_lines(self, recipient: Recipient, now: datetime) -> list[str]:
         lines = [
             f"To: {address_header(recipient.name, recipient.email)}",
             f"Date: {format_datetime(now)}",
@@ -143,7 +173,11 @@ class MessageTemplate:
             if self.sender.unsubscribe_mailto:
                 unsubscribe += f", <mailto:{self.sender.unsubscribe_mailto}?subject=unsubscribe>"
             lines += [f"List-Unsubscribe: {unsubscribe}", "List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
-        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        return lines
+
+
+def _header_block(lines: list[str]) -> bytes:
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
 def personalise_html(rendered: RenderedEmail, recipient: Recipient) -> str:
@@ -313,10 +347,17 @@ class DigestTemplate(MessageTemplate):
     each topic's cards in the reader's order, every card with the reader's feedback links."""
 
     def __init__(
-        self, kit: DigestKit, sender: Sender, feedback_base: str, *, shared: SharedCards | None = None
+        self,
+        kit: DigestKit,
+        sender: Sender,
+        feedback_base: str,
+        *,
+        shared: SharedCards | None = None,
+        dkim: Signer | None = None,
     ) -> None:
         """``feedback_base``: the feedback links' start, before the reader's token. ``shared``: where the
-        variants of one edition keep the encoded cards, which are the same in all of them."""
+        variants of one edition keep the encoded cards, which are the same in all of them. ``dkim``: every
+        message is signed."""
         # A card with a line SMTP cannot carry makes the whole HTML part quoted-printable.
         cards_qp = any(
             len(line) > MAX_LINE
@@ -324,7 +365,7 @@ class DigestTemplate(MessageTemplate):
             for piece in card.html
             for line in piece.splitlines()
         )
-        super().__init__(kit.email, sender, html_qp=cards_qp)
+        super().__init__(kit.email, sender, html_qp=cards_qp, dkim=dkim)
         self.kit = kit
         self.feedback_base = feedback_base
         shared = shared if shared is not None else {}
@@ -362,7 +403,9 @@ class DigestTemplate(MessageTemplate):
         segments = self._wire_segments if wire else self._segments
         token_html, token_text = self._token_values(recipient)
         sections = self._default if layout.sections is None else layout.sections
-        pieces = [self._headers(recipient, now or datetime.now(UTC))]
+        now = now or datetime.now(UTC)
+        lines = self._header_lines(recipient, now)
+        pieces = [_header_block(lines)]
         append = pieces.append
         for segment, slot, block in zip(segments, self._slots, self._blocks, strict=False):
             append(segment)
@@ -390,7 +433,7 @@ class DigestTemplate(MessageTemplate):
                     pieces += (card.text_pick_open, self._why_values(why)[1], card.text_pick_rest, token_text,
                                card.text_more)  # fmt: skip
         append(segments[-1])
-        return b"".join(pieces)
+        return self._signed(b"".join(pieces), lines, len(pieces[0]), now, wire)
 
     def _token_values(self, recipient: Recipient) -> tuple[bytes, bytes]:
         """The reader's part of every feedback link: the base and their token, encoded for each part (in

@@ -18,6 +18,7 @@ import sqlite_utils
 from newsletter.db import open_database
 from newsletter.deliver import DeliveryReport, Plan, Progress, deliver
 from newsletter.devsmtp import EmbeddedSMTPServer
+from newsletter.dkim_sign import Signer
 from newsletter.editions import Edition, is_ledger_pruned, load_edition, store_one_off
 from newsletter.errors import SendError, SubscriberError
 from newsletter.ledger import Variant, create_ledger, stored_variants
@@ -92,15 +93,24 @@ def message_template(
     *,
     cards: DigestCards | None = None,
     shared: SharedCards | None = None,
+    dkim: Signer | None = None,
 ) -> MessageTemplate:
     """The message of an edition as readers with ``preferences`` get it: a one-off's, or a digest's
-    (``cards`` and ``shared``: what the variants of one digest have in common, when already made)."""
+    (``cards`` and ``shared``: what the variants of one digest have in common, when already made);
+    signed by ``dkim`` if given."""
     if edition.kind == "one-off":
-        return MessageTemplate(render_edition(settings, edition), settings.sender)  # type: ignore[arg-type]
+        rendered = render_edition(settings, edition)
+        return MessageTemplate(rendered, settings.sender, dkim=dkim)  # type: ignore[arg-type]
     kit = _digest_kit(settings, edition, preferences, cards)
     return DigestTemplate(
-        kit, settings.sender, f"{settings.web.base_url.rstrip('/')}/feedback/", shared=shared
+        kit, settings.sender, f"{settings.web.base_url.rstrip('/')}/feedback/", shared=shared, dkim=dkim
     )
+
+
+def dkim_signer(settings: Settings) -> Signer | None:
+    """The signer of every message sent ([dkim]); None when signing is off. A key that cannot be used
+    is a ``DkimKeyError`` naming the file, before anything is sent."""
+    return Signer.from_settings(settings.dkim)
 
 
 class VariantTemplates:
@@ -108,8 +118,15 @@ class VariantTemplates:
     (the ledger is sent in variant order, so each is rendered about once). A digest's cards are rendered
     and encoded once for all its variants."""
 
-    def __init__(self, settings: Settings, edition: Edition, variants: dict[str, Preferences | None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        edition: Edition,
+        variants: dict[str, Preferences | None],
+        dkim: Signer | None = None,
+    ) -> None:
         self._settings = settings
+        self._dkim = dkim
         self._edition = edition
         self._variants = variants
         self._lock = threading.Lock()
@@ -130,6 +147,7 @@ class VariantTemplates:
                 self._variants.get(variant),
                 cards=self._cards,
                 shared=self._shared,
+                dkim=self._dkim,
             )
             self._cache[variant] = template
             if len(self._cache) > TEMPLATE_CACHE:
@@ -193,6 +211,7 @@ def send_edition(
     interrupt: threading.Event | None = None,
 ) -> DeliveryReport:
     """Send an edition to its recipients; a re-run (or ``resume``) sends only what is not final."""
+    signer = dkim_signer(settings)  # a key that cannot be used stops the send before it starts
     db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
@@ -210,7 +229,7 @@ def send_edition(
                 frequency=edition.frequency,
             )
         # One-off messages got their ledger (their segment) when they were created.
-        templates = VariantTemplates(settings, edition, variant_preferences(db, edition_id))
+        templates = VariantTemplates(settings, edition, variant_preferences(db, edition_id), signer)
         link_maker = links(settings, db)
         envelopes = return_paths(settings, db)
     finally:
@@ -280,15 +299,17 @@ def send_test_copy(settings: Settings, edition_id: int, address: str) -> str:
 
 def copy_message(settings: Settings, edition_id: int, address: str) -> tuple[str, bytes]:
     """The whole message ``address`` gets of the edition (as a subscriber with their "For you", or as
-    someone who is not one), and the address as normalised."""
+    someone who is not one, signed as every message is), and the address as normalised."""
     try:
         email = normalise_email(address)
     except SubscriberError as exc:
         raise SendError(str(exc)) from None
+    signer = dkim_signer(settings)
     db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         edition = _edition(db, edition_id)
-        template, recipient, layout = _copy_for(settings, db, edition, email, find_subscriber(db, email))
+        subscriber = find_subscriber(db, email)
+        template, recipient, layout = _copy_for(settings, db, edition, email, subscriber, signer)
         if isinstance(template, DigestTemplate):
             return email, template.render(recipient, layout=layout)
         return email, template.render(recipient)
@@ -355,11 +376,17 @@ def _edition(db: sqlite_utils.Database, edition_id: int) -> Edition:
 
 
 def _copy_for(
-    settings: Settings, db: sqlite_utils.Database, edition: Edition, email: str, subscriber: Subscriber | None
+    settings: Settings,
+    db: sqlite_utils.Database,
+    edition: Edition,
+    email: str,
+    subscriber: Subscriber | None,
+    dkim: Signer | None = None,
 ) -> tuple[MessageTemplate, Recipient, ReaderLayout]:
     """The edition as ``subscriber`` (or someone at ``email`` who is not one) gets it, outside the ledger:
     their preferences, their "For you" and order, their links."""
-    template = message_template(settings, edition, subscriber.preferences if subscriber else None)
+    preferences = subscriber.preferences if subscriber else None
+    template = message_template(settings, edition, preferences, dkim=dkim)
     link_maker = links(settings, db)
     recipient = _recipient(settings, link_maker, email, subscriber, "test")
     layout = COLD
@@ -391,6 +418,7 @@ def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> 
 
     Anybody can type any address and name into the form, so these emails carry no name: not in the
     greeting, not in the To header."""
+    signer = dkim_signer(settings)
     db = open_database(settings.database, create=False)  # no database: nothing to send, say so
     try:
         link_maker = links(settings, db)
@@ -403,7 +431,7 @@ def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> 
             confirm_url=link_maker.confirm(subscriber.id, subscriber.email),
             expires_in=f"{CONFIRMATION_DAYS} days",
         )
-        message = MessageTemplate(rendered, settings.sender).render(recipient)
+        message = MessageTemplate(rendered, settings.sender, dkim=signer).render(recipient)
     else:
         body = (
             f"Someone, hopefully you, asked to subscribe this address to {settings.name}. It already "
@@ -411,6 +439,6 @@ def send_signup_email(settings: Settings, subscriber: Subscriber, kind: str) -> 
             "the preferences link below."
         )
         rendered = renderer(settings).one_off(f"You already receive {settings.name}", body)
-        message = MessageTemplate(rendered, settings.sender).render(recipient)
+        message = MessageTemplate(rendered, settings.sender, dkim=signer).render(recipient)
     with smtp_target(settings) as smtp:
         return send_single(smtp, settings.sender.envelope_from, subscriber.email, message)

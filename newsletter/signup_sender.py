@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import sqlite_utils
 
 from newsletter.db import open_database
-from newsletter.errors import ServerUnavailable
+from newsletter.errors import DkimKeyError, ServerUnavailable
 from newsletter.outbox import send_signup_email
 from newsletter.settings import Settings
 from newsletter.signups import ClaimedSignup, claim_next, decide, defer, done, give_up, next_due
@@ -115,7 +115,8 @@ class SignupSender:
             return
         try:
             send_signup_email(self.settings, subscriber, kind)
-        except (ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+        except (ServerUnavailable, smtplib.SMTPException, OSError, DkimKeyError) as exc:
+            # A DKIM key that cannot be used is the configuration's trouble: retried until it is fixed.
             self._failed(db, claim, exc)
             return
         done(db, claim)

@@ -8,7 +8,7 @@
 - ``subscribers``: the subscribers commands;
 - ``library``: the library commands (a reader's papers, pending items and follows) and feedback;
 - ``bounces``: reading the bounce mailbox, and the bounces taken;
-- ``operate``: serve, run, jobs, status, doctor, backup, admin-password, dev-smtp;
+- ``operate``: serve, run, jobs, status, doctor, backup, admin-password, dkim keygen, dev-smtp;
 - ``show``: the consoles and everything the commands print (tables, progress, reports).
 """
 
@@ -107,6 +107,7 @@ for command in (
     operate.doctor_command,
     operate.backup_command,
     operate.admin_password,
+    operate.dkim,
     operate.dev_smtp,
 ):
     cli.add_command(command)

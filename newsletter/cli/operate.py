@@ -1,5 +1,5 @@
 """Running and looking after an installation: ``serve``, ``run``, ``jobs``, ``status``, ``doctor``,
-``backup``, ``admin-password`` and ``dev-smtp``."""
+``backup``, ``admin-password``, ``dkim keygen`` and ``dev-smtp``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import newsletter.cli.show as show
 from newsletter.cli.app import AppContext, fail
 from newsletter.cli.show import console, err_console
 from newsletter.devsmtp import EmbeddedSMTPServer, prepare_maildir
+from newsletter.dkim_sign import KINDS, generate_key, write_key
 from newsletter.doctor import doctor
 from newsletter.errors import FAILURE, USAGE, DatabaseMissing, JobError
 from newsletter.jobs import Job, JobRunner, idle_reason, load_jobs
@@ -155,10 +156,13 @@ def _idle(defined: list[Job], settings: Settings) -> dict[str, str]:
 
 
 @click.command("doctor")
+@click.option("--dns-server", metavar="HOST:PORT",
+              help="Ask this DNS server (split-horizon, or the domain's authoritative one) instead of the system's.")  # fmt: skip
 @click.pass_obj
-def doctor_command(app: AppContext) -> None:
-    """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), links, templates, jobs."""
-    diagnosis = doctor(app.settings)
+def doctor_command(app: AppContext, dns_server: str | None) -> None:
+    """Check the configuration: database, SMTP (EHLO, STARTTLS, AUTH), DKIM, DNS (SPF, DKIM, DMARC), links,
+    templates, jobs."""
+    diagnosis = doctor(app.settings, dns_server=dns_server)
     show.diagnosis(diagnosis)
     if not diagnosis.ok:
         fail("some checks failed")
@@ -188,6 +192,36 @@ def admin_password() -> None:
     err_console.print(escape("put this in newsletter.toml under [web], or in the environment:"))
     click.echo(f'admin_password_hash = "{hashed}"')
     click.echo(f"NEWSLETTER_WEB_ADMIN_PASSWORD_HASH='{hashed}'")
+
+
+@click.group("dkim")
+def dkim() -> None:
+    """DKIM signing of every message ([dkim])."""
+
+
+@dkim.command("keygen")
+@click.option("--kind", type=click.Choice(KINDS), default="rsa", show_default=True,
+              help="rsa (2048 bits, verified everywhere) or ed25519 (RFC 8463).")  # fmt: skip
+@click.option("--selector", help="The record's selector (default: [dkim] selector).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the private key (default: [dkim] private_key_file).")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace an existing key file.")
+@click.pass_obj
+def dkim_keygen(app: AppContext, kind: str, selector: str | None, out: Path | None, force: bool) -> None:
+    """Write a new private key (readable by its owner only) and print the DNS record to publish."""
+    settings = app.settings.dkim
+    target = out or settings.private_key_file
+    if target is None:
+        fail("where should the key go? set [dkim] private_key_file, or give --out", code=USAGE)
+    key = generate_key(kind)
+    write_key(key, target, force=force)
+    show.dkim_record(
+        key,
+        target,
+        selector or settings.selector,
+        settings.domain or app.settings.sender.domain,
+        configured=settings.domain is not None and (selector is None or selector == settings.selector),
+    )
 
 
 @click.command("dev-smtp")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from newsletter.bounce_fetch import BounceFetch
 from newsletter.bounces import BounceRow
+from newsletter.dkim_sign import DkimKey, record_name, zone_entry
 from newsletter.doctor import Diagnosis
 from newsletter.editions import Edition, EditionPaper
 from newsletter.ingest import SourceReport
@@ -569,6 +571,26 @@ def _bounces_line(bounces: dict[str, Any]) -> str:
 
 def jobs_unreadable(problem: str) -> None:
     console.print(f"[red]jobs: {escape(problem)}[/]")
+
+
+def dkim_record(key: DkimKey, path: Path, selector: str, domain: str, *, configured: bool) -> None:
+    """Where ``dkim keygen`` wrote the key, and the record to publish, for a zone file and for a web form."""
+    name = record_name(selector, domain)
+    err_console.print(
+        f"wrote the {key.kind} private key to {escape(str(path))} (readable by its owner only)",
+        soft_wrap=True,
+    )
+    if not configured:
+        err_console.print(
+            escape(f'then set [dkim] domain = "{domain}", selector = "{selector}", private_key_file = ')
+            + escape(f'"{path.resolve()}" in newsletter.toml'),
+            soft_wrap=True,
+        )
+    err_console.print(f"publish this TXT record at {escape(name)}, in a zone file:", soft_wrap=True)
+    click.echo(zone_entry(selector, domain, key.record()))
+    err_console.print("or, in a DNS provider's web form (name, then value):", soft_wrap=True)
+    click.echo(name)
+    click.echo(key.record())
 
 
 def diagnosis(diagnosis: Diagnosis) -> None:

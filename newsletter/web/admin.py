@@ -24,7 +24,14 @@ from newsletter.bounces import BounceRow, list_bounces
 from newsletter.dates import day, day_range
 from newsletter.editions import EditionEntry, load_edition, public_among, recent_editions
 from newsletter.erasure import forget_subscriber
-from newsletter.errors import EditionNotFound, SendError, SendInProgress, ServerUnavailable, SubscriberError
+from newsletter.errors import (
+    DkimKeyError,
+    EditionNotFound,
+    SendError,
+    SendInProgress,
+    ServerUnavailable,
+    SubscriberError,
+)
 from newsletter.ledger import delivery_summaries
 from newsletter.subscribers import (
     STATUSES,
@@ -300,7 +307,7 @@ class Admin:
             reply = await anyio.to_thread.run_sync(
                 outbox.send_test_copy, self.site.settings, edition_id, address
             )
-        except (SendError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
+        except (SendError, DkimKeyError, ServerUnavailable, smtplib.SMTPException, OSError) as exc:
             return await self.editions(request, error=f"The test copy was not sent: {exc}", status_code=400)
         return await self.editions(
             request, notice=f"Test copy of edition {edition_id} sent to {address} ({reply})."
@@ -335,7 +342,7 @@ class Admin:
             report = outbox.send_edition(self.site.settings, edition_id)
             if report.stopped:
                 log.error("edition %s stopped: %s", edition_id, report.stopped)
-        except (SendInProgress, SendError) as exc:
+        except (SendInProgress, SendError, DkimKeyError) as exc:
             log.error("edition %s was not sent: %s", edition_id, exc)
         except Exception:
             log.exception("sending edition %s failed", edition_id)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from dnslib import QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from dnslib.server import BaseResolver, DNSServer
 
 
@@ -20,11 +20,14 @@ def _txt_strings(value: str) -> list[bytes]:
 
 @dataclass
 class Zone(BaseResolver):
-    """Records by name ("_dmarc.example.org"): TXT values and A addresses. Names not here answer NXDOMAIN;
-    a name with records of other types answers NOERROR with no answer, as a real server does."""
+    """Records by name ("_dmarc.example.org"): TXT values, A and AAAA addresses, MX hosts (in order of
+    preference). Names not here answer NXDOMAIN; a name with records of other types answers NOERROR with
+    no answer, as a real server does."""
 
     txt: dict[str, list[str]] = field(default_factory=dict)
     a: dict[str, list[str]] = field(default_factory=dict)
+    aaaa: dict[str, list[str]] = field(default_factory=dict)
+    mx: dict[str, list[str]] = field(default_factory=dict)
 
     def add_txt(self, name: str, value: str) -> None:
         self.txt.setdefault(name.lower().rstrip("."), []).append(value)
@@ -33,7 +36,7 @@ class Zone(BaseResolver):
         reply = request.reply()
         name = str(request.q.qname).lower().rstrip(".")
         qtype = QTYPE[request.q.qtype]
-        if name not in self.txt and name not in self.a:
+        if all(name not in records for records in (self.txt, self.a, self.aaaa, self.mx)):
             reply.header.rcode = RCODE.NXDOMAIN
             return reply
         if qtype in ("TXT", "ANY"):
@@ -42,6 +45,12 @@ class Zone(BaseResolver):
         if qtype in ("A", "ANY"):
             for address in self.a.get(name, []):
                 reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=60))
+        if qtype in ("AAAA", "ANY"):
+            for address in self.aaaa.get(name, []):
+                reply.add_answer(RR(request.q.qname, QTYPE.AAAA, rdata=AAAA(address), ttl=60))
+        if qtype in ("MX", "ANY"):
+            for preference, host in enumerate(self.mx.get(name, []), start=1):
+                reply.add_answer(RR(request.q.qname, QTYPE.MX, rdata=MX(host, preference * 10), ttl=60))
         return reply
 
 
@@ -73,7 +82,11 @@ def _free_udp_port() -> int:
 
 @contextmanager
 def dns_server(
-    txt: Mapping[str, str | list[str]] | None = None, a: Mapping[str, list[str]] | None = None
+    txt: Mapping[str, str | list[str]] | None = None,
+    a: Mapping[str, list[str]] | None = None,
+    *,
+    aaaa: Mapping[str, list[str]] | None = None,
+    mx: Mapping[str, list[str]] | None = None,
 ) -> Iterator[RunningDns]:
     """A DNS server on 127.0.0.1 (UDP, a free port) for the test's duration; change ``.zone`` at will."""
     zone = Zone()
@@ -82,6 +95,10 @@ def dns_server(
             zone.add_txt(name, value)
     for name, addresses in (a or {}).items():
         zone.a[name.lower().rstrip(".")] = list(addresses)
+    for name, addresses in (aaaa or {}).items():
+        zone.aaaa[name.lower().rstrip(".")] = list(addresses)
+    for name, hosts in (mx or {}).items():
+        zone.mx[name.lower().rstrip(".")] = list(hosts)
     for _attempt in range(5):  # another process may take the probed port in between
         port = _free_udp_port()
         try:
