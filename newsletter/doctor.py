@@ -23,8 +23,9 @@ from newsletter.dns_checks import (
     resolver,
 )
 from newsletter.editions import Edition, EditionPaper, Section
-from newsletter.errors import DatabaseMissing, DkimKeyError, JobError
+from newsletter.errors import DatabaseMissing, DkimKeyError, JobError, MailboxError
 from newsletter.jobs import load_jobs
+from newsletter.mailbox import read_mailbox
 from newsletter.message import DigestTemplate, MessageTemplate
 from newsletter.outbox import renderer, smtp_target
 from newsletter.settings import Settings
@@ -62,6 +63,7 @@ def doctor(settings: Settings, *, dns_server: str | None = None) -> Diagnosis:
     _check_configuration(settings, diagnosis)
     _check_database(settings, diagnosis)
     _check_smtp(settings, diagnosis)
+    _check_bounce_mailbox(settings, diagnosis)
     diagnosis.checks += sending_domains(settings, dns_server=dns_server).checks
     _check_links(settings, diagnosis)
     _check_templates(settings, diagnosis)
@@ -139,6 +141,26 @@ def _check_smtp(settings: Settings, diagnosis: Diagnosis) -> None:
     if size:
         detail += f" (messages up to {int(size) / 1e6:.0f} MB)"
     diagnosis.add("smtp", True, detail)
+
+
+def _check_bounce_mailbox(settings: Settings, diagnosis: Diagnosis) -> None:
+    """Log in and count what waits, touching nothing (no message is read or marked)."""
+    bounces = settings.bounces
+    if not bounces.host:
+        if bounces.address:
+            detail = f"bounces go to {bounces.address}, but no mailbox is read ([bounces] host): they pile up unread"
+            diagnosis.add("bounce mailbox", True, detail, warning=True)
+        return
+    where = f"{bounces.protocol} {bounces.host}:{bounces.port} ({bounces.security})"
+    try:
+        run = read_mailbox(bounces, lambda _raw: None, limit=0, timeout=10)
+    except MailboxError as exc:
+        diagnosis.add("bounce mailbox", False, str(exc))
+        return
+    waiting = f"{run.found} message{'s' if run.found != 1 else ''} waiting"
+    diagnosis.add(
+        "bounce mailbox", True, f"{where}: logged in as {bounces.username}, {bounces.folder}: {waiting}"
+    )
 
 
 def sending_domains(settings: Settings, *, dns_server: str | None = None) -> Diagnosis:

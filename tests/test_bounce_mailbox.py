@@ -245,3 +245,17 @@ def _count(database: Path) -> int:
 
 
 pytestmark = pytest.mark.usefixtures("mail_server")
+
+
+def test_doctor_logs_in_to_the_bounce_mailbox_and_touches_nothing(tmp_path, smtp_server, mailbox):
+    from newsletter.doctor import doctor
+
+    config = configured(tmp_path, smtp_server.port, mailbox)
+    mailbox.append(addressed("postfix/local-unknown-user.eml", verp=None, message_id=None, recipient=None))
+    [check] = [c for c in doctor(load_settings(config, environ={})).checks if c.name == "bounce mailbox"]
+    assert check.ok and check.detail.endswith(f"logged in as {mailbox.username}, INBOX: 1 message waiting")
+    assert [flags for _raw, flags in mailbox.messages_with_flags()] == [set()]  # not read, not marked
+
+    config.write_text(config.read_text().replace(f'password = "{mailbox.password}"', 'password = "wrong"'))
+    [check] = [c for c in doctor(load_settings(config, environ={})).checks if c.name == "bounce mailbox"]
+    assert not check.ok and "refused the login" in check.detail
