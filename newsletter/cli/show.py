@@ -187,20 +187,25 @@ def _paper_line(paper: EditionPaper) -> str:
 # --- sending --------------------------------------------------------------------------------------------------
 
 
+def _bars(label: str) -> Progress:
+    """Progress bars with a count and the time taken, on stderr, only on a terminal, gone when done."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not err_console.is_terminal,
+        transient=True,
+    )
+
+
 class SendProgress:
     """A bar of messages settled while an edition is sent (only on a terminal), and one of readers' copies
     laid out (a digest's "For you" and order), which runs ahead of it; each outcome counts one."""
 
     def __init__(self, edition_id: int) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description} edition {task.fields[edition]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=not err_console.is_terminal,
-            transient=True,
-        )
+        self._progress = _bars("{task.description} edition {task.fields[edition]}")
         self._edition_id = edition_id
 
     def __enter__(self) -> Callable[[object], None]:
@@ -301,15 +306,7 @@ class MailboxProgress:
     """A bar while the bounce mailbox is read (only on a terminal)."""
 
     def __init__(self) -> None:
-        self._progress = Progress(
-            TextColumn("bounce mailbox"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=not err_console.is_terminal,
-            transient=True,
-        )
+        self._progress = _bars("bounce mailbox")
         self._task: TaskID | None = None
 
     def __enter__(self) -> MailboxProgress:
