@@ -19,7 +19,7 @@ from newsletter.db import open_database
 from newsletter.errors import ConfigError
 from newsletter.relay_events import Received, Refused, RelayEvents
 from newsletter.settings import Settings
-from newsletter.subscribers import add_subscriber, find_subscriber, is_suppressed
+from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
 from tests.support.relays import (
     TOPIC,
@@ -40,6 +40,7 @@ from tests.support.relays import (
     sns_timestamp,
 )
 from tests.support.webserver import RunningApp
+from tests.test_bounce_policy import state as reader_state
 
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 POSTMARK = ("postmark-hook", "correct horse battery staple")
@@ -544,13 +545,7 @@ class Served:
             db.close()
 
     def state(self, address: str) -> tuple[str, bool]:
-        db = open_database(self.settings.database)
-        try:
-            subscriber = find_subscriber(db, address)
-            assert subscriber is not None
-            return subscriber.status, is_suppressed(db, address)
-        finally:
-            db.close()
+        return reader_state(self.settings, address)
 
     def bounces(self) -> list[tuple[str, str, str]]:
         db = open_database(self.settings.database)
