@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
 from newsletter.cluster import (
     GENERIC_RESEARCH_WORDS,
@@ -20,9 +19,8 @@ from newsletter.cluster import (
     _stem,
     _stem_key,
     _surface_forms,
+    _term_counts,
 )
-
-TOKEN_PATTERN = r"(?u)\b[^\W\d_]\w+(?:-\w+)*\b"
 
 
 def labels(documents: Sequence[PaperText], topics: list[Topic]) -> list[tuple[str, list[str]]]:
@@ -35,22 +33,6 @@ def labels(documents: Sequence[PaperText], topics: list[Topic]) -> list[tuple[st
     keyword_lists = _keywords(counts, vocabulary, groups, ordered)
     names = _unique_labels(keyword_lists, [topic.is_other for topic in topics])
     return list(zip(names, keyword_lists, strict=True))
-
-
-def _term_counts(documents: Sequence[PaperText]) -> tuple[sparse.csr_matrix, np.ndarray]:
-    vectorizer = CountVectorizer(
-        ngram_range=(1, 3),
-        stop_words=sorted(ENGLISH_STOP_WORDS),
-        token_pattern=TOKEN_PATTERN,
-        min_df=2 if len(documents) >= 20 else 1,
-        max_df=0.5 if len(documents) >= 20 else 1.0,
-        dtype=np.float32,
-    )
-    try:
-        counts = vectorizer.fit_transform(doc.text for doc in documents)
-    except ValueError:
-        return sparse.csr_matrix((len(documents), 0), dtype=np.float32), np.array([], dtype=object)
-    return counts.tocsr(), vectorizer.get_feature_names_out()
 
 
 def _keywords(
