@@ -242,14 +242,19 @@ def topical_feed(per_topic: int = 4, authors: dict[str, str] | None = None) -> t
     return feed, topics
 
 
-def test_digest_for_ranks_the_edition_for_a_reader_and_proposes_only_what_is_close(tmp_path, feed_server):
-    feed, topics = topical_feed()
+def configure_topical_source(tmp_path, feed_server, feed: str) -> None:
+    """The configuration of a newsletter whose one source is ``feed``, served by the local feed server."""
     (tmp_path / "topics.xml").write_text(feed, encoding="utf-8")
     url = feed_server.route("/topics", file_reply(tmp_path / "topics.xml"))
     (tmp_path / "newsletter.toml").write_text(
         '[newsletter]\ndatabase = "news.db"\n[fetch]\ntimeout = 2\nattempts = 1\n'
         f'[[sources]]\nname = "arxiv"\nkind = "arxiv_rss"\nurl = "{url}"\n'
     )
+
+
+def test_digest_for_ranks_the_edition_for_a_reader_and_proposes_only_what_is_close(tmp_path, feed_server):
+    feed, topics = topical_feed()
+    configure_topical_source(tmp_path, feed_server, feed)
     for command in (
         ("init",),
         ("subscribers", "add", ADA),
@@ -312,12 +317,7 @@ def test_digest_for_puts_followed_authors_first_and_excluded_papers_last(tmp_pat
     jane = "2502.06002"  # a paper on economics, nowhere near the reader's astronomy
     assert texts[f"arxiv:{jane}"].id.startswith("econ") and f"arxiv:{jane}" not in excluded
     feed, topics = topical_feed(authors={jane: "Jane Doe, A. Author"})
-    (tmp_path / "topics.xml").write_text(feed, encoding="utf-8")
-    url = feed_server.route("/topics", file_reply(tmp_path / "topics.xml"))
-    (tmp_path / "newsletter.toml").write_text(
-        '[newsletter]\ndatabase = "news.db"\n[fetch]\ntimeout = 2\nattempts = 1\n'
-        f'[[sources]]\nname = "arxiv"\nkind = "arxiv_rss"\nurl = "{url}"\n'
-    )
+    configure_topical_source(tmp_path, feed_server, feed)
     for command in (
         ("init",),
         ("subscribers", "add", ADA),
