@@ -306,13 +306,18 @@ def delete_subscriber(db: sqlite_utils.Database, subscriber_id: int) -> bool:
     return db.conn.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id]).rowcount == 1
 
 
-def suppress(db: sqlite_utils.Database, email: str, reason: str, *, now: datetime | None = None) -> None:
-    """Never mail this address again (a hard bounce); an existing subscriber becomes ``bounced``."""
-    stamp = iso(now or datetime.now(UTC))
+def _add_suppression(db: sqlite_utils.Database, email: str, reason: str, stamp: str | None) -> None:
+    """The address goes on the suppression list; the first reason stays."""
     db.conn.execute(
         "INSERT INTO suppressions (email, reason, created_at) VALUES (?, ?, ?) ON CONFLICT (email) DO NOTHING",
         [email, reason, stamp],
     )
+
+
+def suppress(db: sqlite_utils.Database, email: str, reason: str, *, now: datetime | None = None) -> None:
+    """Never mail this address again (a hard bounce); an existing subscriber becomes ``bounced``."""
+    stamp = iso(now or datetime.now(UTC))
+    _add_suppression(db, email, reason, stamp)
     db.conn.execute(
         "UPDATE subscribers SET status = 'bounced', updated_at = ? WHERE email = ? AND status != 'bounced'",
         [stamp, email],
@@ -323,10 +328,7 @@ def complained(db: sqlite_utils.Database, email: str, reason: str, *, now: datet
     """The reader marked a message as spam: never mail them again, and they are unsubscribed (not
     ``bounced``: the address works, its owner does not want the list). Inside the caller's transaction."""
     stamp = iso(now or datetime.now(UTC))
-    db.conn.execute(
-        "INSERT INTO suppressions (email, reason, created_at) VALUES (?, ?, ?) ON CONFLICT (email) DO NOTHING",
-        [email, reason, stamp],
-    )
+    _add_suppression(db, email, reason, stamp)
     db.conn.execute(
         """
         UPDATE subscribers SET status = 'unsubscribed', unsubscribed_at = coalesce(unsubscribed_at, ?), updated_at = ?
