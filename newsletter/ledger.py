@@ -405,17 +405,18 @@ class DeliveryRef(NamedTuple):
     email: str
 
 
+_REF = "id, edition_id, subscriber_id, email"  # a DeliveryRef's columns
+
+
 def delivery_by_id(db: sqlite_utils.Database, delivery_id: int) -> DeliveryRef | None:
-    row = db.execute(
-        "SELECT id, edition_id, subscriber_id, email FROM deliveries WHERE id = ?", [delivery_id]
-    ).fetchone()
+    row = db.execute(f"SELECT {_REF} FROM deliveries WHERE id = ?", [delivery_id]).fetchone()
     return DeliveryRef(*row) if row else None
 
 
 def delivery_by_message_id(db: sqlite_utils.Database, message_id: str) -> DeliveryRef | None:
     """The delivery that sent the message with this Message-ID ("<...>", as in its header)."""
     row = db.execute(
-        "SELECT id, edition_id, subscriber_id, email FROM deliveries WHERE message_id = ? LIMIT 1",
+        f"SELECT {_REF} FROM deliveries WHERE message_id = ? LIMIT 1",
         [message_id.strip()],
     ).fetchone()
     return DeliveryRef(*row) if row else None
@@ -424,8 +425,8 @@ def delivery_by_message_id(db: sqlite_utils.Database, message_id: str) -> Delive
 def latest_delivery_to(db: sqlite_utils.Database, email: str) -> DeliveryRef | None:
     """The last message sent to ``email``: the best guess for a bounce that names only the address."""
     row = db.execute(
-        """
-        SELECT id, edition_id, subscriber_id, email FROM deliveries
+        f"""
+        SELECT {_REF} FROM deliveries
         WHERE email = ? COLLATE NOCASE AND state IN ('sent', 'unknown', 'committing')
         ORDER BY coalesce(sent_at, updated_at) DESC, id DESC LIMIT 1
         """,
