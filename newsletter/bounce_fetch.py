@@ -17,6 +17,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlite_utils
+
 from newsletter import bounces
 from newsletter.bounce_policy import Taken, take
 from newsletter.bounce_reports import read_report
@@ -96,11 +98,11 @@ def _count(fetched: BounceFetch, taken: Taken) -> None:
         fetched.actions[reader.action] += 1
 
 
-def _finish(db: object, run_id: int, fetched: BounceFetch, error: str | None) -> None:
+def _finish(db: sqlite_utils.Database, run_id: int, fetched: BounceFetch, error: str | None) -> None:
     # A database that cannot record the run's end (locked, full) must not hide why the run stopped.
     with suppress(sqlite3.Error):
         bounces.finish_run(
-            db,  # type: ignore[arg-type]
+            db,
             run_id,
             found=fetched.mailbox.found,
             taken=fetched.taken,
