@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.bounce_policy import Taken, take
+from newsletter.outbox import return_paths
 from newsletter.relay_events import MAX_BODY, PROVIDERS, Received, Refused, RelayEvents
 from newsletter.web.pages import Site
 
@@ -75,4 +76,6 @@ class Webhooks:
         return PlainTextResponse("ok\n")
 
     def _take(self, db: sqlite_utils.Database, received: Received) -> list[Taken]:
-        return [take(db, self.site.settings, event) for event in received.events]
+        settings = self.site.settings
+        paths = return_paths(settings, db)  # once for a request's batch of events
+        return [take(db, settings, event, paths=paths) for event in received.events]
